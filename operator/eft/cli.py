@@ -1,0 +1,138 @@
+"""The `eft` command line: validate a resource, run the pipeline locally, run one stage (the Jobs' entry point).
+
+Commands of other roles (serve, verify, crd, ...) are registered in LAZY_COMMANDS and imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from eft.errors import EXIT_INVALID_INPUT, EftError
+
+#: name -> "module:attribute" of a click command, imported on first use.
+LAZY_COMMANDS: dict[str, str] = {
+    "serve": "eft.serve.cli:serve",
+    "verify": "eft.verify.cli:verify",
+    "crd": "eft.controller.crd:crd_command",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx, name):
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, attr = LAZY_COMMANDS[name].split(":")
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ImportError as err:
+                return _unavailable(name, str(err))
+        return super().get_command(ctx, name)
+
+
+def _unavailable(name: str, why: str) -> click.Command:
+    @click.command(name, help=f"(not available: {why})", context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def cmd(args):
+        raise click.ClickException(f"'eft {name}' is not available in this installation: {why}")
+
+    return cmd
+
+
+def _fail(err: EftError) -> None:
+    click.secho(f"error: {err}", fg="red", err=True)
+    sys.exit(err.exit_code)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "openai", "urllib3", "filelock", "sentence_transformers", "transformers",
+                  "faiss", "datasets", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.group(cls=LazyGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="embedding-finetune-operator")
+def main(verbose: bool) -> None:
+    """Fine-tune, evaluate and serve a domain embedding model (embedding-finetune-operator)."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+def validate(file: Path) -> None:
+    """Check an EmbeddingFinetune resource file and report every problem with its field path."""
+    from eft.api import load_resource
+
+    try:
+        resource = load_resource(file)
+    except EftError as err:
+        _fail(err)
+    click.echo(f"{file}: valid EmbeddingFinetune '{resource.metadata.name}'")
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="Where stage outputs go (default: ./eft-work/<name>).")
+def run(file: Path, workdir: Path | None) -> None:
+    """Run every enabled stage on this machine, skipping stages whose outputs are current."""
+    from eft.api import load_resource
+    from eft.progress import Progress
+    from eft.report_table import print_outcome, print_metrics_table
+    from eft.runner import run_pipeline
+    from eft.stages.registry import workdir_for
+
+    try:
+        resource = load_resource(file)
+        wd = workdir_for(resource, workdir)
+        click.echo(f"workdir: {wd}")
+        with Progress() as progress:
+            outcomes = run_pipeline(resource, wd, progress, on_stage=print_outcome)
+        print_metrics_table(wd, outcomes)
+    except EftError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        click.secho("interrupted: finished stages are kept; run the same command again to resume", err=True)
+        sys.exit(130)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--spec", "spec_file", required=True, type=click.Path(path_type=Path), help="Resource YAML.")
+@click.option("--workdir", required=True, type=click.Path(path_type=Path), help="Shared workspace folder.")
+@click.option("--force", is_flag=True, help="Run even if the stage's output is current.")
+def stage(name: str, spec_file: Path, workdir: Path, force: bool) -> None:
+    """Run one stage (the entry point of the operator's Jobs). Exit code 2 = invalid input."""
+    from eft.api import load_resource
+    from eft.api.spec import PIPELINE_STAGES
+    from eft.errors import InvalidInput
+    from eft.progress import Progress
+    from eft.runner import run_one
+
+    try:
+        if name not in PIPELINE_STAGES:
+            raise InvalidInput(f"unknown stage '{name}' (expected one of: {', '.join(PIPELINE_STAGES)})")
+        resource = load_resource(spec_file)
+        with Progress() as progress:
+            outcome = run_one(resource, name, workdir, progress, force=force)
+    except EftError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    state = "skipped (up to date)" if outcome.skipped else f"done in {outcome.seconds:.1f}s"
+    click.echo(f"stage {name}: {state}")
+    click.echo(json.dumps(outcome.summary, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

