@@ -19,7 +19,7 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "prep": ("sdg",),
     "train": ("prep",),
     "eval": ("prep", "train"),
-    "export": ("train",),
+    "export": ("prep", "train"),
     "deploy": ("export",),
     "verify": ("deploy", "eval"),
 }

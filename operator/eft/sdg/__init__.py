@@ -1,0 +1,1 @@
+"""Synthetic data generation: questions (with their positive chunks) from the corpus, by an LLM or offline."""
