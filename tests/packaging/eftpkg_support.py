@@ -125,3 +125,33 @@ def parse_requirements(path: Path) -> dict[str, str]:
         assert name not in pins, f"{path}: {name} pinned twice"
         pins[name] = specs[0].version
     return pins
+
+
+# ----------------------------------------------------------------------------- Argo CD health (Lua)
+#: What a health script may use: Argo CD runs it in gopher-lua (Lua 5.1) with the base, table, string and
+#: math libraries; io, os, require, load* are not offered here, so a script relying on them fails the tests.
+LUA_SANDBOX = ("type", "tostring", "tonumber", "ipairs", "pairs", "next", "select", "pcall", "error",
+               "assert", "unpack", "string", "table", "math")
+
+
+def run_health_lua(script: str, obj) -> dict:
+    """Run an Argo CD health script on a resource (a dict as Argo CD would pass it) with a real Lua 5.1."""
+    from lupa import lua51
+
+    lua = lua51.LuaRuntime(unpack_returned_tuples=True, register_eval=False, register_builtins=False)
+    g = lua.globals()
+    env = lua.table()
+    for name in LUA_SANDBOX:
+        env[name] = g[name]
+    env["obj"] = lua.table_from(obj, recursive=True) if isinstance(obj, (dict, list)) else obj
+    chunk = lua.eval("function(src, env) local f = assert(loadstring(src, '=health.lua')); "
+                     "setfenv(f, env); return f() end")
+    result = chunk(script, env)
+    assert lupa_type(result) == "table", f"health script returned {result!r}"
+    return {k: v for k, v in result.items()}
+
+
+def lupa_type(value) -> str:
+    from lupa import lua51
+
+    return lua51.lua_type(value) or type(value).__name__
