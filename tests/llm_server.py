@@ -13,7 +13,8 @@ others), `rate_limit_first` (429 with Retry-After for the first N requests), `er
 request fails with 500), `malformed_first` (prose instead of JSON for the first N generation requests),
 `garbage` (prose for everything), `garbage_if` (prose for generation prompts containing this text),
 `fail_after_units` (503 for every request once N units have been judged), `reject_response_format` (400 when a
-request carries `response_format`, as some servers do).
+request carries `response_format`, as some servers do), `bad_request` (400 with this message for everything),
+`slow_first` + `delay_seconds` (the first N requests answer only after a delay, to provoke client timeouts).
 
 Usage:
     with FakeLLM(rate_limit_first=2) as llm:
@@ -71,7 +72,8 @@ class FakeLLM:
                  api_key: str | None = None, rate_limit_first: int = 0, retry_after: str | None = "30",
                  error_500_every: int = 0, malformed_first: int = 0, garbage: bool = False,
                  garbage_if: str | None = None, fail_after_units: int | None = None,
-                 reject_response_format: bool = False):
+                 reject_response_format: bool = False, bad_request: str | None = None,
+                 slow_first: int = 0, delay_seconds: float = 0.0):
         self.model = model
         self.models = set(models or (model,))
         self.api_key = api_key
@@ -83,6 +85,9 @@ class FakeLLM:
         self.garbage_if = garbage_if
         self.fail_after_units = fail_after_units
         self.reject_response_format = reject_response_format
+        self.bad_request = bad_request
+        self.slow_first = slow_first
+        self.delay_seconds = delay_seconds
         # what the server saw and answered
         self.requests = 0
         self.by_kind: Counter = Counter()          # generation / judge requests received (any outcome)
@@ -168,6 +173,10 @@ class FakeLLM:
         if body.get("model") not in self.models:
             return self._error(404, f"The model `{body.get('model')}` does not exist or you do not have access to it.",
                                code="model_not_found")
+        if n <= self.slow_first:
+            await asyncio.sleep(self.delay_seconds)  # the client times out before this answer
+        if self.bad_request is not None:
+            return self._error(400, self.bad_request)
         if self.reject_response_format and "response_format" in body:
             return self._error(400, "response_format is not supported by this server")
         if n <= self.rate_limit_first:

@@ -288,6 +288,24 @@ def test_response_format_rejected_by_server_is_dropped(tmp_path):
     assert records and server.statuses[400] == 1 and stats["malformed"] == 0
 
 
+def test_timeouts_are_retried(tmp_path):
+    with FakeLLM(slow_first=2, delay_seconds=1.5) as server:
+        records, stats = generate_llm_questions(
+            CHUNKS, sdg_spec(server, concurrency=1, request_timeout_seconds=0.3, max_chunks=3), tmp_path, SILENT)
+    assert stats["timeouts"] == 2 and stats["retries"] == 2 and records
+
+
+def test_works_when_called_from_a_running_event_loop(tmp_path):
+    import asyncio
+
+    async def caller():
+        with FakeLLM() as server:
+            return generate_llm_questions(CHUNKS, sdg_spec(server, max_chunks=3), tmp_path, SILENT)
+
+    records, stats = asyncio.run(caller())
+    assert records and stats["units"] >= 1
+
+
 # ----------------------------------------------------------------------------- resume
 def test_rerun_resumes_without_requests_and_reapplies_threshold(tmp_path):
     with FakeLLM() as server:
@@ -379,6 +397,15 @@ def test_unreachable_endpoint(tmp_path):
     assert time.monotonic() - t0 < 20
     assert err.value.field == "spec.sdg.endpoint" and f"127.0.0.1:{port}" in str(err.value)
     assert "3 attempt" in str(err.value)
+
+
+def test_every_request_rejected(tmp_path):
+    with FakeLLM(bad_request="This model's maximum context length is 4096 tokens") as server:
+        with pytest.raises(InvalidInput, match="rejected every request.*maximum context length"):
+            generate_llm_questions(CHUNKS, sdg_spec(server, max_chunks=3, concurrency=1), tmp_path, SILENT)
+    n_units = len(plan_units(CHUNKS, sdg_spec(server, max_chunks=3)))
+    assert server.requests == n_units  # a rejected request is not retried
+    assert not (tmp_path / PROGRESS_FILE).exists() or progress_lines(tmp_path) == []
 
 
 def test_model_that_only_returns_garbage(tmp_path):
