@@ -29,7 +29,6 @@ import re
 import socket
 import threading
 from collections import Counter
-from typing import Any
 
 from aiohttp import web
 

@@ -191,6 +191,18 @@ def test_parse_generation_validates_passages_and_labels():
         llm.parse_generation({"questions": [{"question": "x"}]}, unit, spec, counts)
 
 
+@pytest.mark.parametrize("question,refers", [
+    ("What does the passage say about port 7070?", True),
+    ("According to the documentation, which port is used?", True),
+    ("Based on the provided text, what is max_size?", True),
+    ("How do passages 1 and 2 relate? Passage 1 says...", True),
+    ("How do I change the text encoding of the logs?", False),
+    ("How do I switch the context in kubectl before installing?", False),
+])
+def test_questions_about_the_prompt_are_recognised(question, refers):
+    assert bool(llm._REFERS_TO_PROMPT.search(question)) is refers
+
+
 def test_prompts_number_passages_and_ask_for_json():
     unit = next(u for u in plan_units(CHUNKS, SdgSpec(hops={"min": 3, "max": 3})) if len(u.chunks) == 3)
     msgs = prompts.generation_messages(unit.chunks, 2, (3, 4), (2, 5))

@@ -70,8 +70,9 @@ CRITERIA = ("relevance", "accuracy", "context_support", "clarity", "overall")
 _TRANSIENT_STATUS = {408, 409, 425, 429}
 # Questions that talk about the prompt instead of the subject are useless as search queries.
 _REFERS_TO_PROMPT = re.compile(
-    r"\b(?:the|this|these|above|given|provided|following|each|both)\s+(?:passages?|context|excerpts?|snippets?|"
-    r"text|segments?)\b|\baccording to the (?:document|documentation|author)\b|\bpassage\s+\d\b",
+    r"\b(?:the|this|these|each|both|above|given|provided|following)\s+(?:passages?|excerpts?|snippets?)\b"
+    r"|\b(?:given|provided|above|following)\s+(?:text|context|documents?|segments?)\b"
+    r"|\baccording to the (?:text|context|document|documentation|author)\b|\bpassage\s+\d\b",
     re.IGNORECASE,
 )
 
