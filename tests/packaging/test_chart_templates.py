@@ -1,0 +1,274 @@
+"""The chart's templates, rendered without helm by tests/packaging/eftpkg_gotemplate.py (a strict subset
+renderer), parsed, and checked against the Kubernetes OpenAPI schemas (kubernetes-validate) and the
+operator's contracts."""
+
+from __future__ import annotations
+
+import re
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from eftpkg_gotemplate import Renderer, TemplateError, deep_merge, manifests, render_chart
+from eftpkg_support import CHART, IMAGES, pyproject, read_env_file
+
+DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
+CI_FILES = sorted((CHART / "ci").glob("*.yaml"))
+CASES = {
+    "defaults": {},
+    **{p.stem: yaml.safe_load(p.read_text()) for p in CI_FILES},
+    "namespaced-release-namespace": {"rbac": {"scope": "namespaced"}},
+    "servicemonitor-other-namespace": {"metrics": {"serviceMonitor": {"enabled": True, "namespace": "monitoring"}}},
+    "verbose-extras": {"operator": {"verbose": True, "extraArgs": ["--log-format=json"],
+                                    "extraEnv": [{"name": "FOO", "value": "bar"}], "replicas": 0},
+                       "rbac": {"create": False}, "serviceAccount": {"create": False}},
+    "release-named-like-chart": {"__release__": "embedding-finetune-operator"},
+}
+KUBE_VERSIONS = ("1.27.0", "1.37.0")  # Chart.yaml kubeVersion floor, and the newest schema available
+CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
+
+
+def _render(case: str):
+    values = dict(CASES[case])
+    release = values.pop("__release__", "eft")
+    return render_chart(CHART, values, release=release, namespace="eft-system")
+
+
+def _docs(case: str):
+    return manifests(_render(case))
+
+
+def _one(docs, kind):
+    found = [d for _, d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_template_renders_parses_and_validates(case):
+    rendered = _render(case)
+    assert "templates/NOTES.txt" in rendered and "eft-system" in rendered["templates/NOTES.txt"]
+    docs = manifests(rendered)
+    assert docs
+    names = set()
+    for template, doc in docs:
+        assert isinstance(doc, dict), f"{template}: a document is not a mapping"
+        assert {"apiVersion", "kind", "metadata"} <= set(doc), f"{template}: {doc}"
+        key = (doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])
+        assert key not in names, f"{template}: duplicate object {key}"
+        names.add(key)
+        if doc["kind"] not in CLUSTER_KINDS:
+            assert doc["metadata"].get("namespace"), f"{template}: {doc['kind']} without a namespace"
+        else:
+            assert "namespace" not in doc["metadata"]
+        labels = doc["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/managed-by") == "Helm", f"{template}: {doc['kind']} lacks labels"
+        if doc["apiVersion"] == "monitoring.coreos.com/v1":
+            continue  # not a built-in kind: checked in test_servicemonitor
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_every_values_reference_exists():
+    """A typo in `.Values.x.y` renders as nothing in Helm; here every referenced path must exist in values.yaml."""
+    for path in sorted((CHART / "templates").iterdir()):
+        for ref in re.findall(r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)", path.read_text()):
+            node = DEFAULTS
+            for part in ref.strip(".").split("."):
+                assert isinstance(node, dict) and part in node, f"{path.name}: .Values{ref} is not in values.yaml"
+                node = node[part]
+
+
+def test_deployment_security_and_probes():
+    dep = _one(_docs("defaults"), "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    [c] = pod["containers"]
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["privileged"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    # A read-only root filesystem needs a writable /tmp.
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert "/tmp" in mounts
+    assert any(v["name"] == mounts["/tmp"] and "emptyDir" in v for v in pod["volumes"])
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_operator_uid_matches_the_image():
+    dep = _one(_docs("defaults"), "Deployment")
+    dockerfile = (IMAGES / "operator" / "Dockerfile").read_text()
+    uid = re.findall(r"^USER (\d+)", dockerfile, re.M)[-1]
+    assert dep["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(uid)
+
+
+def _args(case):
+    return _one(_docs(case), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_operator_args_follow_the_rbac_scope():
+    assert _args("defaults") == ["operator", "--all-namespaces"]
+    assert _args("namespaced-values") == ["operator", "--namespace", "ml-team-a", "--namespace", "ml-team-b"]
+    assert _args("namespaced-release-namespace") == ["operator", "--namespace", "eft-system"]
+    assert _args("verbose-extras") == ["-v", "operator", "--all-namespaces", "--log-format=json"]
+
+
+def test_args_are_options_of_the_operator_command():
+    """The flags the chart passes exist on `eft operator` (checked when the controller is installed)."""
+    import click
+
+    from eft.cli import main
+
+    cmd = main.get_command(click.Context(main), "operator")
+    if cmd is None or (cmd.help or "").startswith("(not available"):
+        pytest.fail("`eft operator` is not available: the chart's entry point has nothing to run")
+    opts = {o for p in cmd.params for o in p.opts}
+    assert {"--namespace", "--all-namespaces"} <= opts
+
+
+def _env(docs):
+    c = _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+
+def test_images_agree_with_the_operator_defaults_and_images_env():
+    from eft.api import spec
+
+    env = _env(_docs("defaults"))
+    assert env["EFT_PIPELINE_IMAGE"] == spec.DEFAULT_PIPELINE_IMAGE
+    assert env["EFT_SERVER_IMAGE"] == spec.DEFAULT_SERVER_IMAGE
+    images_env = read_env_file(IMAGES / "images.env")
+    assert DEFAULTS["images"]["registry"] == images_env["REGISTRY"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == images_env["TAG"] == pyproject()["project"]["version"]
+    dep = _one(_docs("defaults"), "Deployment")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        f"{images_env['REGISTRY']}/operator:{images_env['TAG']}"
+
+
+def test_one_registry_and_tag_setting_moves_all_images():
+    docs = _docs("production-values")
+    env = _env(docs)
+    prefix = "registry.example.com/mirror/embedding-finetune-operator"
+    assert env["EFT_PIPELINE_IMAGE"] == f"{prefix}/pipeline:0.1.0"
+    assert env["EFT_SERVER_IMAGE"] == f"{prefix}/server:0.1.0"
+    dep = _one(docs, "Deployment")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == f"{prefix}/operator:0.1.0"
+    assert dep["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    digests = _env(_docs("digest-images-values"))
+    assert digests["EFT_PIPELINE_IMAGE"].startswith("registry.internal:5000/eft/pipeline@sha256:")
+
+
+def test_defaults_configmap_reaches_the_operator():
+    from eft.api.spec import StageRuntime
+
+    docs = _docs("gpu-values")
+    cm = _one(docs, "ConfigMap")
+    defaults = yaml.safe_load(cm["data"]["defaults.yaml"])
+    assert set(defaults) == {"stages", "server"}
+    for stage, runtime in defaults["stages"].items():
+        StageRuntime.model_validate(runtime)  # same keys and bounds as spec.runtime.stages.<stage>
+    assert defaults["stages"]["eval"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    dep = _one(docs, "Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    path = _env(docs)["EFT_DEFAULTS_FILE"]
+    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    vol = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert vol["configMap"]["name"] == cm["metadata"]["name"]
+    assert path.rsplit("/", 1)[1] in cm["data"]
+    # Changing a default restarts the operator (the pod template's checksum changes).
+    base = _one(_docs("defaults"), "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/defaults"]
+    assert dep["spec"]["template"]["metadata"]["annotations"]["checksum/defaults"] != base
+
+
+def test_stage_defaults_agree_with_the_controller():
+    """values.yaml states the same deadlines and retries the controller uses when the chart gives none."""
+    manifests_mod = pytest.importorskip("eft.controller.manifests")
+    stages = DEFAULTS["stageDefaults"]
+    for stage, seconds in manifests_mod.DEFAULT_DEADLINES.items():
+        assert stages[stage]["activeDeadlineSeconds"] == seconds, stage
+    assert stages["all"]["backoffLimit"] == manifests_mod.DEFAULT_BACKOFF_LIMIT
+
+
+def test_metrics_service_and_servicemonitor():
+    docs = _docs("production-values")
+    dep = _one(docs, "Deployment")
+    svc = next(d for _, d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics"))
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    [port] = svc["spec"]["ports"]
+    assert port["targetPort"] == "metrics" and port["name"] == "metrics"
+    sm = _one(docs, "ServiceMonitor")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"]["matchNames"] == [svc["metadata"]["namespace"]]
+    [endpoint] = sm["spec"]["endpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert not [d for _, d in _docs("defaults") if d["kind"] == "ServiceMonitor"], "ServiceMonitor is opt-in"
+    other = _one(_docs("servicemonitor-other-namespace"), "ServiceMonitor")
+    assert other["metadata"]["namespace"] == "monitoring"
+    assert other["spec"]["namespaceSelector"]["matchNames"] == ["eft-system"]
+    off = _docs("digest-images-values")
+    assert not [d for _, d in off if d["kind"] in ("Service", "ServiceMonitor")]
+
+
+def test_service_account_wiring():
+    docs = _docs("defaults")
+    sa = _one(docs, "ServiceAccount")
+    dep = _one(docs, "Deployment")
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    assert sa["automountServiceAccountToken"] is False  # only the operator pod mounts a token
+    assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    pre = _docs("digest-images-values")
+    assert not [d for _, d in pre if d["kind"] == "ServiceAccount"]
+    assert _one(pre, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "eft-operator-preprovisioned"
+    assert _one(pre, "Deployment")["metadata"]["name"] == "eft-operator"
+    assert _one(_docs("release-named-like-chart"), "Deployment")["metadata"]["name"] == "embedding-finetune-operator"
+
+
+# ----------------------------------------------------------------------------- the renderer itself
+def _r(src, values=None, name="t.yaml"):
+    return Renderer({name: src}).render(name, {"Values": values or {}, "Release": {"Name": "r"}})
+
+
+def test_renderer_follows_go_template_semantics():
+    assert _r("a\n  {{- if .Values.x }}yes{{ else }}no{{ end }}\n", {"x": 0}) == "ano\n"
+    assert _r("{{ range $i, $v := .Values.l }}{{ $i }}={{ $v }};{{ else }}empty{{ end }}", {"l": ["a", "b"]}) == "0=a;1=b;"
+    assert _r("{{ range .Values.l }}{{ . }}{{ else }}empty{{ end }}", {"l": []}) == "empty"
+    assert _r("{{ range $k, $v := .Values.m }}{{ $k }}{{ end }}", {"m": {"b": 1, "a": 2}}) == "ab"
+    assert _r("{{ with .Values.m }}{{ .a }}{{ end }}", {"m": {"a": 3}}) == "3"
+    assert _r("{{ default \"d\" .Values.x }}|{{ default \"d\" .Values.y }}", {"x": "", "y": "v"}) == "d|v"
+    assert _r("{{ .Values.m | toYaml | nindent 2 }}", {"m": {"b": [1], "a": "2"}}) == "\n  a: '2'\n  b:\n  - 1"
+    assert _r("{{ printf \"%s-%s\" .Release.Name \"x\" | trunc 3 }}") == "r-x"
+    assert _r("{{ .Values.missing }}") == ""
+    assert _r("{{ if and .Values.a (not .Values.b) }}t{{ end }}", {"a": 1, "b": False}) == "t"
+    assert _r("{{- $x := 1 }}{{ if true }}{{ $x = 2 }}{{ end }}{{ $x }}") == "1"  # block scope of assignments
+
+
+@pytest.mark.parametrize("src, error", [
+    ("{{ lookup \"v1\" \"Pod\" \"\" \"\" }}", "outside the supported subset"),
+    ("{{ .Values.a.b }}", "nil pointer"),
+    ("{{ .Values.m }}", "printing a dict"),
+    ("{{ eq .Values.n \"1\" }}", "incompatible types"),
+    ("{{ if true }}x", "missing {{ end }}"),
+    ("{{ template \"x\" . }}", "outside the supported subset"),
+    ("{{ required \"need a\" .Values.a }}", "need a"),
+])
+def test_renderer_is_loud_outside_its_subset(src, error):
+    with pytest.raises(TemplateError, match=re.escape(error)):
+        _r(src, {"m": {"a": 1}, "n": 1})
+
+
+def test_deep_merge_like_helm():
+    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}, "d": 4}) == {"a": {"b": 3, "c": 2}, "d": 4}
+    assert deep_merge({"a": {"b": 1}}, {"a": None}) == {}
