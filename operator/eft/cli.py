@@ -20,6 +20,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "serve": "eft.serve.cli:serve",
     "verify": "eft.verify.cli:verify",
     "crd": "eft.controller.crd:crd_command",
+    "operator": "eft.controller.cli:operator_command",
 }
 
 

@@ -1,0 +1,509 @@
+"""Pure builders of every object the controller creates (no cluster access; tested with kubernetes-validate).
+
+Names are deterministic (`<resource>-<stage>-<hash8>` for stage children), every child carries an owner
+reference to the resource (controller=true) and the `app.kubernetes.io/*` labels.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from eft.api.spec import (
+    API_GROUP,
+    API_VERSION,
+    DEFAULT_PIPELINE_IMAGE,
+    DEFAULT_SERVER_IMAGE,
+    KIND,
+    EmbeddingFinetuneSpec,
+    StageRuntime,
+)
+from eft.hashing import digest
+
+OPERATOR_NAME = "embedding-finetune-operator"
+APP_NAME = "embedding-finetune"
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_RESOURCE = f"{API_GROUP}/resource"
+LABEL_STAGE = f"{API_GROUP}/stage"
+LABEL_HASH = f"{API_GROUP}/config-hash"
+ANN_CONFIG_HASH = f"{API_GROUP}/config-hash"
+ANN_GENERATION = f"{API_GROUP}/generation"
+ANN_SPEC_CONFIGMAP = f"{API_GROUP}/spec-configmap"
+
+#: Server-side label selector for the children the operator watches.
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={OPERATOR_NAME}"
+
+SPEC_MOUNT = "/etc/eft"
+SPEC_FILE = "resource.yaml"
+WORKSPACE_MOUNT = "/workspace"
+CORPUS_MOUNT = "/mnt/corpus"
+CONTAINER_NAME = "stage"
+SERVER_CONTAINER = "server"
+TERMINATION_PATH = "/dev/termination-log"
+EXIT_INVALID_INPUT = 2
+TORCH_MASTER_PORT = 29500
+
+#: Safety limits when the spec names none (seconds). Training and SDG can be long.
+DEFAULT_DEADLINES = {"sdg": 24 * 3600, "prep": 6 * 3600, "train": 72 * 3600, "eval": 6 * 3600,
+                     "export": 6 * 3600, "verify": 3600}
+DEFAULT_BACKOFF_LIMIT = 2
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Operator-wide settings (from the environment of the operator pod)."""
+
+    pipeline_image: str = DEFAULT_PIPELINE_IMAGE
+    server_image: str = DEFAULT_SERVER_IMAGE
+    default_backoff_limit: int = DEFAULT_BACKOFF_LIMIT
+    deadlines: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "OperatorConfig":
+        env = os.environ if env is None else env
+        return cls(
+            pipeline_image=env.get("EFT_PIPELINE_IMAGE") or DEFAULT_PIPELINE_IMAGE,
+            server_image=env.get("EFT_SERVER_IMAGE") or DEFAULT_SERVER_IMAGE,
+        )
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What children need to know about the resource that owns them."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 1
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "Owner":
+        meta = body.get("metadata", {})
+        return cls(name=meta["name"], namespace=meta.get("namespace") or "default", uid=meta.get("uid") or "",
+                   generation=int(meta.get("generation") or 1))
+
+
+# ----------------------------------------------------------------------------- names
+def child_name(resource: str, stage: str, config_hash: str) -> str:
+    """`<resource>-<stage>-<hash8>`: deterministic, so a restarted operator finds what it created."""
+    return f"{resource}-{stage}-{config_hash[:8]}"
+
+
+def workspace_claim(resource: str, spec: EmbeddingFinetuneSpec) -> str:
+    return spec.storage.claim_name or f"{resource}-workspace"
+
+
+def service_name(resource: str) -> str:
+    return f"{resource}-server"
+
+
+def endpoint_url(resource: str, namespace: str, spec: EmbeddingFinetuneSpec) -> str:
+    return f"http://{service_name(resource)}.{namespace}.svc:{spec.deploy.port}"
+
+
+# ----------------------------------------------------------------------------- metadata helpers
+def labels(owner: Owner, component: str, stage: str | None = None, config_hash: str | None = None) -> dict[str, str]:
+    out = {
+        LABEL_NAME: APP_NAME,
+        LABEL_INSTANCE: owner.name,
+        LABEL_COMPONENT: component,
+        LABEL_MANAGED_BY: OPERATOR_NAME,
+        LABEL_PART_OF: OPERATOR_NAME,
+        LABEL_RESOURCE: owner.name,
+    }
+    if stage:
+        out[LABEL_STAGE] = stage
+    if config_hash:
+        out[LABEL_HASH] = config_hash[:8]
+    return out
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": owner.name, "uid": owner.uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def metadata(owner: Owner, name: str, component: str, stage: str | None = None, config_hash: str | None = None,
+             annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner, component, stage, config_hash),
+        "ownerReferences": [owner_reference(owner)],
+    }
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+# ----------------------------------------------------------------------------- spec hand-over
+def pod_resource_document(body: dict[str, Any], spec: EmbeddingFinetuneSpec) -> dict[str, Any]:
+    """The resource as the pods read it: PVC/ConfigMap corpus sources become the folder they are mounted at."""
+    spec_dict = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    src = spec.corpus.source
+    if src.pvc is not None:
+        sub = src.pvc.sub_path.strip("/")
+        spec_dict["corpus"]["source"] = {"path": f"{CORPUS_MOUNT}/{sub}" if sub else CORPUS_MOUNT}
+    elif src.config_map is not None:
+        spec_dict["corpus"]["source"] = {"path": CORPUS_MOUNT}
+    meta = body.get("metadata", {})
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "generation") if meta.get(k) is not None},
+        "spec": spec_dict,
+    }
+
+
+def spec_configmap(owner: Owner, body: dict[str, Any], spec: EmbeddingFinetuneSpec) -> dict[str, Any]:
+    """Immutable ConfigMap with the whole resource YAML; its name carries a digest of the content."""
+    doc = pod_resource_document(body, spec)
+    content_hash = digest(doc["spec"])
+    name = f"{owner.name}-spec-{content_hash[:8]}"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(owner, name, "spec", config_hash=content_hash),
+        "immutable": True,
+        "data": {SPEC_FILE: yaml.safe_dump(doc, sort_keys=False)},
+    }
+
+
+def workspace_pvc(owner: Owner, spec: EmbeddingFinetuneSpec) -> dict[str, Any] | None:
+    """The workspace claim to create, or None when the spec names an existing claim."""
+    if spec.storage.claim_name:
+        return None
+    pvc_spec: dict[str, Any] = {
+        "accessModes": list(spec.storage.access_modes),
+        "resources": {"requests": {"storage": spec.storage.size}},
+    }
+    if spec.storage.storage_class_name:
+        pvc_spec["storageClassName"] = spec.storage.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata(owner, workspace_claim(owner.name, spec), "workspace"),
+        "spec": pvc_spec,
+    }
+
+
+# ----------------------------------------------------------------------------- stage Jobs
+def stage_runtime(spec: EmbeddingFinetuneSpec, stage: str) -> StageRuntime:
+    """`runtime.defaults` overridden field by field by `runtime.stages.<stage>`."""
+    merged = spec.runtime.defaults.model_dump()
+    per_stage = getattr(spec.runtime.stages, stage, None)
+    if per_stage is not None:
+        for key, value in per_stage.model_dump().items():
+            if value is not None:
+                merged[key] = value
+    return StageRuntime.model_validate(merged)
+
+
+def stage_resources(spec: EmbeddingFinetuneSpec, stage: str) -> dict[str, dict[str, str]]:
+    rt = stage_runtime(spec, stage)
+    requests = dict(rt.resources.requests) if rt.resources else {}
+    limits = dict(rt.resources.limits) if rt.resources else {}
+    if stage == "train" and spec.training.gpus > 0:
+        # Extended resources: request == limit.
+        limits["nvidia.com/gpu"] = str(spec.training.gpus)
+        requests["nvidia.com/gpu"] = str(spec.training.gpus)
+    out = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _secret_env(name: str, ref) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def _common_env(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, config_hash: str) -> list[dict[str, Any]]:
+    env = [
+        {"name": "EFT_STAGE", "value": stage},
+        {"name": "EFT_CONFIG_HASH", "value": config_hash},
+        {"name": "EFT_RESOURCE", "value": f"{owner.namespace}/{owner.name}"},
+        {"name": "EFT_TERMINATION_MESSAGE_PATH", "value": TERMINATION_PATH},
+        {"name": "HF_HOME", "value": f"{WORKSPACE_MOUNT}/.cache/huggingface"},
+    ]
+    if spec.runtime.hf_token_secret_ref is not None:
+        env.append(_secret_env("HF_TOKEN", spec.runtime.hf_token_secret_ref))
+    return env
+
+
+def _corpus_volume(spec: EmbeddingFinetuneSpec) -> dict[str, Any] | None:
+    src = spec.corpus.source
+    if src.pvc is not None:
+        return {"name": "corpus", "persistentVolumeClaim": {"claimName": src.pvc.claim_name, "readOnly": True}}
+    if src.config_map is not None:
+        return {"name": "corpus", "configMap": {"name": src.config_map.name}}
+    return None
+
+
+def _tolerations(rt: StageRuntime) -> list[dict[str, Any]]:
+    return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in (rt.tolerations or [])]
+
+
+def _job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, config_hash: str, image: str,
+         command: list[str], env: list[dict[str, Any]], volumes: list[dict[str, Any]],
+         mounts: list[dict[str, Any]], config: OperatorConfig, extra_annotations: dict[str, str]) -> dict[str, Any]:
+    rt = stage_runtime(spec, stage)
+    name = child_name(owner.name, stage, config_hash)
+    pod_labels = labels(owner, stage, stage, config_hash)
+    annotations = {ANN_CONFIG_HASH: config_hash, ANN_GENERATION: str(owner.generation), **extra_annotations}
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": spec.runtime.image_pull_policy,
+        "command": command,
+        "env": env,
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    resources = stage_resources(spec, stage)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # required by podFailurePolicy
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.runtime.service_account_name:
+        pod_spec["serviceAccountName"] = spec.runtime.service_account_name
+    if rt.node_selector:
+        pod_spec["nodeSelector"] = dict(rt.node_selector)
+    if rt.tolerations:
+        pod_spec["tolerations"] = _tolerations(rt)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": rt.backoff_limit if rt.backoff_limit is not None else config.default_backoff_limit,
+        "activeDeadlineSeconds": rt.active_deadline_seconds or config.deadlines.get(stage, 24 * 3600),
+        "podFailurePolicy": {
+            "rules": [
+                # Invalid input (exit code 2): retrying cannot help.
+                {"action": "FailJob",
+                 "onExitCodes": {"containerName": CONTAINER_NAME, "operator": "In", "values": [EXIT_INVALID_INPUT]}},
+                # Preempted or evicted (e.g. a reclaimed GPU node): retry without counting against backoffLimit.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]
+        },
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": {ANN_CONFIG_HASH: config_hash}},
+            "spec": pod_spec,
+        },
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(owner, name, stage, stage, config_hash, annotations),
+        "spec": job_spec,
+    }
+
+
+def stage_job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, hashes: dict[str, str],
+              configmap_name: str, config: OperatorConfig) -> dict[str, Any]:
+    """The Job of one pipeline stage: `eft stage NAME --spec /etc/eft/resource.yaml --workdir /workspace`."""
+    config_hash = hashes[stage]
+    rt = stage_runtime(spec, stage)
+    image = rt.image or spec.runtime.image or config.pipeline_image
+    command = ["eft", "stage", stage, "--spec", f"{SPEC_MOUNT}/{SPEC_FILE}", "--workdir", WORKSPACE_MOUNT]
+    env = _common_env(owner, spec, stage, config_hash)
+    if stage == "sdg" and spec.sdg.api_key_secret_ref is not None:
+        env.append(_secret_env(spec.sdg.api_key_env, spec.sdg.api_key_secret_ref))
+    volumes = [
+        {"name": "spec", "configMap": {"name": configmap_name}},
+        {"name": "workspace", "persistentVolumeClaim": {"claimName": workspace_claim(owner.name, spec)}},
+    ]
+    mounts = [
+        {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
+        {"name": "workspace", "mountPath": WORKSPACE_MOUNT},
+    ]
+    corpus = _corpus_volume(spec)
+    if corpus is not None:
+        # Every stage recomputes the config hashes, which fingerprint the corpus: mount it everywhere.
+        volumes.append(corpus)
+        mounts.append({"name": "corpus", "mountPath": CORPUS_MOUNT, "readOnly": True})
+    job = _job(owner, spec, stage, config_hash, image, command, env, volumes, mounts, config,
+               {ANN_SPEC_CONFIGMAP: configmap_name})
+    if stage == "train":
+        _add_torch_distributed(job, spec)
+    return job
+
+
+def _add_torch_distributed(job: dict[str, Any], spec: EmbeddingFinetuneSpec) -> None:
+    """torchrun rendezvous variables (the names Kubeflow's torch runtime uses); multi-node = Indexed Job."""
+    nodes, gpus = spec.training.nodes, spec.training.gpus
+    name = job["metadata"]["name"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = container["env"]
+    env += [
+        {"name": "PET_NNODES", "value": str(nodes)},
+        {"name": "PET_NPROC_PER_NODE", "value": str(max(gpus, 1))},
+        {"name": "PET_MASTER_PORT", "value": str(TORCH_MASTER_PORT)},
+    ]
+    if nodes > 1:
+        js = job["spec"]
+        js["completionMode"] = "Indexed"
+        js["completions"] = nodes
+        js["parallelism"] = nodes
+        js["template"]["spec"]["subdomain"] = name
+        env += [
+            {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {
+                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+            {"name": "PET_MASTER_ADDR", "value": f"{name}-0.{name}"},
+        ]
+        container["ports"] = [{"name": "torch", "containerPort": TORCH_MASTER_PORT}]
+    else:
+        env += [{"name": "PET_NODE_RANK", "value": "0"}, {"name": "PET_MASTER_ADDR", "value": "localhost"}]
+
+
+def train_headless_service(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[str, str]) -> dict[str, Any] | None:
+    """Headless Service giving multi-node training pods stable DNS names (`<job>-<index>.<job>`)."""
+    if spec.training.nodes <= 1:
+        return None
+    config_hash = hashes["train"]
+    name = child_name(owner.name, "train", config_hash)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, name, "train", "train", config_hash),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {LABEL_RESOURCE: owner.name, LABEL_STAGE: "train", LABEL_HASH: config_hash[:8]},
+            "ports": [{"name": "torch", "port": TORCH_MASTER_PORT, "targetPort": TORCH_MASTER_PORT}],
+        },
+    }
+
+
+def verify_job(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[str, str], config: OperatorConfig) -> dict[str, Any]:
+    """`eft verify` against the live Service: re-runs the BEIR evaluation through the endpoint."""
+    config_hash = hashes["verify"]
+    rt = stage_runtime(spec, "verify")
+    image = rt.image or spec.runtime.image or config.pipeline_image
+    command = ["eft", "verify", "--endpoint", endpoint_url(owner.name, owner.namespace, spec),
+               "--workdir", WORKSPACE_MOUNT]
+    volumes = [{"name": "workspace", "persistentVolumeClaim": {"claimName": workspace_claim(owner.name, spec),
+                                                                "readOnly": True}}]
+    mounts = [{"name": "workspace", "mountPath": WORKSPACE_MOUNT, "readOnly": True}]
+    env = _common_env(owner, spec, "verify", config_hash)
+    env = [e for e in env if e["name"] != "HF_HOME"]
+    return _job(owner, spec, "verify", config_hash, image, command, env, volumes, mounts, config, {})
+
+
+# ----------------------------------------------------------------------------- serving
+def model_dir(spec: EmbeddingFinetuneSpec) -> str:
+    return f"{WORKSPACE_MOUNT}/export" if spec.export.onnx.enabled else f"{WORKSPACE_MOUNT}/train/model"
+
+
+def server_labels(owner: Owner) -> dict[str, str]:
+    return {LABEL_RESOURCE: owner.name, LABEL_COMPONENT: "server"}
+
+
+def server_deployment(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[str, str],
+                      config: OperatorConfig) -> dict[str, Any]:
+    """`eft serve` behind probes; the workspace is mounted read-only. Named after the deploy config hash."""
+    config_hash = hashes["deploy"]
+    name = child_name(owner.name, "deploy", config_hash)
+    port = spec.deploy.port
+    pod_labels = labels(owner, "server", "deploy", config_hash)
+    container: dict[str, Any] = {
+        "name": SERVER_CONTAINER,
+        "image": spec.deploy.image or config.server_image,
+        "imagePullPolicy": spec.runtime.image_pull_policy,
+        "command": ["eft", "serve", "--model", model_dir(spec), "--host", "0.0.0.0", "--port", str(port)],
+        "env": [
+            {"name": "EFT_BACKEND", "value": spec.deploy.backend},
+            {"name": "EFT_MAX_BATCH_SIZE", "value": str(spec.deploy.max_batch_size)},
+            {"name": "EFT_MAX_WAIT_MS", "value": str(spec.deploy.max_wait_ms)},
+            {"name": "EFT_MAX_INPUTS_PER_REQUEST", "value": str(spec.deploy.max_inputs_per_request)},
+            {"name": "EFT_MODEL_NAME", "value": owner.name},
+        ],
+        "ports": [{"name": "http", "containerPort": port}],
+        "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE_MOUNT, "readOnly": True}],
+        # Model load can take minutes: the startup probe holds off liveness kills for up to 15 minutes.
+        "startupProbe": {"httpGet": {"path": "/v1/health/live", "port": "http"},
+                         "periodSeconds": 10, "failureThreshold": 90},
+        "livenessProbe": {"httpGet": {"path": "/v1/health/live", "port": "http"},
+                          "periodSeconds": 15, "failureThreshold": 4},
+        "readinessProbe": {"httpGet": {"path": "/v1/health/ready", "port": "http"},
+                           "periodSeconds": 5, "failureThreshold": 3},
+    }
+    if spec.runtime.hf_token_secret_ref is not None:
+        container["env"].append(_secret_env("HF_TOKEN", spec.runtime.hf_token_secret_ref))
+    res = spec.deploy.resources
+    resources = {k: dict(v) for k, v in (("requests", res.requests), ("limits", res.limits)) if v}
+    if resources:
+        container["resources"] = resources
+    rt = spec.runtime.defaults  # nodeSelector/tolerations for the server pods
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [{"name": "workspace", "persistentVolumeClaim": {
+            "claimName": workspace_claim(owner.name, spec), "readOnly": True}}],
+    }
+    if spec.runtime.service_account_name:
+        pod_spec["serviceAccountName"] = spec.runtime.service_account_name
+    if rt.node_selector:
+        pod_spec["nodeSelector"] = dict(rt.node_selector)
+    if rt.tolerations:
+        pod_spec["tolerations"] = _tolerations(rt)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner, name, "server", "deploy", config_hash,
+                             {ANN_CONFIG_HASH: config_hash, ANN_GENERATION: str(owner.generation)}),
+        "spec": {
+            "replicas": spec.deploy.replicas,
+            "selector": {"matchLabels": {**server_labels(owner), LABEL_HASH: config_hash[:8]}},
+            "template": {"metadata": {"labels": pod_labels, "annotations": {ANN_CONFIG_HASH: config_hash}},
+                         "spec": pod_spec},
+        },
+    }
+
+
+def server_service(owner: Owner, spec: EmbeddingFinetuneSpec) -> dict[str, Any]:
+    """A stable Service in front of whichever server Deployment of this resource is current."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, service_name(owner.name), "server"),
+        "spec": {
+            "selector": server_labels(owner),
+            "ports": [{"name": "http", "port": spec.deploy.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+# ----------------------------------------------------------------------------- events
+def event(owner_body: dict[str, Any], type_: str, reason: str, message: str, now: str,
+          component: str = OPERATOR_NAME) -> dict[str, Any]:
+    """A core/v1 Event about the resource (Kubernetes-style: reason CamelCase, message one sentence)."""
+    meta = owner_body.get("metadata", {})
+    name = meta.get("name", "unknown")
+    suffix = digest([name, reason, message, now])[:10]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{name}.{suffix}", "namespace": meta.get("namespace") or "default"},
+        "involvedObject": {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": name,
+                           "namespace": meta.get("namespace") or "default", "uid": meta.get("uid", ""),
+                           **({"resourceVersion": meta["resourceVersion"]} if meta.get("resourceVersion") else {})},
+        "reason": reason,
+        "message": message[:1024],
+        "type": type_,
+        "source": {"component": component},
+        "reportingComponent": f"{API_GROUP}/{OPERATOR_NAME}",
+        "reportingInstance": os.environ.get("HOSTNAME", OPERATOR_NAME)[:128],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }

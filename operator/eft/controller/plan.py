@@ -1,0 +1,320 @@
+"""Stage planning as a pure function (DESIGN.md stage contract): from the spec's config hashes, the children
+that exist and what the status recorded, decide each stage's state and the next actions.
+
+Level-triggered: nothing here depends on memory of earlier reconciles beyond what is in the cluster (the
+children and the resource's status), so an operator restarted at any point derives the same plan.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from eft.api.spec import PIPELINE_STAGES, EmbeddingFinetuneSpec
+from eft.controller.manifests import ANN_CONFIG_HASH, ANN_GENERATION, CONTAINER_NAME, LABEL_STAGE, child_name
+
+
+# ----------------------------------------------------------------------------- observations
+@dataclass
+class JobObs:
+    name: str
+    stage: str
+    config_hash: str
+    generation: int
+    state: str  # Pending | Running | Succeeded | Failed
+    reason: str | None = None
+    message: str | None = None
+    attempts: int = 0
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+@dataclass
+class DeploymentObs:
+    name: str
+    config_hash: str
+    available: bool
+    ready_replicas: int = 0
+    replicas: int = 1
+
+
+@dataclass
+class Observed:
+    jobs: dict[str, JobObs] = field(default_factory=dict)
+    deployments: dict[str, DeploymentObs] = field(default_factory=dict)
+    #: job name -> parsed termination message ({"summary", "durationSeconds", ...} or {"message": raw text}).
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _cond(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_), None)
+
+
+def observe_job(raw: dict[str, Any]) -> JobObs:
+    """A Job's outcome from its `Complete`/`Failed` conditions (never from pod counters)."""
+    meta, status = raw.get("metadata", {}), raw.get("status") or {}
+    ann, lab = meta.get("annotations") or {}, meta.get("labels") or {}
+    complete, failed = _cond(raw, "Complete"), _cond(raw, "Failed")
+    if complete and complete.get("status") == "True":
+        state, reason, message = "Succeeded", complete.get("reason"), complete.get("message")
+    elif failed and failed.get("status") == "True":
+        state, reason, message = "Failed", failed.get("reason") or "JobFailed", failed.get("message")
+    else:
+        state = "Running" if (status.get("active") or status.get("startTime")) else "Pending"
+        reason = message = None
+    attempts = int(status.get("failed") or 0) + int(status.get("succeeded") or 0) + int(status.get("active") or 0)
+    return JobObs(
+        name=meta.get("name", ""), stage=lab.get(LABEL_STAGE, ""), config_hash=ann.get(ANN_CONFIG_HASH, ""),
+        generation=int(ann.get(ANN_GENERATION) or 0), state=state, reason=reason, message=message,
+        attempts=attempts, start_time=status.get("startTime"), completion_time=status.get("completionTime"),
+    )
+
+
+def observe_deployment(raw: dict[str, Any]) -> DeploymentObs:
+    meta, status, spec = raw.get("metadata", {}), raw.get("status") or {}, raw.get("spec") or {}
+    replicas = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
+    available_cond = _cond(raw, "Available")
+    ready = int(status.get("readyReplicas") or 0)
+    available = bool(available_cond and available_cond.get("status") == "True"
+                     and int(status.get("availableReplicas") or 0) >= replicas)
+    return DeploymentObs(name=meta.get("name", ""), config_hash=(meta.get("annotations") or {}).get(ANN_CONFIG_HASH, ""),
+                         available=available, ready_replicas=ready, replicas=replicas)
+
+
+def parse_termination(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The stage container's termination message of the newest finished pod: compact JSON, or raw text."""
+    best: tuple[str, dict[str, Any]] | None = None
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if cs.get("name") != CONTAINER_NAME:
+                continue
+            term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+            if not term:
+                continue
+            key = term.get("finishedAt") or ""
+            if best is None or key >= best[0]:
+                best = (key, term)
+    if best is None:
+        return None
+    term = best[1]
+    text = (term.get("message") or "").strip()
+    out: dict[str, Any] = {"exitCode": term.get("exitCode")}
+    try:
+        data = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        out.update(data)
+    elif text:
+        out["message"] = text[-1024:]
+    return out
+
+
+# ----------------------------------------------------------------------------- the plan
+@dataclass
+class Action:
+    kind: str  # create_job | delete_job | create_deployment | delete_deployment | ensure_service
+    stage: str
+    name: str
+
+
+@dataclass
+class StageState:
+    phase: str
+    job: str | None = None
+    config_hash: str | None = None
+    attempts: int | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    duration_seconds: float | None = None
+    reason: str | None = None
+    message: str | None = None
+    summary: dict[str, Any] | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        out = {
+            "phase": self.phase, "job": self.job, "configHash": self.config_hash, "attempts": self.attempts,
+            "startTime": self.start_time, "completionTime": self.completion_time,
+            "durationSeconds": self.duration_seconds, "reason": self.reason, "message": self.message,
+            "summary": self.summary,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass
+class Plan:
+    stages: dict[str, StageState] = field(default_factory=dict)
+    actions: list[Action] = field(default_factory=list)
+    current_stage: str | None = None
+    outcome: str = "Pending"  # Running | Suspended | Failed | NotPromoted | Ready | Complete | Pending
+    reason: str | None = None
+    message: str = ""
+    eval_summary: dict[str, Any] | None = None
+    promoted: bool | None = None
+    endpoint: str | None = None
+
+    def creates(self) -> list[Action]:
+        return [a for a in self.actions if a.kind.startswith("create")]
+
+
+FAILURE_REASONS = {"BackoffLimitExceeded", "DeadlineExceeded", "PodFailurePolicy", "MaxFailedIndexesExceeded"}
+
+
+def summaries_needed(observed: Observed, recorded: dict[str, Any]) -> list[str]:
+    """Finished Jobs whose termination message is not yet copied onto the status."""
+    out = []
+    for job in observed.jobs.values():
+        if job.state not in ("Succeeded", "Failed") or job.name in observed.summaries:
+            continue
+        rec = recorded.get(job.stage) or {}
+        if rec.get("job") == job.name and rec.get("phase") == job.state:
+            continue
+        out.append(job.name)
+    return out
+
+
+def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes: dict[str, str],
+                recorded: dict[str, Any], observed: Observed, suspended: bool, deleting: bool,
+                endpoint: str | None = None) -> Plan:
+    """Decide every stage's state and what to create/delete next. Pure."""
+    plan = Plan()
+    may_create = not (suspended or deleting)
+    # An older server keeps serving while a changed config re-runs the chain: keep publishing its endpoint.
+    plan.endpoint = endpoint if any(d.available for d in observed.deployments.values()) else None
+
+    def wait(stage: str, outcome: str, reason: str, message: str) -> Plan:
+        plan.current_stage = stage
+        plan.outcome, plan.reason, plan.message = outcome, reason, message
+        return plan
+
+    def job_stage(stage: str) -> str:
+        """'done', 'wait' or 'failed' for a Job-backed stage; records its StageState."""
+        h = hashes[stage]
+        jn = child_name(name, stage, h)
+        job = observed.jobs.get(jn)
+        rec = recorded.get(stage) or {}
+        term = observed.summaries.get(jn) or {}
+        rec_same = rec.get("job") == jn
+        if job is not None and job.state == "Succeeded":
+            summary = term.get("summary") if "summary" in term else (rec.get("summary") if rec_same else None)
+            dur = term.get("durationSeconds", rec.get("durationSeconds") if rec_same else None)
+            plan.stages[stage] = StageState("Succeeded", jn, h, job.attempts, job.start_time, job.completion_time,
+                                            dur, reason="Completed", message="skipped: output already current"
+                                            if term.get("skipped") else None, summary=summary)
+            return "done"
+        if job is None and rec.get("phase") == "Succeeded" and rec.get("configHash") == h:
+            plan.stages[stage] = StageState("Succeeded", rec.get("job"), h, rec.get("attempts"), rec.get("startTime"),
+                                            rec.get("completionTime"), rec.get("durationSeconds"),
+                                            rec.get("reason"), rec.get("message"), rec.get("summary"))
+            return "done"
+        if job is not None and job.state == "Failed":
+            pod_msg = term.get("message") or (rec.get("message") if rec_same and rec.get("phase") == "Failed" else None)
+            if job.generation < generation and not deleting:
+                # The spec was edited after this failure: try the stage again (same outputs kept upstream).
+                plan.actions.append(Action("delete_job", stage, jn))
+                plan.stages[stage] = StageState("Pending", jn, h, job.attempts, reason="Retrying",
+                                                message="the spec changed after the failure; retrying")
+                return "wait"
+            exit_code = term.get("exitCode")
+            detail = pod_msg or job.message or "the Job failed"
+            message = f"stage {stage} failed ({job.reason}"
+            message += f", exit code {exit_code})" if exit_code is not None else ")"
+            message += f": {detail}"
+            plan.stages[stage] = StageState("Failed", jn, h, job.attempts, job.start_time, job.completion_time,
+                                            reason=job.reason, message=message[:1024],
+                                            summary=term.get("summary"))
+            return "failed"
+        if job is not None:
+            plan.stages[stage] = StageState("Running", jn, h, job.attempts, job.start_time, reason="JobRunning",
+                                            message=f"Job {jn} is {job.state.lower()}")
+            return "wait"
+        if may_create:
+            plan.actions.append(Action("create_job", stage, jn))
+            plan.stages[stage] = StageState("Running", jn, h, 0, reason="JobCreated", message=f"created Job {jn}")
+            return "wait"
+        plan.stages[stage] = StageState("Pending", jn, h, reason="Suspended" if suspended else "Deleting",
+                                        message="spec.suspend is true" if suspended else "the resource is being deleted")
+        return "suspended"
+
+    def run(stage: str) -> Plan | None:
+        r = job_stage(stage)
+        if r == "done":
+            return None
+        st = plan.stages[stage]
+        if r == "failed":
+            reason = "VerificationFailed" if stage == "verify" else (
+                st.reason if st.reason in FAILURE_REASONS else "JobFailed")
+            return wait(stage, "Failed", reason, st.message or f"stage {stage} failed")
+        if r == "suspended":
+            if deleting:
+                return wait(stage, "Pending", "Deleting", "the resource is being deleted")
+            return wait(stage, "Suspended", "Suspended", f"spec.suspend is true; stage {stage} is not started")
+        return wait(stage, "Running", "StageRunning", f"stage {stage} is running ({st.job})")
+
+    for stage in ("sdg", "prep", "train", "eval"):
+        if (p := run(stage)) is not None:
+            return p
+
+    ev = plan.stages["eval"].summary
+    plan.eval_summary = ev
+    promotion = (ev or {}).get("promotion") if isinstance(ev, dict) else None
+    promoted = promotion.get("promoted") if isinstance(promotion, dict) else None
+    plan.promoted = promoted if isinstance(promoted, bool) else None
+    if plan.promoted is None:
+        plan.stages["eval"].reason = "SummaryMissing"
+        return wait("eval", "Failed", "SummaryMissing",
+                    "the eval Job succeeded but its termination message holds no promotion decision")
+    if not plan.promoted:
+        why = (promotion or {}).get("reason") or "the fine-tuned model did not beat the base model"
+        for s in ("export", "deploy", "verify"):
+            plan.stages[s] = StageState("Skipped", reason="EvalBelowThreshold", message=why)
+        return wait("eval", "NotPromoted", "EvalBelowThreshold", f"not promoted: {why}")
+
+    if spec.export.onnx.enabled:
+        if (p := run("export")) is not None:
+            return p
+    else:
+        plan.stages["export"] = StageState("Skipped", reason="Disabled", message="spec.export.onnx.enabled is false")
+
+    if not spec.deploy.enabled:
+        for s in ("deploy", "verify"):
+            plan.stages[s] = StageState("Skipped", reason="Disabled", message="spec.deploy.enabled is false")
+        return wait(None, "Complete", "Completed", "the model is trained, evaluated and exported (deploy disabled)")
+
+    # Serving: a Deployment named after the deploy hash behind a stable Service.
+    h = hashes["deploy"]
+    dn = child_name(name, "deploy", h)
+    dep = observed.deployments.get(dn)
+    if not deleting:
+        plan.actions.append(Action("ensure_service", "deploy", dn))
+    if dep is None:
+        if may_create:
+            plan.actions.append(Action("create_deployment", "deploy", dn))
+            plan.stages["deploy"] = StageState("Running", dn, h, reason="DeploymentCreated",
+                                               message=f"created Deployment {dn}")
+        else:
+            plan.stages["deploy"] = StageState("Pending", dn, h, reason="Suspended", message="spec.suspend is true")
+            return wait("deploy", "Pending" if deleting else "Suspended", "Suspended",
+                        "spec.suspend is true; the server is not deployed")
+        return wait("deploy", "Running", "DeploymentProgressing", f"waiting for Deployment {dn} to become available")
+    if not dep.available:
+        plan.stages["deploy"] = StageState("Running", dn, h, reason="DeploymentProgressing",
+                                           message=f"{dep.ready_replicas}/{dep.replicas} replicas ready")
+        return wait("deploy", "Running", "DeploymentProgressing", f"waiting for Deployment {dn} to become available")
+    for other in observed.deployments.values():
+        if other.name != dn and not deleting:
+            plan.actions.append(Action("delete_deployment", "deploy", other.name))
+    plan.stages["deploy"] = StageState("Succeeded", dn, h, reason="DeploymentAvailable",
+                                       message=f"{dep.ready_replicas}/{dep.replicas} replicas ready")
+    plan.endpoint = endpoint
+
+    if spec.deploy.verification.enabled:
+        if (p := run("verify")) is not None:
+            return p
+        return wait(None, "Ready", "Verified", f"serving at {endpoint}; live evaluation verified")
+    plan.stages["verify"] = StageState("Skipped", reason="Disabled", message="verification disabled")
+    return wait(None, "Ready", "Deployed", f"serving at {endpoint}")
+
+
+STAGE_ORDER = PIPELINE_STAGES + ("deploy", "verify")

@@ -1,0 +1,263 @@
+"""Status of an `EmbeddingFinetune`: its schema (for the CRD), and pure functions that turn a plan into
+`status` (phase, conditions per Kubernetes API conventions, stages, metrics, endpoint) and the Events that
+mark each transition.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from eft.controller.plan import Plan
+
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "SpecValid")
+PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
+
+
+# ----------------------------------------------------------------------------- schema (CRD `status`)
+class _StatusModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class Condition(_StatusModel):
+    type: str = Field(..., description="Ready, Progressing, Degraded or SpecValid.")
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field("", description="CamelCase reason, e.g. StageRunning, JobFailed, InvalidSpec.")
+    message: str = ""
+    last_transition_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    observed_generation: int | None = None
+
+
+class StageStatus(_StatusModel):
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"] | None = None
+    job: str | None = Field(None, description="The Job (or Deployment) of this stage for the current config.")
+    attempts: int | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    duration_seconds: float | None = None
+    config_hash: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    summary: dict[str, Any] | None = Field(None, description="The stage's termination-message summary (free form).",
+                                           json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+
+class MetricsStatus(_StatusModel):
+    ndcg10: str | None = Field(None, description="nDCG@10 base → fine-tuned (for `kubectl get`).")
+    base: dict[str, float] | None = None
+    finetuned: dict[str, float] | None = None
+    relative: dict[str, float] | None = None
+    promotion: dict[str, Any] | None = Field(None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+
+class ModelStatus(_StatusModel):
+    claim_name: str | None = Field(None, description="Workspace PVC holding the artifacts.")
+    path: str | None = Field(None, description="Folder of the served model inside the workspace.")
+    promoted: bool | None = None
+
+
+class EmbeddingFinetuneStatus(_StatusModel):
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"] | None = None
+    observed_generation: int | None = None
+    current_stage: str | None = None
+    stages: dict[str, StageStatus] | None = None
+    metrics: MetricsStatus | None = None
+    model: ModelStatus | None = None
+    endpoint: str | None = Field(None, description="OpenAI-compatible base URL of the served model.")
+    conditions: list[Condition] | None = Field(
+        None, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+
+
+# ----------------------------------------------------------------------------- conditions
+def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
+                  generation: int, now: str) -> list[dict[str, Any]]:
+    """Upsert one condition; `lastTransitionTime` moves only when `status` flips."""
+    out = [dict(c) for c in conditions if c.get("type") != type_]
+    old = next((c for c in conditions if c.get("type") == type_), None)
+    ltt = old.get("lastTransitionTime") if old and old.get("status") == status else now
+    out.append({"type": type_, "status": status, "reason": reason, "message": message[:1024],
+                "lastTransitionTime": ltt or now, "observedGeneration": generation})
+    order = {t: i for i, t in enumerate(CONDITION_TYPES)}
+    return sorted(out, key=lambda c: order.get(c["type"], 99))
+
+
+def get_condition(status: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    return next((c for c in (status or {}).get("conditions") or [] if c.get("type") == type_), None)
+
+
+# ----------------------------------------------------------------------------- status from the plan
+def metrics_from_eval(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not summary:
+        return None
+    base, ft = summary.get("base") or {}, summary.get("finetuned") or {}
+    out: dict[str, Any] = {}
+    for key in ("base", "finetuned", "relative"):
+        vals = summary.get(key)
+        if isinstance(vals, dict):
+            out[key] = {k: float(v) for k, v in vals.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if isinstance(summary.get("promotion"), dict):
+        out["promotion"] = summary["promotion"]
+    b, f = base.get("ndcg@10"), ft.get("ndcg@10")
+    if isinstance(b, (int, float)) and isinstance(f, (int, float)):
+        rel = f"{(f - b) / b:+.1%}" if b else "n/a"
+        out["ndcg10"] = f"{b:.3f} → {f:.3f} ({rel})"
+    return out or None
+
+
+def compute_status(old: dict[str, Any] | None, plan: Plan, generation: int, spec_problem: tuple[str, str] | None,
+                   now: str, claim_name: str | None = None, model_path: str | None = None) -> dict[str, Any]:
+    """The whole `status` for this reconcile. `spec_problem` = (reason, message) when the spec is invalid."""
+    old = old or {}
+    conds = [dict(c) for c in old.get("conditions") or []]
+    st: dict[str, Any] = {"observedGeneration": generation}
+
+    def cond(type_: str, status: str, reason: str, message: str) -> None:
+        nonlocal conds
+        conds = set_condition(conds, type_, status, reason, message, generation, now)
+
+    if spec_problem is not None:
+        reason, message = spec_problem
+        cond("SpecValid", "False", reason, message)
+        cond("Ready", "False", reason, "the spec is invalid: " + message)
+        cond("Progressing", "False", reason, "no Jobs are started until the spec is fixed")
+        cond("Degraded", "True", reason, message)
+        st.update(phase="Failed", currentStage=None)
+        # Keep what earlier generations achieved (stages, metrics, endpoint): they are still true.
+        for key in ("stages", "metrics", "model", "endpoint"):
+            if old.get(key) is not None:
+                st[key] = copy.deepcopy(old[key])
+        st["conditions"] = conds
+        return _prune(st)
+
+    cond("SpecValid", "True", "Valid", "the spec is valid")
+    stages = {name: s.as_status() for name, s in plan.stages.items()}
+    # Stages of the old status that this plan does not reach keep their last record (e.g. after a failure).
+    for name, rec in (old.get("stages") or {}).items():
+        stages.setdefault(name, rec)
+    st["stages"] = stages
+    st["currentStage"] = plan.current_stage
+    metrics = metrics_from_eval(plan.eval_summary) or old.get("metrics")
+    if metrics:
+        st["metrics"] = metrics
+    if claim_name:
+        st["model"] = {"claimName": claim_name, "path": model_path,
+                       "promoted": plan.promoted}
+    if plan.endpoint:
+        st["endpoint"] = plan.endpoint
+
+    o, msg = plan.outcome, plan.message
+    if o == "Running":
+        st["phase"] = "Running"
+        cond("Progressing", "True", plan.reason or "StageRunning", msg)
+        cond("Degraded", "False", "AsExpected", "no stage has failed")
+        cond("Ready", "False", plan.reason or "StageRunning", msg)
+    elif o == "Suspended":
+        st["phase"] = "Suspended"
+        cond("Progressing", "False", "Suspended", msg)
+        cond("Degraded", "False", "AsExpected", "no stage has failed")
+        cond("Ready", "False", "Suspended", msg)
+    elif o == "Failed":
+        st["phase"] = "Failed"
+        cond("Progressing", "False", plan.reason or "JobFailed", msg)
+        cond("Degraded", "True", plan.reason or "JobFailed", msg)
+        cond("Ready", "False", plan.reason or "JobFailed", msg)
+    elif o == "NotPromoted":
+        st["phase"] = "Succeeded"
+        cond("Progressing", "False", "EvalBelowThreshold", msg)
+        cond("Degraded", "False", "AsExpected", "no stage has failed")
+        cond("Ready", "False", "EvalBelowThreshold", msg)
+    elif o in ("Ready", "Complete"):
+        st["phase"] = "Succeeded"
+        cond("Progressing", "False", "Completed", msg)
+        cond("Degraded", "False", "AsExpected", "no stage has failed")
+        cond("Ready", "True", plan.reason or ("Verified" if o == "Ready" else "Completed"), msg)
+    else:  # Pending (e.g. being deleted)
+        st["phase"] = "Pending"
+        cond("Progressing", "Unknown", plan.reason or "Pending", msg)
+        cond("Degraded", "False", "AsExpected", "no stage has failed")
+        cond("Ready", "False", plan.reason or "Pending", msg)
+    st["conditions"] = conds
+    return _prune(st)
+
+
+def _prune(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _prune(v) for k, v in d.items() if v is not None}
+    if isinstance(d, list):
+        return [_prune(v) for v in d]
+    return d
+
+
+def initial_status(generation: int, now: str) -> dict[str, Any]:
+    """Conditions set from the first reconcile (Unknown is fine until the spec is checked)."""
+    conds: list[dict[str, Any]] = []
+    for t in CONDITION_TYPES:
+        conds = set_condition(conds, t, "Unknown", "Reconciling", "the operator is looking at this resource",
+                              generation, now)
+    return {"phase": "Pending", "observedGeneration": generation, "conditions": conds}
+
+
+# ----------------------------------------------------------------------------- writes and events
+def merge_patch(old: Any, new: Any) -> Any:
+    """RFC 7386 merge patch turning `old` into `new` (None for no change; lists are replaced whole)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None if old == new else new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif isinstance(value, dict) and isinstance(old[key], dict):
+            sub = merge_patch(old[key], value)
+            if sub:
+                patch[key] = sub
+        elif old[key] != value:
+            patch[key] = value
+    return patch or None
+
+
+def transition_events(old: dict[str, Any] | None, new: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(type, reason, message) for every transition between two statuses: stages, conditions, suspend."""
+    old = old or {}
+    events: list[tuple[str, str, str]] = []
+    old_stages = old.get("stages") or {}
+    for name, st in (new.get("stages") or {}).items():
+        before = old_stages.get(name) or {}
+        same_job = before.get("job") == st.get("job")
+        if before.get("phase") == st.get("phase") and same_job:
+            continue
+        phase, job = st.get("phase"), st.get("job")
+        if phase == "Running":
+            events.append(("Normal", "StageStarted", f"stage {name} started ({job})"))
+        elif phase == "Succeeded":
+            dur = st.get("durationSeconds")
+            events.append(("Normal", "StageSucceeded",
+                           f"stage {name} succeeded ({job})" + (f" in {dur:.1f}s" if isinstance(dur, (int, float)) else "")))
+        elif phase == "Failed":
+            events.append(("Warning", "StageFailed", f"stage {name} failed ({job}): {st.get('message') or ''}".strip()))
+        elif phase == "Skipped" and before.get("phase") != "Skipped":
+            events.append(("Normal", "StageSkipped", f"stage {name} skipped: {st.get('message') or ''}".strip()))
+    for type_ in ("SpecValid", "Degraded", "Ready"):
+        a, b = get_condition(old, type_), get_condition(new, type_)
+        if b is None or (a and a.get("status") == b.get("status") and a.get("reason") == b.get("reason")):
+            continue
+        if type_ == "SpecValid" and b["status"] == "False":
+            events.append(("Warning", b["reason"], b["message"]))
+        elif type_ == "SpecValid" and b["status"] == "True" and a and a.get("status") == "False":
+            events.append(("Normal", "SpecValid", "the spec is valid again"))
+        elif type_ == "Degraded" and b["status"] == "True" and b["reason"] not in ("InvalidSpec", "SecretNotFound",
+                                                                                   "ClaimNotFound"):
+            events.append(("Warning", b["reason"], b["message"]))
+        elif type_ == "Ready" and b["status"] == "True":
+            events.append(("Normal", "Ready", b["message"]))
+        elif type_ == "Ready" and b["reason"] == "EvalBelowThreshold":
+            events.append(("Normal", "EvalBelowThreshold", b["message"]))
+    if new.get("phase") == "Suspended" and old.get("phase") != "Suspended":
+        events.append(("Normal", "Suspended", "spec.suspend is true: no new Jobs are started"))
+    if old.get("phase") == "Suspended" and new.get("phase") != "Suspended":
+        events.append(("Normal", "Resumed", "spec.suspend is false: the chain continues"))
+    return events
