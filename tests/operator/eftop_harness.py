@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "finetune.embeddings.io_embeddingfinetunes.yaml"
 GROUP, VERSION, PLURAL = "finetune.embeddings.io", "v1alpha1", "embeddingfinetunes"
 EFT_PATH = f"/apis/{GROUP}/{VERSION}"
+HARNESS_AGENT = "eft-test-harness"
 
 
 def _now() -> str:
@@ -183,11 +184,12 @@ class EmulatorThread:
             return fn(self.emulator)
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
-    def requests(self) -> list[tuple[str, str, str | None, str | None, dict]]:
-        """(method, path, action, subresource, params) of every request served so far."""
+    def requests(self, include_harness: bool = False) -> list[tuple[str, str, str | None, str | None, dict]]:
+        """(method, path, action, subresource, params) of every request served so far (not the test's own)."""
         def grab(em):
             return [(r.method, r.url.path, r.action.value if r.action else None, r.subresource, dict(r.params))
-                    for r in list(em._requests)]
+                    for r in list(em._requests)
+                    if include_harness or HARNESS_AGENT not in (r.headers.get("User-Agent") or "")]
         return self.call(grab)
 
 
@@ -196,7 +198,7 @@ class Cluster:
 
     def __init__(self, url: str):
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=10)
+        self.http = httpx.Client(base_url=url, timeout=10, headers={"User-Agent": HARNESS_AGENT})
 
     # ------------------------------------------------------------------ raw API
     @staticmethod

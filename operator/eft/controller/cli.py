@@ -29,7 +29,11 @@ def operator_command(namespaces: tuple[str, ...], all_namespaces: bool, liveness
         os.environ["EFT_WORKERS"] = str(workers)
     import kopf
 
-    kopf.configure(debug=debug, verbose=debug)
+    # `eft` already configured logging; Kopf's per-handler success lines are noise at INFO.
+    logging.getLogger().setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("kopf.activities").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if metrics_port:
         from prometheus_client import start_http_server

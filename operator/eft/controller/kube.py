@@ -65,6 +65,8 @@ class Conflict(ApiError):
     pass
 
 
+USER_AGENT = "embedding-finetune-operator/controller"
+
 #: (apiGroup, resource[/subresource], verb) of every call made by this process (checked against rbac.py).
 CALLS: set[tuple[str, str, str]] = set()
 
@@ -121,7 +123,7 @@ class KubeApi:
                    sub: str | None = None, body: Any = None, params: dict[str, str] | None = None) -> Any:
         CALLS.add((res.group, f"{res.plural}/{sub}" if sub else res.plural, _verb(method, name)))
         url = self.server + res.path(namespace, name, sub)
-        headers = dict(self.headers)
+        headers = {"User-Agent": USER_AGENT, **self.headers}
         data = None
         if body is not None:
             headers["Content-Type"] = "application/merge-patch+json" if method == "PATCH" else "application/json"
