@@ -1,0 +1,193 @@
+"""The export stage: `DIR/train/model` -> `DIR/export/{onnx,onnx-int8,tensorrt}/` with parity and quality checks.
+
+1. ONNX (opset from the spec, 17 by default) with dynamic batch and sequence axes, pooling and L2 normalisation
+   in the graph, tokenizer and `eft_model.json` beside it.
+2. Parity against the PyTorch model on held-out texts (the BEIR test split's queries and passages, each with its
+   prefix, plus a few edge cases such as a text over the sequence limit): the minimum cosine must reach
+   `spec.export.onnx.parityMinCosine` (0.999) or the stage fails.
+3. int8 (onnxruntime dynamic quantisation) with its own parity figures and its nDCG@10 (and the other metrics)
+   on the test split next to the fp32 graph's.
+4. TensorRT where a GPU and TensorRT exist (`spec.export.tensorrt`); otherwise the summary says why not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eft.errors import EXIT_INVALID_INPUT, InvalidInput
+from eft.export.artifact import MODEL_FILE, OnnxEncoder
+from eft.export.onnx_export import ExportFailed, cosines, export_onnx, quantize_int8
+from eft.stages.contract import StageContext, write_json_atomic
+
+log = logging.getLogger("eft.export")
+
+PARITY_SAMPLE = 96
+EDGE_TEXTS = [
+    "a",
+    "Hello, world!",
+    "Ünïcödé, emoji 🚀 and CJK 漢字 in one line.",
+    " ".join(["a very long passage that goes on"] * 120),  # over the sequence limit: truncated the same way
+]
+
+
+class ParityCheckFailed(ExportFailed):
+    """The exported graph does not reproduce the PyTorch model; a retry would build the same graph."""
+
+    exit_code = EXIT_INVALID_INPUT
+
+
+def _parity_texts(beir_dir: Path, prefixes, seed: int) -> list[str]:
+    """Held-out texts with their prefixes: a seeded sample of test queries and passages, plus edge cases."""
+    from eft.export.retrieval import load_beir, passage_text
+
+    texts: list[str] = []
+    if (beir_dir / "corpus.jsonl").exists():
+        try:
+            corpus, queries, _ = load_beir(beir_dir)
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("cannot read the test split for parity texts (%s); using built-in texts", err)
+            corpus, queries = {}, {}
+        rng = random.Random(seed)
+        q = list(queries.values())
+        p = [passage_text(d) for d in corpus.values()]
+        texts += [prefixes.query + t for t in rng.sample(q, min(len(q), PARITY_SAMPLE // 2))]
+        texts += [prefixes.passage + t for t in rng.sample(p, min(len(p), PARITY_SAMPLE // 2))]
+    texts += [prefixes.passage + t for t in EDGE_TEXTS]
+    return texts
+
+
+def check_parity(st_model, folder: Path, texts: list[str]) -> dict:
+    """Cosine between the PyTorch model's and the exported graph's embeddings of `texts`."""
+    ref = np.asarray(st_model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True,
+                                     show_progress_bar=False), dtype=np.float32)
+    enc = OnnxEncoder(folder)
+    got = enc.encode(texts, batch_size=32, truncate="END")
+    cos = cosines(ref, got)
+    worst = int(np.argmin(cos))
+    return {"texts": len(texts), "minCosine": round(float(cos.min()), 6), "meanCosine": round(float(cos.mean()), 6),
+            "worstText": texts[worst][:80]}
+
+
+def _ndcg_comparison(beir_dir: Path, folders: dict[str, Path], prefixes, k_values: list[int]) -> dict:
+    """BEIR metrics of the test split for each exported variant (same tokenizer, same truncation)."""
+    from eft.export.retrieval import evaluate_encoder
+
+    out = {}
+    for label, folder in folders.items():
+        enc = OnnxEncoder(folder)
+
+        def encode(texts, kind, enc=enc):
+            prefix = prefixes.query if kind == "query" else prefixes.passage
+            return enc.encode(texts, prefix=prefix, batch_size=32, truncate="END")
+
+        out[label] = evaluate_encoder(encode, beir_dir, k_values)
+    return out
+
+
+def _dir_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def run(ctx: StageContext) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    from eft.export import tensorrt as trt_build
+    from eft.models import prefixes_for
+
+    spec = ctx.spec
+    onnx_spec, trt_spec = spec.export.onnx, spec.export.tensorrt
+    bm = spec.base_model
+    model_dir = ctx.input_dir("train") / "model"
+    beir_dir = ctx.input_dir("prep") / "beir"
+    out = ctx.out_dir
+    if not (model_dir / "modules.json").exists() and not (model_dir / "config.json").exists():
+        raise InvalidInput(f"no trained model in {model_dir}; run the train stage first", "train/model")
+    if not onnx_spec.enabled:
+        return {"onnx": {"enabled": False}, "tensorrt": {"built": False, "reason": "ONNX export disabled"}}
+
+    summary: dict = {"model": ctx.resource.metadata.name}
+    started = time.monotonic()
+    st_model = SentenceTransformer(str(model_dir), device="cpu", trust_remote_code=bm.trust_remote_code)
+    st_model.max_seq_length = min(bm.max_passage_length, st_model.max_seq_length or bm.max_passage_length)
+    prefixes = prefixes_for(bm, st_model)
+
+    # 1. ONNX
+    with ctx.progress.task("export: onnx", total=1) as task:
+        meta = export_onnx(st_model, out / "onnx", opset=onnx_spec.opset, name=ctx.resource.metadata.name,
+                           query_prefix=prefixes.query, passage_prefix=prefixes.passage,
+                           max_seq_length=st_model.max_seq_length)
+        task.advance()
+    summary["onnx"] = {"path": f"onnx/{MODEL_FILE}", "opset": onnx_spec.opset, "dimension": meta.dimension,
+                       "maxSeqLength": meta.max_seq_length, "pooling": meta.pooling, "inputs": meta.input_names,
+                       "bytes": _dir_bytes(out / "onnx"), "seconds": round(time.monotonic() - started, 1)}
+
+    # 2. parity
+    texts = _parity_texts(beir_dir, prefixes, spec.prep.seed)
+    with ctx.progress.task("export: parity check", total=1) as task:
+        parity = check_parity(st_model, out / "onnx", texts)
+        task.advance()
+    parity["threshold"] = onnx_spec.parity_min_cosine
+    parity["passed"] = parity["minCosine"] >= onnx_spec.parity_min_cosine
+    summary["onnx"]["parity"] = parity
+    write_json_atomic(out / "parity.json", parity)
+    if not parity["passed"]:
+        raise ParityCheckFailed(
+            f"ONNX parity check failed: minimum cosine {parity['minCosine']:.6f} < {onnx_spec.parity_min_cosine} "
+            f"over {parity['texts']} held-out texts (worst: {parity['worstText']!r})")
+
+    # 3. int8
+    if onnx_spec.int8:
+        with ctx.progress.task("export: int8", total=1) as task:
+            quantize_int8(out / "onnx", out / "onnx-int8")
+            q_parity = check_parity(st_model, out / "onnx-int8", texts)
+            task.advance()
+        int8 = {"path": f"onnx-int8/{MODEL_FILE}", "bytes": _dir_bytes(out / "onnx-int8"),
+                "parity": {"minCosine": q_parity["minCosine"], "meanCosine": q_parity["meanCosine"]}}
+        if (beir_dir / "qrels" / "test.tsv").exists():
+            k_values = sorted(set(spec.evaluation.k_values) | {10})
+            with ctx.progress.task("export: int8 nDCG on the test split", total=1) as task:
+                evals = _ndcg_comparison(beir_dir, {"fp32": out / "onnx", "int8": out / "onnx-int8"}, prefixes,
+                                         k_values)
+                task.advance()
+            fp, q = evals["fp32"]["metrics"]["ndcg@10"], evals["int8"]["metrics"]["ndcg@10"]
+            int8["ndcg@10"] = {"fp32": round(fp, 5), "int8": round(q, 5), "delta": round(q - fp, 5),
+                               "relativeDelta": round((q - fp) / fp, 5) if fp else None}
+            int8["queries"] = evals["fp32"]["queries"]
+            write_json_atomic(out / "int8_quality.json", evals)
+        else:
+            int8["ndcg@10"] = None
+            int8["note"] = f"no test split at {beir_dir}: nDCG delta not measured"
+        summary["int8"] = int8
+
+    # 4. TensorRT
+    if trt_spec.enabled == "false":
+        summary["tensorrt"] = {"built": False, "reason": "disabled (spec.export.tensorrt.enabled=false)"}
+    else:
+        available, reason = trt_build.availability()
+        if not available:
+            summary["tensorrt"] = {"built": False, "reason": reason + "; serving uses ONNX"}
+            log.info("TensorRT %s", reason)
+        else:
+            try:
+                with ctx.progress.task("export: tensorrt", total=1) as task:
+                    summary["tensorrt"] = trt_build.build_engine(
+                        out / "onnx", out / "tensorrt", precision=trt_spec.precision, min_batch=trt_spec.min_batch,
+                        max_batch=trt_spec.max_batch, min_sequence=trt_spec.min_sequence,
+                        max_sequence=trt_spec.max_sequence, calibration_texts=texts)
+                    task.advance()
+            except Exception as err:  # noqa: BLE001 - an engine is optional in `auto` mode
+                if trt_spec.enabled == "true":
+                    raise ExportFailed(f"TensorRT build failed: {err}") from err
+                summary["tensorrt"] = {"built": False, "reason": f"build failed: {str(err)[:300]}; serving uses ONNX"}
+
+    summary["backends"] = [b for b, ok in (("tensorrt", summary["tensorrt"].get("built")), ("onnx", True),
+                                           ("onnx-int8", "int8" in summary)) if ok]
+    summary["prefixes"] = {"query": prefixes.query, "passage": prefixes.passage}
+    (out / "export.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary

@@ -1,0 +1,136 @@
+"""The export stage on the packaged MiniLM: ONNX graph shape, parity, int8 quality, TensorRT reporting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest_serve import QUESTIONS, cleanup, exported_workdir, fake_workdir, resource, run_export, st_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def wd() -> Path:
+    return exported_workdir()
+
+
+def test_summary_and_files(wd):
+    succ = json.loads((wd / "export" / "_SUCCESS.json").read_text())
+    s = succ["summary"]
+    assert s["onnx"]["opset"] == 17
+    assert s["onnx"]["dimension"] == 384
+    assert s["onnx"]["pooling"] == "mean"
+    assert s["onnx"]["parity"]["passed"] is True
+    assert s["onnx"]["parity"]["minCosine"] >= 0.999
+    assert s["onnx"]["parity"]["texts"] >= len(QUESTIONS)
+    # int8: its own parity and the nDCG@10 delta on the test split
+    assert s["int8"]["parity"]["minCosine"] > 0.95
+    nd = s["int8"]["ndcg@10"]
+    assert set(nd) >= {"fp32", "int8", "delta", "relativeDelta"}
+    assert abs(nd["delta"] - (nd["int8"] - nd["fp32"])) < 1e-4
+    # no GPU / TensorRT here: said so, and the stage still succeeded
+    assert s["tensorrt"]["built"] is False
+    assert "not available" in s["tensorrt"]["reason"]
+    assert s["backends"] == ["onnx", "onnx-int8"]
+    for sub in ("onnx", "onnx-int8"):
+        for f in ("model.onnx", "tokenizer.json", "eft_model.json"):
+            assert (wd / "export" / sub / f).is_file(), f"{sub}/{f}"
+    assert "onnx/model.onnx" in succ["outputs"]
+    assert len(json.dumps(s)) < 4096
+
+
+def test_graph_has_dynamic_axes_and_pooling_inside(wd):
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(wd / "export" / "onnx" / "model.onnx"), load_external_data=False)
+    assert any(o.domain in ("", "ai.onnx") and o.version == 17 for o in model.opset_import)
+    for inp in model.graph.input:
+        dims = [d.dim_param for d in inp.type.tensor_type.shape.dim]
+        assert dims == ["batch", "sequence"], (inp.name, dims)
+    (out,) = model.graph.output
+    assert out.name == "sentence_embedding"
+    assert out.type.tensor_type.shape.dim[1].dim_value == 384
+
+    # raw graph run: two batch/sequence shapes, output already mean-pooled and unit length
+    tok = st_model().tokenizer
+    sess = ort.InferenceSession(str(wd / "export" / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    for texts in (["one"], ["two texts of", "different lengths to pad the batch with"] * 3):
+        enc = tok(texts, padding=True, return_tensors="np")
+        got = sess.run(None, {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")})[0]
+        ref = st_model().encode(texts, normalize_embeddings=True)
+        assert got.shape == (len(texts), 384)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+        assert (got * ref).sum(1).min() > 0.9999
+
+
+def test_truncation_matches_pytorch(wd):
+    from eft.export.artifact import OnnxEncoder
+
+    long_text = "embedding models read at most a fixed number of tokens " * 60
+    enc = OnnxEncoder(wd / "export" / "onnx")
+    got = enc.encode([long_text], truncate="END")
+    ref = st_model().encode([long_text], normalize_embeddings=True)
+    assert float((got * ref).sum()) > 0.9999
+    start = enc.encode([long_text[::-1] + " end"], truncate="START")
+    assert start.shape == (1, 384)
+
+
+def test_rerun_is_skipped(wd):
+    outcome = run_export(wd)
+    assert outcome.skipped is True
+    assert outcome.summary["onnx"]["parity"]["passed"] is True
+
+
+def test_parity_failure_fails_the_stage(tmp_path, monkeypatch):
+    """A graph that pools differently from the model (CLS instead of mean) must fail the parity check."""
+    import torch
+
+    from eft.export import onnx_export
+    from eft.export.stage import ParityCheckFailed
+
+    def cls_wrapper(st, input_names):
+        hf = onnx_export._transformer_parts(st)[1]
+
+        class Cls(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.hf = hf
+
+            def forward(self, input_ids, attention_mask, token_type_ids=None):
+                h = self.hf(input_ids=input_ids, attention_mask=attention_mask,
+                            token_type_ids=token_type_ids).last_hidden_state
+                return torch.nn.functional.normalize(h[:, 0], dim=-1)
+
+        return Cls().eval()
+
+    monkeypatch.setattr(onnx_export, "_wrapper", cls_wrapper)
+    res = resource(tmp_path, export={"onnx": {"int8": False}, "tensorrt": {"enabled": "false"}})
+    fake_workdir(tmp_path, res)
+    with pytest.raises(ParityCheckFailed, match="minimum cosine"):
+        run_export(tmp_path, res)
+    assert not (tmp_path / "export" / "_SUCCESS.json").exists()
+    parity = json.loads((tmp_path / "export" / "parity.json").read_text())
+    assert parity["passed"] is False and parity["minCosine"] < 0.999
+    cleanup(tmp_path)
+
+
+def test_tensorrt_disabled_and_no_trained_model(tmp_path):
+    from eft.errors import InvalidInput
+
+    res = resource(tmp_path, export={"onnx": {"int8": False}, "tensorrt": {"enabled": "false"}})
+    fake_workdir(tmp_path, res)
+    outcome = run_export(tmp_path, res)
+    assert outcome.summary["tensorrt"] == {"built": False, "reason": "disabled (spec.export.tensorrt.enabled=false)"}
+    assert "int8" not in outcome.summary
+    assert outcome.summary["backends"] == ["onnx"]
+
+    import shutil
+
+    shutil.rmtree(tmp_path / "train" / "model")
+    with pytest.raises(InvalidInput, match="no trained model"):
+        run_export(tmp_path, res, force=True)
