@@ -20,7 +20,7 @@ CASES = {
     **{p.stem: yaml.safe_load(p.read_text()) for p in CI_FILES},
     "namespaced-release-namespace": {"rbac": {"scope": "namespaced"}},
     "servicemonitor-other-namespace": {"metrics": {"serviceMonitor": {"enabled": True, "namespace": "monitoring"}}},
-    "verbose-extras": {"operator": {"verbose": True, "extraArgs": ["--log-format=json"],
+    "debug-extras": {"operator": {"debug": True, "extraArgs": ["--workers=2"],
                                     "extraEnv": [{"name": "FOO", "value": "bar"}], "replicas": 0},
                        "rbac": {"create": False}, "serviceAccount": {"create": False}},
     "release-named-like-chart": {"__release__": "embedding-finetune-operator"},
@@ -117,23 +117,30 @@ def _args(case):
 
 
 def test_operator_args_follow_the_rbac_scope():
-    assert _args("defaults") == ["operator", "--all-namespaces"]
-    assert _args("namespaced-values") == ["operator", "--namespace", "ml-team-a", "--namespace", "ml-team-b"]
-    assert _args("namespaced-release-namespace") == ["operator", "--namespace", "eft-system"]
-    assert _args("verbose-extras") == ["-v", "operator", "--all-namespaces", "--log-format=json"]
+    ports = ["--liveness-port", "8080", "--metrics-port", "9090"]
+    assert _args("defaults") == ["operator", *ports, "--all-namespaces"]
+    assert _args("namespaced-values") == ["operator", *ports, "--namespace", "ml-team-a", "--namespace", "ml-team-b"]
+    assert _args("namespaced-release-namespace") == ["operator", *ports, "--namespace", "eft-system"]
+    assert _args("debug-extras") == ["operator", *ports, "--all-namespaces", "--debug", "--workers=2"]
 
 
-def test_args_are_options_of_the_operator_command():
-    """The flags the chart passes exist on `eft operator` (checked when the controller is installed)."""
+@pytest.mark.parametrize("case", CASES)
+def test_args_parse_with_the_operator_command(case):
+    """The exact argument list the chart renders is accepted by `eft operator`'s own parser."""
     import click
 
     from eft.cli import main
 
-    cmd = main.get_command(click.Context(main), "operator")
-    if cmd is None or (cmd.help or "").startswith("(not available"):
-        pytest.fail("`eft operator` is not available: the chart's entry point has nothing to run")
-    opts = {o for p in cmd.params for o in p.opts}
-    assert {"--namespace", "--all-namespaces"} <= opts
+    args = _args(case) if any(d["kind"] == "Deployment" for _, d in _docs(case)) else None
+    cmd = main.get_command(click.Context(main), args[0])
+    assert cmd is not None and not (cmd.help or "").startswith("(not available"), f"`eft {args[0]}` is missing"
+    ctx = cmd.make_context(args[0], list(args[1:]))  # raises click.UsageError on an unknown or malformed flag
+    params = ctx.params
+    assert params["liveness_port"] == 8080 and params["metrics_port"] == 9090
+    if (CASES[case].get("rbac") or {}).get("scope") == "namespaced":
+        assert params["namespaces"] and not params["all_namespaces"]
+    else:
+        assert params["all_namespaces"] and not params["namespaces"]
 
 
 def _env(docs):
