@@ -229,6 +229,27 @@ def test_metrics_service_and_servicemonitor():
     assert not [d for _, d in off if d["kind"] in ("Service", "ServiceMonitor")]
 
 
+def test_server_podmonitor_selects_the_servers_the_operator_deploys():
+    from eft.api.spec import EmbeddingFinetuneSpec
+    from eft.controller import manifests as m
+
+    spec = EmbeddingFinetuneSpec.model_validate({"corpus": {"source": {"pvc": {"claimName": "docs"}}}})
+    owner = m.Owner(name="demo", namespace="ml-team-a", uid="u1")
+    dep = m.server_deployment(owner, spec, {"deploy": "0" * 64}, m.OperatorConfig())
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    port_names = {p["name"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    for case, namespaces in (("production-values", None), ("namespaced-values", ["ml-team-a", "ml-team-b"])):
+        pm = _one(_docs(case), "PodMonitor")
+        assert pm["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        [endpoint] = pm["spec"]["podMetricsEndpoints"]
+        assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
+        if namespaces is None:
+            assert pm["spec"]["namespaceSelector"] == {"any": True}
+        else:
+            assert pm["spec"]["namespaceSelector"] == {"matchNames": namespaces}
+    assert not [d for _, d in _docs("defaults") if d["kind"] == "PodMonitor"]
+
+
 def test_service_account_wiring():
     docs = _docs("defaults")
     sa = _one(docs, "ServiceAccount")
