@@ -300,3 +300,26 @@ def test_renderer_is_loud_outside_its_subset(src, error):
 def test_deep_merge_like_helm():
     assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}, "d": 4}) == {"a": {"b": 3, "c": 2}, "d": 4}
     assert deep_merge({"a": {"b": 1}}, {"a": None}) == {}
+
+
+@pytest.mark.xfail(strict=True, reason="the controller does not read EFT_DEFAULTS_FILE yet: OperatorConfig.from_env "
+                                       "(operator/eft/controller/manifests.py) must load the chart's stageDefaults and "
+                                       "serverDefaults and apply them below spec.runtime")
+def test_operator_applies_the_chart_stage_defaults(tmp_path):
+    """End to end: the defaults file the chart mounts changes the Jobs the operator builds."""
+    from eft.api.spec import EmbeddingFinetuneSpec
+    from eft.controller import manifests as m
+    from eft.hashing import plan_hashes
+
+    values = {"stageDefaults": {"train": {"activeDeadlineSeconds": 12345,
+                                          "resources": {"requests": {"cpu": "7"}}}}}
+    cm = _one(manifests(render_chart(CHART, values)), "ConfigMap")
+    path = tmp_path / "defaults.yaml"
+    path.write_text(cm["data"]["defaults.yaml"])
+    config = m.OperatorConfig.from_env({"EFT_DEFAULTS_FILE": str(path)})
+    spec = EmbeddingFinetuneSpec.model_validate({"corpus": {"source": {"pvc": {"claimName": "docs"}}},
+                                                 "training": {"gpus": 0}})
+    owner = m.Owner(name="demo", namespace="ml", uid="u1")
+    job = m.stage_job(owner, spec, "train", plan_hashes(spec), "demo-spec", config)
+    assert job["spec"]["activeDeadlineSeconds"] == 12345
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "7"
