@@ -1,0 +1,275 @@
+"""The HTTP API: OpenAI/NIM-compatible embeddings, models, health, metrics.
+
+`create_app(settings)` returns an ASGI app. The model loads (and warms up) in a background thread after start-up:
+`/v1/health/live` answers at once, `/v1/health/ready` only once the model is ready, and `/v1/embeddings` answers
+503 until then. Client mistakes get an OpenAI-style 4xx error body and never a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from eft.export.artifact import InputTooLong, ModelMetadata
+from eft.serve.backends import ModelSource, locate
+from eft.serve.batcher import DynamicBatcher
+from eft.serve.metrics import MetricsMiddleware, ServerMetrics
+from eft.serve.schemas import (ApiError, EmbeddingRequest, EmbeddingResponse, ErrorResponse, HealthResponse,
+                               ModelList, validate)
+
+log = logging.getLogger("eft.serve")
+
+#: Above this many texts a request is tokenised in a worker thread instead of on the event loop.
+TOKENIZE_OFFLOAD = 32
+
+
+@dataclass
+class ServerSettings:
+    model_dir: str
+    backend: str = "auto"
+    served_model_names: list[str] = field(default_factory=list)  # first = the id shown; default: the export's name
+    max_batch_size: int = 64
+    max_wait_ms: float = 5.0
+    max_inputs_per_request: int = 2048
+    max_request_bytes: int = 16 * 1024 * 1024
+    threads: int | None = None
+    warmup: bool = True
+
+
+def _error(err: ApiError, metrics: ServerMetrics | None = None, route: str = "/v1/embeddings") -> JSONResponse:
+    if metrics is not None:
+        metrics.errors.labels(route, err.type).inc()
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+class ServerState:
+    def __init__(self, settings: ServerSettings, source: ModelSource | None, meta: ModelMetadata,
+                 loader: Callable[[], Any]):
+        self.settings = settings
+        self.source = source
+        self.meta = meta
+        self.loader = loader
+        self.names = list(settings.served_model_names) or [meta.name]
+        self.backend = None
+        self.batcher: DynamicBatcher | None = None
+        self.ready = False
+        self.load_error: str | None = None
+        self.created = int(time.time())
+        self.metrics = ServerMetrics(self.names[0])
+        self.tokenize_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eft-tokenize")
+
+    def load(self) -> None:
+        started = time.monotonic()
+        try:
+            backend = self.loader()
+            self.meta = backend.meta
+            batcher = DynamicBatcher(backend.run_batch, backend.tokenizer.pad, backend.meta.dimension,
+                                     max_batch=min(self.settings.max_batch_size, getattr(backend, "max_batch", 10**9)),
+                                     max_wait_ms=self.settings.max_wait_ms, on_batch=self.metrics.on_batch)
+            if self.settings.warmup:
+                warm(backend)
+            self.backend, self.batcher = backend, batcher
+            self.metrics.set_backend(backend.name)
+            self.metrics.load_seconds.set(time.monotonic() - started)
+            self.ready = True
+            self.metrics.ready.set(1)
+            log.info("model '%s' ready (%s on %s) in %.1fs", self.names[0], backend.name,
+                     ",".join(backend.providers), time.monotonic() - started)
+        except Exception as err:  # noqa: BLE001 - reported by the health endpoints
+            self.load_error = f"{type(err).__name__}: {err}"
+            log.exception("model failed to load")
+
+
+def warm(backend) -> None:
+    """Run a few shapes once so the first real requests do not pay for allocations and kernel selection."""
+    tok = backend.tokenizer
+    for n, words in ((1, 4), (8, 24), (32, 60)):
+        seqs = tok.encode(["warm up " * words] * n, truncate="END")
+        backend.run_batch(tok.pad(seqs))
+
+
+def create_app(settings: ServerSettings, loader: Callable[[], Any] | None = None,
+               meta: ModelMetadata | None = None) -> FastAPI:
+    """The server app. `loader` (tests) replaces loading the model from `settings.model_dir`."""
+    source = None
+    if loader is None or meta is None:
+        source = locate(settings.model_dir, settings.backend)
+        meta = meta or source.describe()
+    if loader is None:
+        loader = lambda: source.load(settings.threads)  # noqa: E731
+    state = ServerState(settings, source, meta, loader)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        thread = threading.Thread(target=state.load, name="eft-model-load", daemon=True)
+        thread.start()
+        yield
+        if state.batcher is not None:
+            await state.batcher.close()
+        state.tokenize_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="embedding-finetune-operator server", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible embeddings (with NVIDIA NIM's input_type and truncate).")
+    app.state.eft = state
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    metrics = state.metrics
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, err: ApiError):
+        return _error(err, metrics, request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
+        return _error(ApiError(err.status_code, str(err.detail), None, code), metrics, "other")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, err: RequestValidationError):
+        first = (err.errors() or [{}])[0]
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return _error(ApiError(400, first.get("msg", "invalid request"), param, "invalid_value"), metrics,
+                      request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _server_error(request: Request, err: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(ApiError(500, f"internal server error: {type(err).__name__}", None, "internal_error",
+                               "server_error"), metrics, request.url.path)
+
+    request_schema = EmbeddingRequest.model_json_schema()
+    props = request_schema["properties"]
+    props["model"]["enum"] = state.names
+    props["input"]["anyOf"] = [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
+         "maxItems": settings.max_inputs_per_request},
+    ]
+    for key in ("dimensions",):
+        props[key]["anyOf"] = [{"type": "integer", "minimum": 1, "maximum": meta.dimension}, {"type": "null"}]
+    error_responses = {code: {"model": ErrorResponse, "description": why} for code, why in (
+        (400, "Invalid request"), (404, "Unknown model"), (413, "Request body too large"),
+        (415, "Content type is not JSON"), (503, "Model not loaded yet"))}
+
+    @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=error_responses,
+              openapi_extra={"requestBody": {"required": True,
+                                             "content": {"application/json": {"schema": request_schema}}}})
+    async def embeddings(request: Request):
+        if not state.ready:
+            raise ApiError(503, "the model is still loading" if state.load_error is None
+                           else f"the model failed to load: {state.load_error}", None, "model_not_ready",
+                           "service_unavailable")
+        batcher = state.batcher
+        batcher.arriving()
+        try:
+            ctype = request.headers.get("content-type")
+            if ctype is not None:
+                media = ctype.split(";")[0].strip().lower()
+                if media != "application/json" and not media.endswith("+json"):
+                    raise ApiError(415, f"Content-Type must be application/json, got {ctype[:100]!r}", None,
+                                   "unsupported_media_type")
+            body = await _read_body(request, settings.max_request_bytes)
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError as err:
+                raise ApiError(400, f"the request body is not valid JSON: {err}", None, "invalid_json") from None
+            req = validate(payload, set(state.names), settings.max_inputs_per_request, state.meta.dimension)
+            prefix = ""
+            if req.input_type == "query":
+                prefix = state.meta.query_prefix
+            elif req.input_type == "passage":
+                prefix = state.meta.passage_prefix
+            texts = [prefix + t for t in req.texts] if prefix else req.texts
+            tokenizer = state.backend.tokenizer
+            try:
+                if len(texts) > TOKENIZE_OFFLOAD:
+                    seqs = await asyncio.get_running_loop().run_in_executor(
+                        state.tokenize_pool, tokenizer.encode, texts, req.truncate)
+                else:
+                    seqs = tokenizer.encode(texts, req.truncate)
+            except InputTooLong as err:
+                param = "input" if isinstance(payload.get("input"), str) else f"input[{err.index}]"
+                raise ApiError(400, str(err).replace(f"input[{err.index}]", param), param,
+                               "input_too_long") from None
+            except Exception as err:  # noqa: BLE001 - text the tokenizer cannot take (e.g. lone surrogates)
+                raise ApiError(400, f"'input' could not be tokenised: {err}", "input", "invalid_value") from None
+        finally:
+            batcher.arrived()
+        emb = await batcher.embed(seqs)
+        if req.dimensions is not None and req.dimensions < emb.shape[1]:
+            emb = emb[:, : req.dimensions]
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        n_tokens = sum(len(s) for s in seqs)
+        metrics.inputs.inc(len(seqs))
+        metrics.tokens.inc(n_tokens)
+        if req.encoding_format == "base64":
+            data = [{"object": "embedding", "index": i,
+                     "embedding": base64.b64encode(np.ascontiguousarray(row, dtype="<f4").tobytes()).decode("ascii")}
+                    for i, row in enumerate(emb)]
+        else:
+            data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(emb)]
+        out = {"object": "list", "data": data, "model": req.model,
+               "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
+        return Response(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def models():
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": state.created, "owned_by": "embedding-finetune-operator",
+             "root": state.names[0], "max_model_len": state.meta.max_seq_length, "dimensions": state.meta.dimension}
+            for name in state.names]}
+
+    @app.get("/v1/health/live", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+    async def live():
+        if state.load_error is not None:
+            return JSONResponse({"object": "health.response", "status": "failed",
+                                 "message": f"model failed to load: {state.load_error}"}, status_code=503)
+        return {"object": "health.response", "status": "live", "message": "Service is live."}
+
+    @app.get("/v1/health/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+    async def ready():
+        if state.ready:
+            return {"object": "health.response", "status": "ready", "message": "Service is ready."}
+        status, message = ("failed", f"model failed to load: {state.load_error}") if state.load_error else (
+            "loading", "The model is loading.")
+        return JSONResponse({"object": "health.response", "status": status, "message": message}, status_code=503)
+
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    async def prometheus():
+        if state.batcher is not None:
+            metrics.queue_depth.set(state.batcher.queue_depth)
+        payload, ctype = metrics.render()
+        return Response(payload, media_type=ctype)
+
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the request body has {declared} bytes, more than the limit of {limit}", None,
+                       "request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the request body is larger than the limit of {limit} bytes", None,
+                           "request_too_large")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        raise ApiError(400, "the request body is empty; send a JSON object", None, "invalid_body")
+    return body

@@ -1,0 +1,187 @@
+"""Inference backends of the server: TensorRT (engine + GPU), onnxruntime (CUDA or CPU, fp32 or int8), PyTorch.
+
+`locate(path, backend)` turns what the user gave to `eft serve --model` (an export folder, one variant folder,
+a workspace, or a SentenceTransformer directory) into a `ModelSource`; `ModelSource.describe()` reads only
+metadata (cheap, for the API schema before the model is loaded); `ModelSource.load()` builds the backend.
+Every backend takes padded token ids and returns L2-normalised float32 embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eft.errors import InvalidInput
+from eft.export.artifact import METADATA_FILE, MODEL_FILE, TOKENIZER_FILE, Batch, ModelMetadata, TextTokenizer
+
+log = logging.getLogger("eft.serve")
+
+BACKENDS = ("auto", "onnx", "onnx-int8", "tensorrt", "torch")
+FIELD = "--model"
+
+
+@dataclass
+class ModelSource:
+    backend: str  # onnx | onnx-int8 | tensorrt | torch
+    folder: Path
+
+    def describe(self) -> ModelMetadata:
+        if self.backend == "torch":
+            return _torch_metadata(self.folder)
+        return ModelMetadata.load(self.folder)
+
+    def load(self, threads: int | None = None):
+        if self.backend == "torch":
+            return TorchBackend(self.folder, threads)
+        if self.backend == "tensorrt":
+            return TensorRTBackend(self.folder)
+        return OnnxBackend(self.folder, self.backend, threads)
+
+
+def _is_artifact(folder: Path) -> bool:
+    return (folder / METADATA_FILE).is_file() and (folder / TOKENIZER_FILE).is_file()
+
+
+def _is_sentence_transformer(folder: Path) -> bool:
+    return (folder / "modules.json").is_file() or (folder / "config_sentence_transformers.json").is_file()
+
+
+def _tensorrt_ready(folder: Path) -> bool:
+    from eft.export.tensorrt import ENGINE_FILE, availability
+
+    return (folder / ENGINE_FILE).is_file() and availability()[0]
+
+
+def locate(path: str | Path, backend: str = "auto") -> ModelSource:
+    """Find the artifact to serve. `auto`: TensorRT when an engine and a GPU exist, else ONNX fp32, else PyTorch."""
+    if backend not in BACKENDS:
+        raise InvalidInput(f"unknown backend '{backend}' (expected one of: {', '.join(BACKENDS)})", "--backend")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise InvalidInput(f"model folder does not exist: {root}", FIELD)
+    # A workspace (DIR) -> its export folder, keeping DIR/train/model as the PyTorch fallback.
+    export_root = root / "export" if (root / "export").is_dir() else root
+    st_dir = next((d for d in (root / "train" / "model", root / "model", root) if _is_sentence_transformer(d)), None)
+    variants = {"onnx": export_root / "onnx", "onnx-int8": export_root / "onnx-int8",
+                "tensorrt": export_root / "tensorrt"}
+    if _is_artifact(root):  # one variant folder given directly
+        kind = "tensorrt" if (root / "model.plan").is_file() else (
+            "onnx-int8" if ModelMetadata.load(root).precision == "int8" else "onnx")
+        variants = {kind: root}
+    if backend == "auto":
+        if "tensorrt" in variants and _is_artifact(variants["tensorrt"]) and _tensorrt_ready(variants["tensorrt"]):
+            return ModelSource("tensorrt", variants["tensorrt"])
+        for kind in ("onnx", "onnx-int8"):
+            if kind in variants and (variants[kind] / MODEL_FILE).is_file() and _is_artifact(variants[kind]):
+                return ModelSource(kind, variants[kind])
+        if st_dir is not None:
+            return ModelSource("torch", st_dir)
+        raise InvalidInput(f"no exported model (eft_model.json + model.onnx) or SentenceTransformer in {root}", FIELD)
+    if backend == "torch":
+        if st_dir is None:
+            raise InvalidInput(f"backend torch needs a SentenceTransformer folder; none in {root}", FIELD)
+        return ModelSource("torch", st_dir)
+    folder = variants.get(backend)
+    if folder is None or not _is_artifact(folder):
+        raise InvalidInput(f"no '{backend}' export in {root}", FIELD)
+    if backend == "tensorrt":
+        from eft.export.tensorrt import availability
+
+        ok, why = availability()
+        if not ok:
+            raise InvalidInput(f"backend tensorrt {why}", "--backend")
+    return ModelSource(backend, folder)
+
+
+# ----------------------------------------------------------------------------- onnxruntime
+class OnnxBackend:
+    def __init__(self, folder: Path, name: str = "onnx", threads: int | None = None):
+        from eft.export.artifact import OnnxEncoder
+
+        self.encoder = OnnxEncoder(folder, threads=threads)
+        self.meta = self.encoder.meta
+        self.tokenizer = self.encoder.tokenizer
+        self.name = name
+        self.providers = list(self.encoder.providers)
+
+    def run_batch(self, batch: Batch) -> np.ndarray:
+        return self.encoder.run_batch(batch)
+
+
+class TensorRTBackend:
+    def __init__(self, folder: Path):
+        from eft.export.tensorrt import TensorRTEncoder
+
+        self.encoder = TensorRTEncoder(folder)
+        self.meta = self.encoder.meta
+        self.tokenizer = self.encoder.tokenizer
+        self.name = "tensorrt"
+        self.providers = ["TensorRT"]
+
+    def run_batch(self, batch: Batch) -> np.ndarray:
+        return self.encoder.run_batch(batch)
+
+
+# ----------------------------------------------------------------------------- PyTorch fallback
+def _torch_metadata(folder: Path) -> ModelMetadata:
+    """Metadata of a SentenceTransformer folder from its config files, without loading weights."""
+
+    def read(name):
+        try:
+            return json.loads((folder / name).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    st_cfg = read("config_sentence_transformers.json")
+    prompts = st_cfg.get("prompts") or {}
+    hf_cfg = read("config.json")
+    max_len = read("sentence_bert_config.json").get("max_seq_length") or hf_cfg.get("max_position_embeddings") or 512
+    dim = 0
+    for mod in read("modules.json") or []:
+        cfg = read(f"{mod.get('path', '')}/config.json") if mod.get("path") else {}
+        dim = cfg.get("out_features") or cfg.get("word_embedding_dimension") or cfg.get("embedding_dimension") or dim
+    dim = dim or hf_cfg.get("hidden_size") or 0
+    return ModelMetadata(name=folder.name if folder.name != "model" else folder.parent.parent.name or "model",
+                         dimension=int(dim), max_seq_length=int(max_len), query_prefix=prompts.get("query", ""),
+                         passage_prefix=prompts.get("passage", prompts.get("document", "")), precision="fp32")
+
+
+class TorchBackend:
+    """sentence-transformers on CUDA when present, else CPU; tokenisation stays with the fast tokenizer."""
+
+    def __init__(self, folder: Path, threads: int | None = None):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if threads:
+            torch.set_num_threads(threads)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = SentenceTransformer(str(folder), device=device)
+        self.meta = _torch_metadata(folder)
+        self.meta.dimension = int((getattr(self.model, "get_embedding_dimension", None)
+                                   or self.model.get_sentence_embedding_dimension)() or self.meta.dimension)
+        self.meta.max_seq_length = int(self.model.max_seq_length or self.meta.max_seq_length)
+        tok = self.model.tokenizer
+        tok_file = folder / TOKENIZER_FILE
+        if not tok_file.is_file():
+            raise InvalidInput(f"{folder} has no tokenizer.json (a fast tokenizer is needed)", FIELD)
+        self.meta.pad_token_id = int(tok.pad_token_id or 0)
+        self.meta.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+                                 if n in ("input_ids", "attention_mask") or n in tok.model_input_names]
+        self.tokenizer = TextTokenizer(tok_file, self.meta.max_seq_length, self.meta.pad_token_id)
+        self.device = device
+        self.name = "torch"
+        self.providers = [f"torch-{device}"]
+        self._torch = torch
+
+    def run_batch(self, batch: Batch) -> np.ndarray:
+        torch = self._torch
+        feed = {k: torch.from_numpy(v).to(self.device) for k, v in batch.feed(self.meta.input_names).items()}
+        with torch.inference_mode():
+            out = self.model(feed)["sentence_embedding"]
+            out = torch.nn.functional.normalize(out.float(), p=2, dim=-1)
+        return out.cpu().numpy()

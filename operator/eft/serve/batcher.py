@@ -1,0 +1,160 @@
+"""Dynamic batching across concurrent requests.
+
+Requests put their tokenised inputs on one queue; a single worker takes up to `max_batch` of them, sorts them by
+length, cuts them into sub-batches of similar length (bounded padding and token count), and runs each sub-batch
+in a one-thread executor, so inference never blocks the event loop. While a batch runs, new requests queue up
+and form the next batch. When the model is idle the first input goes at once, unless other requests are
+already being read and tokenised: then the worker waits for them, at most `max_wait`. That keeps batch-1 latency
+at the model's own speed and fills batches under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from eft.export.artifact import Batch
+
+
+@dataclass
+class _Request:
+    out: np.ndarray
+    remaining: int
+    future: asyncio.Future
+
+
+@dataclass(order=True)
+class _Item:
+    length: int
+    seq: list[int] = field(compare=False)
+    request: _Request = field(compare=False)
+    index: int = field(compare=False)
+
+
+def group_by_length(items: Sequence[_Item], max_batch: int, max_tokens: int) -> list[list[_Item]]:
+    """Sorted items cut into groups: at most `max_batch` items, `max_tokens` padded tokens, and no item more than
+    twice (plus 8 tokens) as long as the group's shortest, so little compute goes to padding."""
+    groups: list[list[_Item]] = []
+    current: list[_Item] = []
+    for it in sorted(items):
+        if current:
+            first = current[0].length
+            if (len(current) >= max_batch or (len(current) + 1) * it.length > max_tokens
+                    or it.length > 2 * first + 8):
+                groups.append(current)
+                current = []
+        current.append(it)
+    if current:
+        groups.append(current)
+    return groups
+
+
+class DynamicBatcher:
+    def __init__(self, run_batch: Callable[[Batch], np.ndarray], pad: Callable[[list[list[int]]], Batch],
+                 dimension: int, max_batch: int = 64, max_wait_ms: float = 5.0, max_tokens: int | None = None,
+                 on_batch: Callable[[int, int, float], None] | None = None):
+        self.run_batch = run_batch
+        self.pad = pad
+        self.dimension = dimension
+        self.max_batch = max(1, int(max_batch))
+        self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
+        self.max_tokens = int(max_tokens or max(self.max_batch * 128, 8192))
+        self.on_batch = on_batch
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eft-infer")
+        self._queue: deque[_Item] = deque()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._arriving = 0  # requests accepted and being read/tokenised, not yet queued
+
+    # -------------------------------------------------------------- request side
+    def arriving(self) -> None:
+        """A request started (its inputs will be queued soon): an idle worker may wait for it briefly."""
+        self._arriving += 1
+
+    def arrived(self) -> None:
+        self._arriving = max(0, self._arriving - 1)
+        if self._wake is not None:
+            self._wake.set()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    async def embed(self, seqs: Sequence[list[int]]) -> np.ndarray:
+        """Embeddings of tokenised inputs (row i for seqs[i]), batched with other requests'."""
+        self._ensure_worker()
+        loop = asyncio.get_running_loop()
+        req = _Request(np.empty((len(seqs), self.dimension), dtype=np.float32), len(seqs), loop.create_future())
+        for i, s in enumerate(seqs):
+            self._queue.append(_Item(len(s), s, req, i))
+        self._wake.set()
+        return await req.future
+
+    # -------------------------------------------------------------- worker side
+    def _ensure_worker(self) -> None:
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._worker(), name="eft-batcher")
+
+    async def _collect(self) -> list[_Item]:
+        while not self._queue:
+            self._wake.clear()
+            await self._wake.wait()
+        if len(self._queue) < self.max_batch and self._arriving > 0 and self.max_wait > 0:
+            deadline = time.monotonic() + self.max_wait
+            while len(self._queue) < self.max_batch and self._arriving > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), left)
+                except asyncio.TimeoutError:
+                    break
+        n = min(self.max_batch, len(self._queue))
+        return [self._queue.popleft() for _ in range(n)]
+
+    def _infer(self, group: list[_Item]) -> np.ndarray:
+        return self.run_batch(self.pad([it.seq for it in group]))
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = await self._collect()
+            for group in group_by_length(items, self.max_batch, self.max_tokens):
+                live = [it for it in group if not it.request.future.done()]
+                if not live:
+                    continue
+                started = time.perf_counter()
+                try:
+                    emb = await loop.run_in_executor(self.executor, self._infer, live)
+                except Exception as err:  # noqa: BLE001 - reported to the waiting requests
+                    for it in live:
+                        if not it.request.future.done():
+                            it.request.future.set_exception(err)
+                    continue
+                if self.on_batch is not None:
+                    self.on_batch(len(live), sum(it.length for it in live), time.perf_counter() - started)
+                for row, it in zip(emb, live):
+                    req = it.request
+                    if req.future.done():
+                        continue
+                    req.out[it.index] = row
+                    req.remaining -= 1
+                    if req.remaining == 0:
+                        req.future.set_result(req.out)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,437 @@
+"""The embedding server over real HTTP (uvicorn on 127.0.0.1): OpenAI client, NIM extensions, bad input, health,
+metrics, dynamic batching, backends and the `eft serve` command."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest_serve import ServerThread, exported_workdir, free_port, st_model
+
+pytestmark = pytest.mark.slow
+
+MODEL = "minilm-test"
+MAX_INPUTS = 8
+MAX_BYTES = 64 * 1024
+
+
+def _wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/v1/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never became ready")
+
+
+def _app(model_dir, **kw):
+    from eft.serve.app import ServerSettings, create_app
+
+    settings = ServerSettings(model_dir=str(model_dir), max_inputs_per_request=MAX_INPUTS,
+                              max_request_bytes=MAX_BYTES, max_batch_size=16, max_wait_ms=5.0)
+    for k, v in kw.items():
+        setattr(settings, k, v)
+    return create_app(settings)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ServerThread(_app(exported_workdir() / "export")) as srv:
+        _wait_ready(srv.url)
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+def _embed(client, **body):
+    body.setdefault("model", MODEL)
+    r = client.post("/v1/embeddings", json=body)
+    assert r.status_code == 200, r.text
+    return np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32), r.json()
+
+
+def _ref(texts):
+    return np.asarray(st_model().encode(list(texts), normalize_embeddings=True), dtype=np.float32)
+
+
+def _assert_parity(got, ref, bound=0.999):
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() >= bound, cos
+
+
+# ----------------------------------------------------------------------------- OpenAI client and parity
+def test_openai_client_float_and_base64_equal_pytorch(server):
+    import openai
+
+    oc = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    texts = ["How do bees tell others where flowers are?", "Espresso is brewed under pressure.", "short"]
+    ref = _ref(texts)
+    as_float = oc.embeddings.create(model=MODEL, input=texts, encoding_format="float")
+    as_b64 = oc.embeddings.create(model=MODEL, input=texts, encoding_format="base64")
+    default = oc.embeddings.create(model=MODEL, input=texts)  # the client asks for base64 and decodes it
+    assert isinstance(as_b64.data[0].embedding, str) and isinstance(default.data[0].embedding, list)
+    for resp in (as_float, as_b64, default):
+        assert [d.index for d in resp.data] == [0, 1, 2]
+        got = np.array([np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") if isinstance(d.embedding, str)
+                        else d.embedding for d in resp.data], dtype=np.float32)
+        assert got.shape == (3, 384)
+        _assert_parity(got, ref)
+        assert resp.model == MODEL
+        assert resp.usage.prompt_tokens == resp.usage.total_tokens > 0
+    single = oc.embeddings.create(model=MODEL, input="short")
+    np.testing.assert_allclose(single.data[0].embedding, as_float.data[2].embedding, atol=1e-5)
+
+
+def test_base64_is_little_endian_float32(client):
+    got, _ = _embed(client, input=["one text"])
+    r = client.post("/v1/embeddings", json={"model": MODEL, "input": ["one text"], "encoding_format": "base64"})
+    raw = r.json()["data"][0]["embedding"]
+    assert isinstance(raw, str)
+    np.testing.assert_allclose(np.frombuffer(base64.b64decode(raw), dtype="<f4"), got[0], atol=1e-6)
+
+
+def test_usage_counts_tokens_after_truncation(client):
+    tok = st_model().tokenizer
+    texts = ["hello world", "a slightly longer sentence with more tokens"]
+    _, body = _embed(client, input=texts)
+    expected = sum(len(tok(t)["input_ids"]) for t in texts)
+    assert body["usage"] == {"prompt_tokens": expected, "total_tokens": expected}
+    _, body = _embed(client, input="word " * 1000, truncate="END")
+    assert body["usage"]["prompt_tokens"] == 256
+
+
+def test_models_endpoint(client):
+    r = client.get("/v1/models")
+    assert r.status_code == 200
+    (card,) = r.json()["data"]
+    assert card["id"] == MODEL and card["object"] == "model" and card["dimensions"] == 384
+    assert card["max_model_len"] == 256
+
+
+# ----------------------------------------------------------------------------- dimensions, input_type, truncate
+@pytest.mark.parametrize("dims", [1, 64, 383, 384])
+def test_dimensions_truncate_and_renormalise(client, dims):
+    full, _ = _embed(client, input=["matryoshka style truncation"])
+    got, _ = _embed(client, input=["matryoshka style truncation"], dimensions=dims)
+    assert got.shape == (1, dims)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    expected = full[:, :dims] / np.linalg.norm(full[:, :dims], axis=1, keepdims=True)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def prefixed_server(tmp_path_factory):
+    """The same export with query/passage prefixes in its metadata (as a model with prompts would have)."""
+    src = exported_workdir() / "export" / "onnx"
+    dst = tmp_path_factory.mktemp("prefixed") / "onnx"
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).symlink_to(f)
+    (dst / "eft_model.json").unlink()
+    meta = json.loads((src / "eft_model.json").read_text())
+    meta["prefixes"] = {"query": "query: ", "passage": "passage: "}
+    (dst / "eft_model.json").write_text(json.dumps(meta))
+    with ServerThread(_app(dst)) as srv:
+        _wait_ready(srv.url)
+        yield srv
+
+
+def test_input_type_applies_the_models_prefixes(prefixed_server):
+    with httpx.Client(base_url=prefixed_server.url, timeout=30) as c:
+        text = "what is the tallest mountain"
+        as_query, qbody = _embed(c, input=text, input_type="query")
+        as_passage, _ = _embed(c, input=text, input_type="passage")
+        plain, pbody = _embed(c, input=text)
+        _assert_parity(as_query, _ref(["query: " + text]), 0.9999)
+        _assert_parity(as_passage, _ref(["passage: " + text]), 0.9999)
+        _assert_parity(plain, _ref([text]), 0.9999)
+        assert float((as_query * as_passage).sum()) < 0.9999
+        assert qbody["usage"]["prompt_tokens"] > pbody["usage"]["prompt_tokens"]
+        upper, _ = _embed(c, input=text, input_type="QUERY")
+        np.testing.assert_allclose(upper, as_query, atol=1e-6)
+
+
+def test_truncate_modes(client):
+    head, tail = "apple " * 300, "river " * 300
+    text = head + tail
+    r = client.post("/v1/embeddings", json={"model": MODEL, "input": text})  # default NONE
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["code"] == "input_too_long" and err["param"] == "input" and "256" in err["message"]
+    r = client.post("/v1/embeddings", json={"model": MODEL, "input": ["ok", text], "truncate": "NONE"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input[1]"
+    end, _ = _embed(client, input=text, truncate="END")
+    start, _ = _embed(client, input=text, truncate="START")
+    lower, _ = _embed(client, input=text, truncate="end")
+    np.testing.assert_allclose(lower, end, atol=1e-6)
+    _assert_parity(end, _ref([head]), 0.9999)  # PyTorch truncates at the end too
+    _assert_parity(start, _ref([tail]), 0.9999)
+    assert float((start * end).sum()) < 0.9
+
+
+# ----------------------------------------------------------------------------- bad input
+BAD_REQUESTS = [
+    ("empty string", {"input": ""}, 400, "input", "empty string"),
+    ("empty list", {"input": []}, 400, "input", "empty list"),
+    ("empty item", {"input": ["a", ""]}, 400, "input[1]", "empty string"),
+    ("too many inputs", {"input": ["x"] * (MAX_INPUTS + 1)}, 400, "input", f"maximum of {MAX_INPUTS}"),
+    ("non-string item", {"input": ["a", 3]}, 400, "input[1]", "must be a string"),
+    ("nested list item", {"input": ["a", ["b"]]}, 400, "input[1]", "must be a string"),
+    ("input object", {"input": {"text": "a"}}, 400, "input", "string or a list of strings"),
+    ("token list", {"input": [101, 2023, 102]}, 400, "input", "token arrays are not accepted"),
+    ("token lists", {"input": [[101, 2023, 102]]}, 400, "input", "token arrays are not accepted"),
+    ("too long, truncate NONE", {"input": "word " * 400, "truncate": "NONE"}, 400, "input", "limit of 256"),
+    ("dimensions too large", {"input": "a", "dimensions": 385}, 400, "dimensions", "between 1 and 384"),
+    ("dimensions zero", {"input": "a", "dimensions": 0}, 400, "dimensions", "between 1 and 384"),
+    ("dimensions negative", {"input": "a", "dimensions": -5}, 400, "dimensions", "between 1 and 384"),
+    ("dimensions string", {"input": "a", "dimensions": "12"}, 400, "dimensions", "integer"),
+    ("dimensions float", {"input": "a", "dimensions": 12.5}, 400, "dimensions", "integer"),
+    ("unknown model", {"input": "a", "model": "gpt-4"}, 404, "model", "does not exist"),
+    ("model not a string", {"input": "a", "model": 7}, 400, "model", "string"),
+    ("missing model", {"input": "a", "model": None}, 400, "model", "required"),
+    ("missing input", {}, 400, "input", "required"),
+    ("unknown input_type", {"input": "a", "input_type": "document2"}, 400, "input_type", "query' or 'passage"),
+    ("unknown truncate", {"input": "a", "truncate": "MIDDLE"}, 400, "truncate", "NONE, START or END"),
+    ("unknown encoding_format", {"input": "a", "encoding_format": "int8"}, 400, "encoding_format", "base64"),
+]
+
+
+@pytest.mark.parametrize("name,body,status,param,words", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_input_gets_openai_error_and_server_keeps_serving(client, name, body, status, param, words):
+    body = {"model": MODEL, **body}
+    if body["model"] is None:
+        del body["model"]
+    r = client.post("/v1/embeddings", json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["type"] == "invalid_request_error"
+    assert err["param"] == param
+    assert words in err["message"]
+    _embed(client, input="still serving")
+
+
+RAW_BAD = [
+    ("malformed JSON", b'{"model": "minilm-test", "input": ["a",', "application/json", 400, "invalid_json"),
+    ("not an object", b'["a", "b"]', "application/json", 400, "invalid_body"),
+    ("empty body", b"", "application/json", 400, "invalid_body"),
+    ("invalid UTF-8", b'{"model": "minilm-test", "input": "\xff\xfe"}', "application/json", 400, "invalid_json"),
+    ("wrong content type", b'{"model": "minilm-test", "input": "a"}', "text/plain", 415, "unsupported_media_type"),
+    ("form content type", b"model=minilm-test&input=a", "application/x-www-form-urlencoded", 415,
+     "unsupported_media_type"),
+    ("huge body", json.dumps({"model": MODEL, "input": ["x" * 1000] * 100}).encode(), "application/json", 413,
+     "request_too_large"),
+]
+
+
+@pytest.mark.parametrize("name,raw,ctype,status,code", RAW_BAD, ids=[b[0] for b in RAW_BAD])
+def test_malformed_requests(client, name, raw, ctype, status, code):
+    r = client.post("/v1/embeddings", content=raw, headers={"content-type": ctype})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == code and err["message"]
+    _embed(client, input="still serving")
+
+
+def test_huge_chunked_body_without_content_length(client):
+    def chunks():
+        yield b'{"model": "minilm-test", "input": ["'
+        for _ in range(200):
+            yield b"y" * 1024
+        yield b'"]}'
+
+    r = client.post("/v1/embeddings", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "request_too_large"
+    _embed(client, input="still serving")
+
+
+def test_unknown_route_and_method_are_openai_errors(client):
+    r = client.get("/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = client.get("/v1/embeddings")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_lone_surrogate_is_a_client_error(client):
+    r = client.post("/v1/embeddings", content=b'{"model": "minilm-test", "input": "\\ud800 x"}',
+                    headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500, r.text
+    _embed(client, input="still serving")
+
+
+# ----------------------------------------------------------------------------- readiness
+def test_readiness_before_and_after_load():
+    from eft.serve.app import ServerSettings, create_app
+    from eft.serve.backends import locate
+
+    release = threading.Event()
+    source = locate(exported_workdir() / "export")
+
+    def slow_loader():
+        assert release.wait(60)
+        return source.load()
+
+    app = create_app(ServerSettings(model_dir="unused"), loader=slow_loader, meta=source.describe())
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
+        assert c.get("/v1/health/live").status_code == 200
+        r = c.get("/v1/health/ready")
+        assert r.status_code == 503 and r.json()["status"] == "loading"
+        r = c.post("/v1/embeddings", json={"model": MODEL, "input": "a"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_ready"
+        assert "eft_model_ready 0.0" in c.get("/metrics").text
+        release.set()
+        _wait_ready(srv.url, 60)
+        assert c.get("/v1/health/ready").json()["status"] == "ready"
+        _embed(c, input="ready now")
+        assert "eft_model_ready 1.0" in c.get("/metrics").text
+
+
+def test_failed_load_is_reported_by_health():
+    from eft.export.artifact import ModelMetadata
+    from eft.serve.app import ServerSettings, create_app
+
+    def broken():
+        raise RuntimeError("weights are corrupt")
+
+    app = create_app(ServerSettings(model_dir="unused"), loader=broken,
+                     meta=ModelMetadata(name=MODEL, dimension=384, max_seq_length=256))
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
+        deadline = time.monotonic() + 10
+        while c.get("/v1/health/ready").json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        r = c.get("/v1/health/ready")
+        assert r.status_code == 503 and "weights are corrupt" in r.json()["message"]
+        assert c.get("/v1/health/live").status_code == 503
+
+
+# ----------------------------------------------------------------------------- metrics and batching
+def _metric(text: str, name: str, labels: str = "") -> float:
+    for line in text.splitlines():
+        if line.startswith(name + (("{" + labels + "}") if labels else " ")) or (
+                labels and line.startswith(name + "{") and all(p in line for p in labels.split(","))):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics(client):
+    before = client.get("/metrics").text
+    ok_before = _metric(before, "eft_requests_total", 'code="200",route="/v1/embeddings"')
+    tokens_before = _metric(before, "eft_embedding_tokens_total")
+    used = 0
+    for i in range(3):
+        used += _embed(client, input=[f"metrics test {i}", "another"])[1]["usage"]["prompt_tokens"]
+    client.post("/v1/embeddings", json={"model": MODEL, "input": ""})
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert _metric(text, "eft_requests_total", 'code="200",route="/v1/embeddings"') == ok_before + 3
+    assert _metric(text, "eft_requests_total", 'code="400",route="/v1/embeddings"') >= 1
+    assert _metric(text, "eft_request_errors_total", 'route="/v1/embeddings",type="invalid_request_error"') >= 1
+    assert _metric(text, "eft_embedding_tokens_total") == tokens_before + used
+    assert _metric(text, "eft_request_duration_seconds_count", 'route="/v1/embeddings"') >= 4
+    assert _metric(text, "eft_batch_size_count") >= 3
+    assert 'eft_model_info{backend="onnx",model="minilm-test"} 1.0' in text
+    assert "eft_inference_duration_seconds_bucket" in text and "eft_queue_depth" in text
+
+
+def test_concurrent_requests_are_batched_and_correct(server, client):
+    texts = [f"concurrent request number {i} about {w}" for i, w in
+             enumerate(["koalas", "chess", "rivers", "coffee", "volcanoes", "violins"] * 8)]
+    before = client.get("/metrics").text
+    batches_before = _metric(before, "eft_batch_size_count")
+
+    def one(t):
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            r = c.post("/v1/embeddings", json={"model": MODEL, "input": t})
+            assert r.status_code == 200
+            return r.json()["data"][0]["embedding"]
+
+    with ThreadPoolExecutor(16) as pool:
+        got = np.array(list(pool.map(one, texts)), dtype=np.float32)
+    _assert_parity(got, _ref(texts))
+    batches = _metric(client.get("/metrics").text, "eft_batch_size_count") - batches_before
+    assert batches < len(texts), "concurrent requests were never batched together"
+
+
+def test_group_by_length():
+    from eft.serve.batcher import _Item, group_by_length
+
+    items = [_Item(n, [0] * n, None, i) for i, n in enumerate([5, 300, 6, 7, 120, 5, 8, 130])]
+    groups = group_by_length(items, max_batch=3, max_tokens=10_000)
+    lengths = [[it.length for it in g] for g in groups]
+    assert lengths == [[5, 5, 6], [7, 8], [120, 130], [300]]
+    assert all(len(g) <= 3 for g in groups)
+    groups = group_by_length(items, max_batch=64, max_tokens=250)
+    assert all(len(g) * max(it.length for it in g) <= 300 for g in groups)
+
+
+# ----------------------------------------------------------------------------- backends and the command
+def test_locate_finds_every_layout(tmp_path):
+    from eft.errors import InvalidInput
+    from eft.serve.backends import locate
+
+    wd = exported_workdir()
+    assert locate(wd).backend == "onnx" and locate(wd).folder == wd / "export" / "onnx"
+    assert locate(wd / "export").folder == wd / "export" / "onnx"
+    assert locate(wd / "export", "onnx-int8").folder == wd / "export" / "onnx-int8"
+    assert locate(wd / "export" / "onnx-int8").backend == "onnx-int8"
+    assert locate(wd, "torch").folder == wd / "train" / "model"
+    assert locate(wd / "train" / "model").backend == "torch"
+    with pytest.raises(InvalidInput, match="tensorrt"):
+        locate(wd, "tensorrt")
+    with pytest.raises(InvalidInput, match="does not exist"):
+        locate(tmp_path / "missing")
+    with pytest.raises(InvalidInput, match="no exported model"):
+        locate(tmp_path)
+
+
+def test_torch_backend_serves_the_same_vectors():
+    wd = exported_workdir()
+    with ServerThread(_app(wd, backend="torch")) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        _wait_ready(srv.url)
+        name = c.get("/v1/models").json()["data"][0]["id"]
+        texts = ["pytorch fallback backend", "second text of another length here"]
+        got, _ = _embed(c, model=name, input=texts)
+        _assert_parity(got, _ref(texts), 0.9999)
+        assert 'backend="torch"' in c.get("/metrics").text
+
+
+def test_eft_serve_command_int8():
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "eft.cli", "serve", "--model", str(exported_workdir() / "export"),
+           "--backend", "onnx-int8", "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "mini"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", 90)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            texts = ["int8 quantised model", "bees dance to show where flowers are"]
+            got, body = _embed(c, model="mini", input=texts)
+            assert body["model"] == "mini"
+            cos = (got * _ref(texts)).sum(1)
+            assert cos.min() > 0.95  # int8: close, not exact
+            assert c.post("/v1/embeddings", json={"model": MODEL, "input": "a"}).status_code == 404
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0].decode(errors="replace")
+    assert "serving 'mini'" in out and "onnx-int8" in out
