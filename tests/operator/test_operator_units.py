@@ -171,6 +171,10 @@ def test_plan_failed_stage_and_retry_after_a_spec_change():
     p = plan_stages("demo", 3, spec, h, {}, obs, False, False, None)
     assert p.outcome == "Failed" and p.reason == "BackoffLimitExceeded" and "boom" in p.message
     assert not p.actions
+    # Once recorded, a later reconcile (pod message no longer read) keeps the same message, not a nested one.
+    recorded = {"sdg": p.stages["sdg"].as_status()}
+    again = plan_stages("demo", 3, spec, h, recorded, Observed(jobs=obs.jobs), False, False, None)
+    assert again.stages["sdg"].message == p.stages["sdg"].message
     p = plan_stages("demo", 4, spec, h, {}, obs, False, False, None)
     assert [(a.kind, a.name) for a in p.actions] == [("delete_job", name)]
 

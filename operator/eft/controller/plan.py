@@ -209,18 +209,20 @@ def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes:
                                             rec.get("reason"), rec.get("message"), rec.get("summary"))
             return "done"
         if job is not None and job.state == "Failed":
-            pod_msg = term.get("message") or (rec.get("message") if rec_same and rec.get("phase") == "Failed" else None)
             if job.generation < generation and not deleting:
                 # The spec was edited after this failure: try the stage again (same outputs kept upstream).
                 plan.actions.append(Action("delete_job", stage, jn))
                 plan.stages[stage] = StageState("Pending", jn, h, job.attempts, reason="Retrying",
                                                 message="the spec changed after the failure; retrying")
                 return "wait"
-            exit_code = term.get("exitCode")
-            detail = pod_msg or job.message or "the Job failed"
-            message = f"stage {stage} failed ({job.reason}"
-            message += f", exit code {exit_code})" if exit_code is not None else ")"
-            message += f": {detail}"
+            if not term and rec_same and rec.get("phase") == "Failed" and rec.get("message"):
+                message = rec["message"]  # already read from the pod and recorded
+            else:
+                exit_code = term.get("exitCode")
+                detail = term.get("message") or job.message or "the Job failed"
+                message = f"stage {stage} failed ({job.reason}"
+                message += f", exit code {exit_code})" if exit_code is not None else ")"
+                message += f": {detail}"
             plan.stages[stage] = StageState("Failed", jn, h, job.attempts, job.start_time, job.completion_time,
                                             reason=job.reason, message=message[:1024],
                                             summary=term.get("summary"))
