@@ -223,3 +223,13 @@ def test_conditions_move_last_transition_time_only_on_flips_and_events_follow_tr
     bad = compute_status(s1, p, 2, ("InvalidSpec", "spec.training.epochs: too big"), "T2")
     assert ("Warning", "InvalidSpec", "spec.training.epochs: too big") in transition_events(s1, bad)
     assert merge_patch({"a": {"b": 1, "c": 2}}, {"a": {"b": 1}}) == {"a": {"c": None}}
+
+
+def test_example_resource_is_valid_for_the_operator_and_the_crd():
+    from eft.controller.validation import validate
+
+    doc = yaml.safe_load((crd.REPO_CRD_PATH.parents[1] / "examples" / "embeddingfinetune.yaml").read_text())
+    resource, problems = validate(doc)
+    assert resource is not None and not problems
+    spec_schema = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert not list(jsonschema.Draft7Validator(_jsonschema(spec_schema)).iter_errors(doc["spec"]))
