@@ -233,3 +233,23 @@ def test_example_resource_is_valid_for_the_operator_and_the_crd():
     assert resource is not None and not problems
     spec_schema = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert not list(jsonschema.Draft7Validator(_jsonschema(spec_schema)).iter_errors(doc["spec"]))
+
+
+def test_operator_defaults_file_sits_below_the_resource_runtime(tmp_path):
+    path = tmp_path / "defaults.yaml"
+    path.write_text(yaml.safe_dump({
+        "stages": {"all": {"backoffLimit": 4, "nodeSelector": {"pool": "batch"}},
+                   "train": {"activeDeadlineSeconds": 12345, "resources": {"requests": {"cpu": "7", "memory": "1Gi"}}}},
+        "server": {"resources": {"limits": {"memory": "2Gi"}}, "tolerations": [{"key": "x", "operator": "Exists"}]}}))
+    cfg = OperatorConfig.from_env({"EFT_DEFAULTS_FILE": str(path)})
+    spec = spec_of(runtime={"stages": {"train": {"resources": {"requests": {"memory": "64Gi"}}}}})
+    h = plan_hashes(spec)
+    job = manifests.stage_job(OWNER, spec, "train", h, "cm", cfg)
+    pod = job["spec"]["template"]["spec"]
+    assert job["spec"]["activeDeadlineSeconds"] == 12345 and job["spec"]["backoffLimit"] == 4
+    assert pod["containers"][0]["resources"]["requests"] == {"cpu": "7", "memory": "64Gi", "nvidia.com/gpu": "1"}
+    assert pod["nodeSelector"] == {"pool": "batch"}
+    dep = manifests.server_deployment(OWNER, spec, h, cfg)["spec"]["template"]["spec"]
+    assert dep["containers"][0]["resources"] == {"limits": {"memory": "2Gi"}}
+    assert dep["tolerations"][0]["key"] == "x"
+    kubernetes_validate.validate(job, K8S, strict=True)

@@ -59,20 +59,54 @@ DEFAULT_BACKOFF_LIMIT = 2
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    """Operator-wide settings (from the environment of the operator pod)."""
+    """Operator-wide settings (from the environment of the operator pod).
+
+    `stage_defaults` / `server_defaults` come from the chart's defaults file (`EFT_DEFAULTS_FILE`, YAML with
+    `stages: {all: ..., <stage>: ...}` in the keys of `spec.runtime.stages.<stage>`, and `server: {resources,
+    nodeSelector, tolerations}`); a resource's `spec.runtime` and `spec.deploy.resources` override them.
+    """
 
     pipeline_image: str = DEFAULT_PIPELINE_IMAGE
     server_image: str = DEFAULT_SERVER_IMAGE
     default_backoff_limit: int = DEFAULT_BACKOFF_LIMIT
     deadlines: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
+    stage_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    server_defaults: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "OperatorConfig":
         env = os.environ if env is None else env
+        stages: dict[str, dict[str, Any]] = {}
+        server: dict[str, Any] = {}
+        path = env.get("EFT_DEFAULTS_FILE")
+        if path and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+            stages = {k: dict(v or {}) for k, v in (data.get("stages") or {}).items()}
+            for name, layer in stages.items():  # same keys and bounds as spec.runtime.stages.<stage>
+                StageRuntime.model_validate(layer)
+            server = dict(data.get("server") or {})
         return cls(
             pipeline_image=env.get("EFT_PIPELINE_IMAGE") or DEFAULT_PIPELINE_IMAGE,
             server_image=env.get("EFT_SERVER_IMAGE") or DEFAULT_SERVER_IMAGE,
+            stage_defaults=stages,
+            server_defaults=server,
         )
+
+
+def _merge_layer(merged: dict[str, Any], layer: dict[str, Any] | None) -> None:
+    """Key by key; `resources` requests/limits and `nodeSelector` merge per entry."""
+    for key, value in (layer or {}).items():
+        if value is None:
+            continue
+        if key in ("resources", "nodeSelector") and isinstance(merged.get(key), dict) and isinstance(value, dict):
+            if key == "resources":
+                merged[key] = {part: {**(merged[key].get(part) or {}), **(value.get(part) or {})}
+                               for part in ("requests", "limits")}
+            else:
+                merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
 
 
 @dataclass(frozen=True)
@@ -196,19 +230,22 @@ def workspace_pvc(owner: Owner, spec: EmbeddingFinetuneSpec) -> dict[str, Any] |
 
 
 # ----------------------------------------------------------------------------- stage Jobs
-def stage_runtime(spec: EmbeddingFinetuneSpec, stage: str) -> StageRuntime:
-    """`runtime.defaults` overridden field by field by `runtime.stages.<stage>`."""
-    merged = spec.runtime.defaults.model_dump()
+def stage_runtime(spec: EmbeddingFinetuneSpec, stage: str, config: OperatorConfig | None = None) -> StageRuntime:
+    """Operator defaults (`all`, then the stage), then `runtime.defaults`, then `runtime.stages.<stage>`."""
+    merged: dict[str, Any] = {}
+    if config is not None:
+        _merge_layer(merged, config.stage_defaults.get("all"))
+        _merge_layer(merged, config.stage_defaults.get(stage))
+    _merge_layer(merged, spec.runtime.defaults.model_dump(by_alias=True, exclude_none=True))
     per_stage = getattr(spec.runtime.stages, stage, None)
     if per_stage is not None:
-        for key, value in per_stage.model_dump().items():
-            if value is not None:
-                merged[key] = value
+        _merge_layer(merged, per_stage.model_dump(by_alias=True, exclude_none=True))
     return StageRuntime.model_validate(merged)
 
 
-def stage_resources(spec: EmbeddingFinetuneSpec, stage: str) -> dict[str, dict[str, str]]:
-    rt = stage_runtime(spec, stage)
+def stage_resources(spec: EmbeddingFinetuneSpec, stage: str,
+                    config: OperatorConfig | None = None) -> dict[str, dict[str, str]]:
+    rt = stage_runtime(spec, stage, config)
     requests = dict(rt.resources.requests) if rt.resources else {}
     limits = dict(rt.resources.limits) if rt.resources else {}
     if stage == "train" and spec.training.gpus > 0:
@@ -256,7 +293,7 @@ def _tolerations(rt: StageRuntime) -> list[dict[str, Any]]:
 def _job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, config_hash: str, image: str,
          command: list[str], env: list[dict[str, Any]], volumes: list[dict[str, Any]],
          mounts: list[dict[str, Any]], config: OperatorConfig, extra_annotations: dict[str, str]) -> dict[str, Any]:
-    rt = stage_runtime(spec, stage)
+    rt = stage_runtime(spec, stage, config)
     name = child_name(owner.name, stage, config_hash)
     pod_labels = labels(owner, stage, stage, config_hash)
     annotations = {ANN_CONFIG_HASH: config_hash, ANN_GENERATION: str(owner.generation), **extra_annotations}
@@ -270,7 +307,7 @@ def _job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, config_hash: str
         "terminationMessagePath": TERMINATION_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    resources = stage_resources(spec, stage)
+    resources = stage_resources(spec, stage, config)
     if resources:
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
@@ -313,7 +350,7 @@ def stage_job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, hashes: dic
               configmap_name: str, config: OperatorConfig) -> dict[str, Any]:
     """The Job of one pipeline stage: `eft stage NAME --spec /etc/eft/resource.yaml --workdir /workspace`."""
     config_hash = hashes[stage]
-    rt = stage_runtime(spec, stage)
+    rt = stage_runtime(spec, stage, config)
     image = rt.image or spec.runtime.image or config.pipeline_image
     command = ["eft", "stage", stage, "--spec", f"{SPEC_MOUNT}/{SPEC_FILE}", "--workdir", WORKSPACE_MOUNT]
     env = _common_env(owner, spec, stage, config_hash)
@@ -388,7 +425,7 @@ def train_headless_service(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: di
 def verify_job(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[str, str], config: OperatorConfig) -> dict[str, Any]:
     """`eft verify` against the live Service: re-runs the BEIR evaluation through the endpoint."""
     config_hash = hashes["verify"]
-    rt = stage_runtime(spec, "verify")
+    rt = stage_runtime(spec, "verify", config)
     image = rt.image or spec.runtime.image or config.pipeline_image
     command = ["eft", "verify", "--endpoint", endpoint_url(owner.name, owner.namespace, spec),
                "--workdir", WORKSPACE_MOUNT]
@@ -440,11 +477,14 @@ def server_deployment(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[st
     }
     if spec.runtime.hf_token_secret_ref is not None:
         container["env"].append(_secret_env("HF_TOKEN", spec.runtime.hf_token_secret_ref))
-    res = spec.deploy.resources
-    resources = {k: dict(v) for k, v in (("requests", res.requests), ("limits", res.limits)) if v}
+    server: dict[str, Any] = {}
+    _merge_layer(server, config.server_defaults)
+    _merge_layer(server, {"nodeSelector": spec.runtime.defaults.node_selector,
+                          "tolerations": _tolerations(spec.runtime.defaults) or None})
+    _merge_layer(server, {"resources": spec.deploy.resources.model_dump()})
+    resources = {k: dict(v) for k, v in (server.get("resources") or {}).items() if v}
     if resources:
         container["resources"] = resources
-    rt = spec.runtime.defaults  # nodeSelector/tolerations for the server pods
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "volumes": [{"name": "workspace", "persistentVolumeClaim": {
@@ -452,10 +492,10 @@ def server_deployment(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[st
     }
     if spec.runtime.service_account_name:
         pod_spec["serviceAccountName"] = spec.runtime.service_account_name
-    if rt.node_selector:
-        pod_spec["nodeSelector"] = dict(rt.node_selector)
-    if rt.tolerations:
-        pod_spec["tolerations"] = _tolerations(rt)
+    if server.get("nodeSelector"):
+        pod_spec["nodeSelector"] = dict(server["nodeSelector"])
+    if server.get("tolerations"):
+        pod_spec["tolerations"] = list(server["tolerations"])
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
