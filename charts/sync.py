@@ -13,8 +13,8 @@ It writes:
   values.yaml.
 * charts/embedding-finetune-operator/templates/_rbac_rules.tpl: the operator's RBAC rules, from
   `eft.controller.rbac.REQUIRED_RULES` (the API calls the controller makes), split into namespaced rules (a
-  Role per watched namespace, or the ClusterRole), cluster-scoped ones (always a ClusterRole) and those needed
-  only when watching every namespace (namespaces list/watch).
+  Role per watched namespace, or the ClusterRole), cluster-scoped ones (always a ClusterRole) and those granted
+  only when watching every namespace (CLUSTERWIDE_ONLY; none at present).
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ NAMESPACED = {
     ("finetune.embeddings.io", "embeddingfinetunes"), ("finetune.embeddings.io", "embeddingfinetunes/status"),
     ("finetune.embeddings.io", "embeddingfinetunes/finalizers"),
 }
-#: Needed only when the operator watches every namespace (Kopf's namespace observer runs for --all-namespaces
-#: or namespace globs; the chart passes exact names in namespaced scope).
+#: Granted only when the operator watches every namespace, should REQUIRED_RULES list them. (REQUIRED_RULES has
+#: no namespaces rule: Kopf's namespace observer requests nothing with --all-namespaces, and with the exact
+#: --namespace names the chart passes it falls back to those names when forbidden.)
 CLUSTERWIDE_ONLY = {("", "namespaces")}
 VERB_ORDER = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
 

@@ -10,7 +10,7 @@ What it reads (operator/eft/controller/*.py):
 
 It is loud rather than lenient: an argument it cannot resolve, a second Kubernetes client (the `kubernetes`
 package, raw aiohttp outside kube.py), or a forwarded parameter without call sites raises `ScanError`.
-What Kopf itself requests regardless of the handlers (discovery, namespace observation, its Events) is not
+What Kopf itself requests regardless of the handlers (CRD observation, its Events) is not
 in the handlers' code; `KOPF_FRAMEWORK` lists it with the reason for each, checked against Kopf's source.
 """
 
@@ -35,13 +35,14 @@ class ScanError(Exception):
 
 
 def kopf_framework(resource_group: str, resource_plural: str) -> dict[tuple[str, str, str], str]:
-    """Requests Kopf makes on its own, with why (see kopf/_core/reactor/observation.py, clients/events.py,
-    reactor/processing.py)."""
+    """Requests Kopf makes on its own, with why (kopf/_core/reactor/observation.py, _cogs/clients/events.py,
+    _core/reactor/processing.py; the operator runs with standalone=True, so no peering resources).
+
+    Not listed: namespaces. Kopf's namespace observer lists/watches them only when not clusterwide, and then
+    falls back to the exact names given when forbidden; with --all-namespaces it requests nothing."""
     return {
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "Kopf's resource observer (references.CRDS)",
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "Kopf's resource observer (references.CRDS)",
-        ("", "namespaces", "list"): "Kopf's namespace observer with --all-namespaces (references.NAMESPACES)",
-        ("", "namespaces", "watch"): "Kopf's namespace observer with --all-namespaces (references.NAMESPACES)",
         ("", "events", "create"): "Kopf posts its own warnings as core/v1 Events (references.EVENTS)",
         (resource_group, resource_plural, "patch"): "Kopf removes a stale finalizer of its own and applies "
                                                      "patches returned by handlers (reactor/processing.py)",

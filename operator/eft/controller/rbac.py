@@ -10,22 +10,25 @@ from __future__ import annotations
 from eft.api.spec import API_GROUP, PLURAL
 
 REQUIRED_RULES: list[dict[str, list[str]]] = [
-    # The resource: Kopf lists/watches it (and may patch annotations/finalizers); the controller writes status.
-    {"apiGroups": [API_GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [API_GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["get", "patch", "update"]},
-    # Kopf discovers resources and follows CRDs and namespaces appearing.
+    # The resource: Kopf lists/watches it and may patch it (removing a stale finalizer of ours); the controller
+    # only merge-patches the status subresource. Nobody GETs it (Kopf's watch keeps the bodies) or PUTs status.
+    {"apiGroups": [API_GROUP], "resources": [PLURAL], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": [API_GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["patch"]},
+    # Kopf's resource observer discovers resources and follows CRDs appearing. (Its namespace observer lists
+    # namespaces only for --namespace/globs, falling back to the given names when forbidden; never with
+    # --all-namespaces. The chart passes exact names, so it grants nothing on namespaces.)
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-    # Events on every transition (the controller's and Kopf's own).
-    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
-    # Children.
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "delete"]},
+    # Events on every transition: the controller's and Kopf's own, both core/v1 (not events.k8s.io).
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    # Children: Kopf indexes and watches Jobs and Deployments; the controller creates them and deletes failed
+    # Jobs (to retry) and superseded Deployments. A create answered 409 counts as done, so no reads first.
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "watch", "create", "delete"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "watch", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["services", "configmaps"], "verbs": ["create"]},
+    # The workspace claim: created for the stages, or (spec.storage.claimName) checked to exist.
     {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "create"]},
-    # Termination messages of finished stage pods.
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    # Termination messages of finished stage pods (listed by the job-name label).
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     # Checking that the referenced Secrets (LLM API key, HF token) exist; never their content beyond the key.
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
 ]
