@@ -110,6 +110,8 @@ def test_every_manifest_validates_against_the_kubernetes_schemas():
         if obj["kind"] != "Event":
             assert obj["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
             assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "embedding-finetune-operator"
+        if obj["kind"] in ("Job", "Deployment"):  # stages and the server make no Kubernetes API calls
+            assert obj["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     train = objs[-3]
     assert train["metadata"]["name"] == f"demo-train-{hashes['train'][:8]}"
     assert train["spec"]["completionMode"] == "Indexed" and train["spec"]["completions"] == 2

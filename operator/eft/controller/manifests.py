@@ -312,6 +312,7 @@ def _job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, config_hash: str
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # required by podFailurePolicy
+        "automountServiceAccountToken": False,  # stages make no Kubernetes API calls
         "containers": [container],
         "volumes": volumes,
     }
@@ -486,6 +487,7 @@ def server_deployment(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[st
     if resources:
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # the server makes no Kubernetes API calls
         "containers": [container],
         "volumes": [{"name": "workspace", "persistentVolumeClaim": {
             "claimName": workspace_claim(owner.name, spec), "readOnly": True}}],
