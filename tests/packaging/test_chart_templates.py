@@ -302,9 +302,6 @@ def test_deep_merge_like_helm():
     assert deep_merge({"a": {"b": 1}}, {"a": None}) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="the controller does not read EFT_DEFAULTS_FILE yet: OperatorConfig.from_env "
-                                       "(operator/eft/controller/manifests.py) must load the chart's stageDefaults and "
-                                       "serverDefaults and apply them below spec.runtime")
 def test_operator_applies_the_chart_stage_defaults(tmp_path):
     """End to end: the defaults file the chart mounts changes the Jobs the operator builds."""
     from eft.api.spec import EmbeddingFinetuneSpec
@@ -312,7 +309,8 @@ def test_operator_applies_the_chart_stage_defaults(tmp_path):
     from eft.hashing import plan_hashes
 
     values = {"stageDefaults": {"train": {"activeDeadlineSeconds": 12345,
-                                          "resources": {"requests": {"cpu": "7"}}}}}
+                                          "resources": {"requests": {"cpu": "7"}}}},
+              "serverDefaults": {"nodeSelector": {"pool": "serving"}}}
     cm = _one(manifests(render_chart(CHART, values)), "ConfigMap")
     path = tmp_path / "defaults.yaml"
     path.write_text(cm["data"]["defaults.yaml"])
@@ -323,3 +321,16 @@ def test_operator_applies_the_chart_stage_defaults(tmp_path):
     job = m.stage_job(owner, spec, "train", plan_hashes(spec), "demo-spec", config)
     assert job["spec"]["activeDeadlineSeconds"] == 12345
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "7"
+    # Without the file the Job keeps the built-in defaults: the values above came from the chart.
+    plain = m.stage_job(owner, spec, "train", plan_hashes(spec), "demo-spec", m.OperatorConfig.from_env({}))
+    assert plain["spec"]["activeDeadlineSeconds"] != 12345
+    # A resource's spec.runtime sits above the chart's defaults, key by key.
+    spec2 = EmbeddingFinetuneSpec.model_validate({
+        "corpus": {"source": {"pvc": {"claimName": "docs"}}}, "training": {"gpus": 0},
+        "runtime": {"stages": {"train": {"activeDeadlineSeconds": 999}}}})
+    job2 = m.stage_job(owner, spec2, "train", plan_hashes(spec2), "demo-spec", config)
+    assert job2["spec"]["activeDeadlineSeconds"] == 999
+    assert job2["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "7"
+    # The server defaults reach the Deployment.
+    dep = m.server_deployment(owner, spec, plan_hashes(spec), config)
+    assert dep["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "serving"}
