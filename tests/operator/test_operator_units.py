@@ -27,7 +27,24 @@ def spec_of(**overrides):
 
 # ----------------------------------------------------------------------------- CRD
 def test_checked_in_crd_is_what_the_models_generate():
-    assert crd.REPO_CRD_PATH.read_text(encoding="utf-8") == crd.render_crd(), "stale CRD: run `eft crd --write`"
+    for path in crd.CRD_PATHS:  # crds/ and the chart's copy
+        assert path.read_text(encoding="utf-8") == crd.render_crd(), f"stale CRD {path}: run `eft crd --write`"
+
+
+def test_crd_command_writes_and_checks_both_copies(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    assert CliRunner().invoke(crd.crd_command, ["--check"]).exit_code == 0
+    paths = (tmp_path / "crds" / crd.CRD_FILE, tmp_path / "chart" / "crds" / crd.CRD_FILE)
+    monkeypatch.setattr(crd, "CRD_PATHS", paths)
+    result = CliRunner().invoke(crd.crd_command, ["--check"])
+    assert result.exit_code == 1 and str(paths[0]) in result.output and str(paths[1]) in result.output
+    assert CliRunner().invoke(crd.crd_command, ["--write"]).exit_code == 0
+    assert [p.read_text(encoding="utf-8") for p in paths] == [crd.render_crd()] * 2
+    assert CliRunner().invoke(crd.crd_command, ["--check"]).exit_code == 0
+    paths[1].write_text("drifted", encoding="utf-8")
+    result = CliRunner().invoke(crd.crd_command, ["--check"])
+    assert result.exit_code == 1 and str(paths[1]) in result.output and str(paths[0]) not in result.output
 
 
 def test_crd_is_a_valid_structural_crd():

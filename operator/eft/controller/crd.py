@@ -24,7 +24,12 @@ from eft.controller.status import EmbeddingFinetuneStatus
 import eft.controller.status as status_module
 
 CRD_FILE = f"{API_GROUP}_{PLURAL}.yaml"
-REPO_CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / CRD_FILE
+REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_CRD_PATH = REPO_ROOT / "crds" / CRD_FILE
+#: The Helm chart's copy (Helm installs files under a chart's crds/ untemplated); written and checked together
+#: with REPO_CRD_PATH so the two cannot drift.
+CHART_CRD_PATH = REPO_ROOT / "charts" / "embedding-finetune-operator" / "crds" / CRD_FILE
+CRD_PATHS = (REPO_CRD_PATH, CHART_CRD_PATH)
 
 PRINTER_COLUMNS = [
     {"name": "Stage", "type": "string", "jsonPath": ".status.currentStage"},
@@ -198,24 +203,29 @@ def render_crd() -> str:
 
 
 @click.command("crd")
-@click.option("--write", "write", is_flag=True, help=f"Write crds/{CRD_FILE} instead of printing it.")
+@click.option("--write", "write", is_flag=True,
+              help=f"Write crds/{CRD_FILE} and the chart's copy (charts/embedding-finetune-operator/crds/) "
+                   "instead of printing it.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write to this file.")
-@click.option("--check", is_flag=True, help="Exit 1 when the checked-in CRD differs from the models.")
+              help="Write to this file (only).")
+@click.option("--check", is_flag=True, help="Exit 1 when a checked-in CRD (crds/ or the chart's) differs from the models.")
 def crd_command(write: bool, output: Path | None, check: bool) -> None:
     """Print (or write) the EmbeddingFinetune CRD generated from the resource models."""
     text = render_crd()
     if check:
-        current = REPO_CRD_PATH.read_text(encoding="utf-8") if REPO_CRD_PATH.exists() else ""
-        if current != text:
-            click.echo(f"{REPO_CRD_PATH} is stale: run `eft crd --write`", err=True)
+        stale = [p for p in CRD_PATHS if not p.exists() or p.read_text(encoding="utf-8") != text]
+        for path in stale:
+            click.echo(f"{path} is stale: run `eft crd --write`", err=True)
+        if stale:
             sys.exit(1)
-        click.echo(f"{REPO_CRD_PATH} is up to date")
+        for path in CRD_PATHS:
+            click.echo(f"{path} is up to date")
         return
-    target = output or (REPO_CRD_PATH if write else None)
-    if target is None:
+    targets = (output,) if output else CRD_PATHS if write else ()
+    if not targets:
         click.echo(text, nl=False)
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {target}")
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {target}")
