@@ -32,6 +32,7 @@ def test_summary_and_files(wd):
     nd = s["int8"]["ndcg@10"]
     assert set(nd) >= {"fp32", "int8", "delta", "relativeDelta"}
     assert abs(nd["delta"] - (nd["int8"] - nd["fp32"])) < 1e-4
+    assert s["int8"]["keptFp32"] == "none"  # no nDCG loss here: every MatMul quantised
     # no GPU / TensorRT here: said so, and the stage still succeeded
     assert s["tensorrt"]["built"] is False
     assert "not available" in s["tensorrt"]["reason"]
@@ -134,3 +135,20 @@ def test_tensorrt_disabled_and_no_trained_model(tmp_path):
     shutil.rmtree(tmp_path / "train" / "model")
     with pytest.raises(InvalidInput, match="no trained model"):
         run_export(tmp_path, res, force=True)
+
+
+def test_int8_keeps_ffn_outputs_in_fp32_when_ndcg_drops(tmp_path, monkeypatch):
+    from eft.export import stage
+
+    monkeypatch.setattr(stage, "INT8_MAX_RELATIVE_LOSS", -1.0)  # no variant can satisfy it: both are tried
+    res = resource(tmp_path, export={"tensorrt": {"enabled": "false"}})
+    fake_workdir(tmp_path, res)
+    int8 = run_export(tmp_path, res).summary["int8"]
+    assert int8["keptFp32"] == "ffn-output"
+    assert int8["parity"]["minCosine"] > 0.97
+    import onnx
+
+    names = {n.name for n in onnx.load(str(tmp_path / "export" / "onnx-int8" / "model.onnx")).graph.node
+             if n.op_type == "MatMul"}
+    assert "/hf/encoder/layer.0/output/dense/MatMul" in names  # left as a float MatMul
+    cleanup(tmp_path)
