@@ -1,0 +1,73 @@
+"""Seeded train/test split by question with duplicate questions ("twins") kept on one side."""
+
+from __future__ import annotations
+
+import pytest
+
+from eft.prep.split import normalise_question, split_questions, twin_groups
+from eft.sdg.records import QuestionRecord
+
+
+def q(i: int, text: str, seg: str | None = None) -> QuestionRecord:
+    return QuestionRecord(question_id=f"q{i}", question=text, segment_ids=[seg or f"c{i}"])
+
+
+def questions_with_twins(n: int = 200) -> list[QuestionRecord]:
+    out = [q(i, f"how do I configure feature {i} in the server") for i in range(n)]
+    # Twins of every 7th question: case, punctuation and spacing variants, with other ids (and chunks).
+    k = n
+    for i in range(0, n, 7):
+        for variant in (f"How do I configure Feature {i} in the server?", f"how  do I configure feature {i}, in the SERVER!"):
+            out.append(q(k, variant, f"c{i}"))
+            k += 1
+    return out
+
+
+def test_normalise_question_ignores_case_punctuation_spacing():
+    assert normalise_question("What's  the MAX_SIZE, exactly?") == normalise_question("what s the max size exactly")
+    assert normalise_question("a b") != normalise_question("ab")
+
+
+def test_twin_groups():
+    qs = [q(0, "Ab cd?"), q(1, "efg"), q(2, "ab  CD"), q(3, "EFG!")]
+    assert twin_groups(qs) == [[0, 2], [1, 3]]
+
+
+def test_split_is_seeded_and_about_test_fraction():
+    qs = [q(i, f"question number {i}") for i in range(500)]
+    train, test = split_questions(qs, 0.2, seed=1)
+    assert len(test) == 100 and len(train) == 400
+    again = split_questions(qs, 0.2, seed=1)
+    assert [x.question_id for x in again[1]] == [x.question_id for x in test]
+    other = split_questions(qs, 0.2, seed=2)
+    assert {x.question_id for x in other[1]} != {x.question_id for x in test}
+    # Train keeps the input order.
+    assert [x.question_id for x in train] == [x.question_id for x in qs if x not in test]
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.2, 0.5])
+def test_twins_never_straddle_the_split(fraction):
+    qs = questions_with_twins()
+    groups = twin_groups(qs)
+    assert sum(len(g) > 1 for g in groups) == 29
+    for seed in range(60):
+        train, test = split_questions(qs, fraction, seed)
+        train_ids = {x.question_id for x in train}
+        test_ids = {x.question_id for x in test}
+        assert not train_ids & test_ids
+        assert len(train_ids) + len(test_ids) == len(qs)
+        for g in groups:
+            sides = {qs[i].question_id in test_ids for i in g}
+            assert len(sides) == 1, (seed, [qs[i].question for i in g])
+        # The normalised texts of the two sides are disjoint: no test query has a training twin.
+        assert not {normalise_question(x.question) for x in train} & {normalise_question(x.question) for x in test}
+        assert abs(len(test) - fraction * len(qs)) <= 3
+
+
+def test_small_and_degenerate_inputs():
+    train, test = split_questions([q(0, "alpha question"), q(1, "beta question")], 0.2, 0)
+    assert len(test) == 1 and len(train) == 1
+    with pytest.raises(ValueError, match="at least 2"):
+        split_questions([q(0, "alpha")], 0.2, 0)
+    with pytest.raises(ValueError, match="no training questions"):
+        split_questions([q(0, "same thing"), q(1, "Same thing!")], 0.2, 0)
