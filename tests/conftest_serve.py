@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import socket
@@ -164,6 +165,7 @@ def exported_workdir() -> Path:
     """A fake workspace after a real export-stage run (built once per test session)."""
     if "wd" not in _CACHE:
         root = Path(tempfile.mkdtemp(prefix="eft-export-test-"))
+        atexit.register(shutil.rmtree, root, True)  # ~300 MB of models: removed when the test session ends
         fake_workdir(root)
         run_export(root)
         _CACHE["wd"] = root
