@@ -26,7 +26,7 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
 
 # Fields that do not change what a stage produces.
 _SDG_EXCLUDE = {"concurrency", "api_key_secret_ref", "api_key_env", "request_timeout_seconds", "max_retries"}
-_TRAIN_EXCLUDE = {"gpus", "nodes", "gradient_checkpointing", "save_steps"}
+_TRAIN_EXCLUDE = {"gpus", "nodes", "gradient_checkpointing", "save_steps", "mini_batch_size"}
 _DEPLOY_EXCLUDE = {"replicas", "resources", "image", "verification"}
 
 

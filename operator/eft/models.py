@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from eft.api.spec import BaseModelSpec
@@ -95,8 +94,7 @@ def best_device() -> str:
     return "cpu"
 
 
-@lru_cache(maxsize=4)
-def _load_cached(location: str, revision: str | None, trust_remote_code: bool, device: str):
+def _load(location: str, revision: str | None, trust_remote_code: bool, device: str):
     from sentence_transformers import SentenceTransformer
 
     try:
@@ -116,7 +114,8 @@ def _load_cached(location: str, revision: str | None, trust_remote_code: bool, d
 def load_sentence_transformer(spec: BaseModelSpec, location: str | None = None, device: str | None = None):
     """Load the spec's base model (or the model saved at `location`) with its sequence limit set."""
     loc = location or resolve_model_location(spec.name)
-    model = _load_cached(loc, spec.revision if location is None else None, spec.trust_remote_code, device or best_device())
+    # Never cached: training mutates the model it gets, and evaluation must see the untouched base.
+    model = _load(loc, spec.revision if location is None else None, spec.trust_remote_code, device or best_device())
     model.max_seq_length = spec.max_passage_length
     return model
 

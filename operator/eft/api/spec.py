@@ -205,6 +205,11 @@ class TrainingSpec(SpecModel):
     weight_decay: float = Field(0.01, ge=0.0, le=1.0)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="`auto`: bf16 on GPU, fp32 on CPU.")
     gradient_checkpointing: bool = False
+    mini_batch_size: int = Field(
+        16, ge=1, le=4096,
+        description="Texts encoded at once inside a step (GradCache): bounds memory without shrinking the "
+        "contrastive batch, so the global batch keeps all its in-batch negatives.",
+    )
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (overrides epochs).")
     save_steps: int = Field(50, ge=1, description="Checkpoint every this many steps (resume point).")
     seed: int = Field(42, ge=0)

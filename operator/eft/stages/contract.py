@@ -1,8 +1,9 @@
 """The stage contract (DESIGN.md): inputs from `DIR/<upstream>/`, outputs to `DIR/NAME/`, `_SUCCESS.json` last.
 
 A stage whose `_SUCCESS.json` carries the current config hash is skipped. While a stage runs, `_STATE.json`
-records the hash it runs for: an interrupted run with the same hash resumes from what it left (SDG progress,
-training checkpoints); a run for a different hash starts from an empty folder. Upstream folders are only read,
+records the hash it runs for: an interrupted run with the same hash resumes from what it left (training
+checkpoints); a run for a different hash starts from an empty folder, except `_work/`, which holds caches keyed
+by their own content (the LLM answers already paid for) and is kept. Upstream folders are only read,
 so a failing stage never damages earlier outputs. A compact summary (< 4 KiB) goes to the container's
 termination message for the operator.
 """
@@ -29,6 +30,8 @@ STATE_FILE = "_STATE.json"
 TERMINATION_LIMIT = 4096
 #: Folders inside a stage's output that are working state, not results (no checksums).
 WORKING_DIRS = ("checkpoints", "_work")
+#: Working state keyed by content (e.g. paid-for LLM answers): kept even when the config hash changes.
+CONTENT_KEYED_DIR = "_work"
 
 
 def now_iso() -> str:
@@ -156,7 +159,10 @@ def prepare_output_dir(out: Path, config_hash: str) -> bool:
     state = read_json(out / STATE_FILE)
     resumable = bool(state and state.get("configHash") == config_hash)
     if out.exists() and not resumable:
-        shutil.rmtree(out)
+        for child in out.iterdir():
+            if child.name == CONTENT_KEYED_DIR:
+                continue
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
     out.mkdir(parents=True, exist_ok=True)
     (out / SUCCESS_FILE).unlink(missing_ok=True)
     write_json_atomic(out / STATE_FILE, {"configHash": config_hash, "startedAt": now_iso(), "pid": os.getpid()})

@@ -1,0 +1,53 @@
+"""Encoding queries and passages with a SentenceTransformer, applying prefixes and per-side length limits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eft.models import Prefixes
+
+
+def encode_texts(model, texts: list[str], prefix: str, max_length: int, batch_size: int = 64,
+                 progress=None, description: str = "texts encoded") -> np.ndarray:
+    """L2-normalised float32 embeddings of `prefix + text`, encoded in batches with progress."""
+    if not texts:
+        dim = model.get_sentence_embedding_dimension() if hasattr(model, "get_sentence_embedding_dimension") else 0
+        return np.zeros((0, dim or 0), dtype=np.float32)
+    saved = model.max_seq_length
+    model.max_seq_length = max_length
+    try:
+        inputs = [prefix + t for t in texts]
+        # Sort by length so batches pad little; restore order afterwards.
+        order = np.argsort([-len(t) for t in inputs], kind="stable")
+        out = np.empty((len(inputs), 0), dtype=np.float32)
+        parts = []
+        step = batch_size * 8
+        task_cm = progress.task(description, total=len(inputs)) if progress is not None else None
+        task = task_cm.__enter__() if task_cm is not None else None
+        try:
+            for start in range(0, len(inputs), step):
+                sel = order[start:start + step]
+                emb = model.encode([inputs[i] for i in sel], batch_size=batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=False)
+                parts.append(np.asarray(emb, dtype=np.float32))
+                if task is not None:
+                    task.advance(len(sel))
+        finally:
+            if task_cm is not None:
+                task_cm.__exit__(None, None, None)
+        sorted_emb = np.concatenate(parts)
+        out = np.empty_like(sorted_emb)
+        out[order] = sorted_emb
+        return out
+    finally:
+        model.max_seq_length = saved
+
+
+def encode_queries(model, texts: list[str], prefixes: Prefixes, max_length: int, batch_size: int = 64,
+                   progress=None) -> np.ndarray:
+    return encode_texts(model, texts, prefixes.query, max_length, batch_size, progress, "queries encoded")
+
+
+def encode_passages(model, texts: list[str], prefixes: Prefixes, max_length: int, batch_size: int = 64,
+                    progress=None) -> np.ndarray:
+    return encode_texts(model, texts, prefixes.passage, max_length, batch_size, progress, "passages encoded")

@@ -1,0 +1,1 @@
+"""Evaluation: BEIR retrieval metrics for base and fine-tuned models, the report, and the promotion decision."""

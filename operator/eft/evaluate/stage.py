@@ -1,0 +1,81 @@
+"""The eval stage: base and fine-tuned models on the held-out BEIR test split (and extra BEIR datasets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eft.embedding import encode_passages, encode_queries
+from eft.errors import InvalidInput
+from eft.evaluate.metrics import beir_metrics, paired_bootstrap, per_query_ndcg, retrieve
+from eft.evaluate.promotion import decide, relative_change
+from eft.evaluate.report import write_report
+from eft.models import load_sentence_transformer, prefixes_for
+from eft.prep.beir_io import load_beir, passage_text
+from eft.stages.contract import StageContext
+
+
+def evaluate_model(model, prefixes, corpus: dict, queries: dict, qrels: dict, k_values: list[int],
+                   max_query_length: int, max_passage_length: int, batch_size: int, progress=None):
+    doc_ids = list(corpus)
+    qids = [q for q in queries if q in qrels]
+    p_emb = encode_passages(model, [passage_text(corpus[d]) for d in doc_ids], prefixes, max_passage_length,
+                            batch_size, progress)
+    q_emb = encode_queries(model, [queries[q] for q in qids], prefixes, max_query_length, batch_size, progress)
+    results = retrieve(q_emb, p_emb, qids, doc_ids, max(max(k_values), 100))
+    return beir_metrics({q: qrels[q] for q in qids}, results, k_values), results
+
+
+def run(ctx: StageContext) -> dict:
+    spec, ev = ctx.spec, ctx.spec.evaluation
+    bm = spec.base_model
+    base_model = load_sentence_transformer(bm)
+    prefixes = prefixes_for(bm, base_model)
+    model_dir = ctx.input_dir("train") / "model"
+    tuned_model = load_sentence_transformer(bm, location=str(model_dir))
+
+    datasets = {"test": (ctx.input_dir("prep") / "beir", "test")}
+    for extra in ev.extra_datasets:
+        folder = Path(extra.path)
+        if not (folder / "corpus.jsonl").is_file():
+            raise InvalidInput(f"no BEIR dataset at {folder} (corpus.jsonl missing)",
+                               f"spec.evaluation.extraDatasets[{extra.name}].path")
+        datasets[extra.name] = (folder, extra.split)
+
+    results_by_ds: dict[str, dict] = {}
+    significance = None
+    for name, (folder, split) in datasets.items():
+        corpus, queries, qrels = load_beir(folder, split)
+        res = {"queries": len([q for q in queries if q in qrels]), "corpus": len(corpus)}
+        runs = {}
+        for label, model in (("base", base_model), ("finetuned", tuned_model)):
+            with ctx.progress.task(f"{name}: {label} evaluated", total=1) as task:
+                res[label], runs[label] = evaluate_model(
+                    model, prefixes, corpus, queries, qrels, ev.k_values, bm.max_query_length,
+                    bm.max_passage_length, ev.batch_size, ctx.progress)
+                task.advance()
+        res["relative"] = {m: round(relative_change(res["base"][m], res["finetuned"][m]), 5)
+                           for m in res["base"] if res["base"][m]}
+        results_by_ds[name] = res
+        if name == "test":
+            qrels_eval = {q: qrels[q] for q in qrels if q in queries}
+            significance = paired_bootstrap(per_query_ndcg(qrels_eval, runs["base"], 10),
+                                            per_query_ndcg(qrels_eval, runs["finetuned"], 10))
+
+    test = results_by_ds.pop("test")
+    promotion = decide(ev.promotion, test["base"], test["finetuned"], results_by_ds)
+    report = {"name": ctx.resource.metadata.name, **test, "significance": significance,
+              "extra": results_by_ds, "promotion": promotion}
+    write_report(ctx.out_dir, report)
+    rounded = lambda d: {k: round(v, 5) for k, v in d.items()}  # noqa: E731
+    return {
+        "queries": test["queries"],
+        "corpus": test["corpus"],
+        "base": rounded(test["base"]),
+        "finetuned": rounded(test["finetuned"]),
+        "relative": test["relative"],
+        "significance": significance,
+        "extra": {n: {"base": {ev.promotion.metric: r["base"][ev.promotion.metric]},
+                      "finetuned": {ev.promotion.metric: r["finetuned"][ev.promotion.metric]}}
+                  for n, r in results_by_ds.items()},
+        "promotion": promotion,
+    }

@@ -1,0 +1,112 @@
+"""Hard-negative mining with the base model's embeddings and a FAISS inner-product index (DESIGN.md's rule).
+
+For each query: score all passages, mask the labelled positives, drop every candidate scoring above
+`max_score_ratio` x the query's *lowest* positive score (likely unlabelled positives), keep the `n_negatives`
+best of the rest. The search is exact (flat IP index; embeddings are L2-normalised so IP = cosine), batched,
+and deepened only for the queries whose first window did not yield enough negatives. The GPU index is used
+where faiss-gpu and a GPU exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class MiningResult:
+    negatives: list[list[int]]        # passage indices per query, best first
+    negative_scores: list[list[float]]
+    positive_min_scores: np.ndarray   # lowest positive score per query
+    dropped_as_false_negative: int    # candidates removed by the margin rule
+    short: int                        # queries that ended with fewer than n_negatives
+
+
+def build_index(passage_emb: np.ndarray, use_gpu: bool | None = None):
+    import faiss
+
+    emb = np.ascontiguousarray(passage_emb, dtype=np.float32)
+    index = faiss.IndexFlatIP(emb.shape[1])
+    if use_gpu is None:
+        use_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    if use_gpu:
+        res = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(res, 0, index)
+    index.add(emb)
+    return index
+
+
+def positive_scores(query_emb: np.ndarray, passage_emb: np.ndarray, positives: list[list[int]]) -> np.ndarray:
+    """Lowest positive score of each query (exact dot products)."""
+    out = np.empty(len(positives), dtype=np.float32)
+    for i, pos in enumerate(positives):
+        out[i] = float(np.min(passage_emb[pos] @ query_emb[i]))
+    return out
+
+
+def select_negatives(cand_idx: np.ndarray, cand_scores: np.ndarray, positives: list[list[int]],
+                     thresholds: np.ndarray, n_negatives: int) -> tuple[list[list[int]], list[list[float]], int, list[bool]]:
+    """Apply the rule to one window of candidates (rows sorted by score, descending).
+
+    Returns negatives, their scores, how many candidates the margin dropped, and per row whether the window
+    was exhausted before `n_negatives` were found (so a deeper search is needed).
+    """
+    negatives, scores, exhausted = [], [], []
+    dropped = 0
+    for row, (idx, sc) in enumerate(zip(cand_idx, cand_scores)):
+        pos = set(positives[row])
+        keep_i: list[int] = []
+        keep_s: list[float] = []
+        for j, s in zip(idx.tolist(), sc.tolist()):
+            if j < 0 or j in pos:
+                continue
+            if s > thresholds[row]:
+                dropped += 1
+                continue
+            keep_i.append(j)
+            keep_s.append(s)
+            if len(keep_i) == n_negatives:
+                break
+        negatives.append(keep_i)
+        scores.append(keep_s)
+        exhausted.append(len(keep_i) < n_negatives and int((idx >= 0).sum()) == len(idx))
+    return negatives, scores, dropped, exhausted
+
+
+def mine_hard_negatives(query_emb: np.ndarray, passage_emb: np.ndarray, positives: list[list[int]],
+                        n_negatives: int = 5, max_score_ratio: float = 0.95, batch_size: int = 4096,
+                        index=None, window: int | None = None) -> MiningResult:
+    n_passages = passage_emb.shape[0]
+    index = index if index is not None else build_index(passage_emb)
+    q = np.ascontiguousarray(query_emb, dtype=np.float32)
+    pos_min = positive_scores(q, passage_emb, positives)
+    # ratio x score for positive scores; for a negative positive score that would sit *above* the positive, so
+    # take the same relative margin below it instead (as sentence-transformers' relative_margin does).
+    thresholds = pos_min - np.abs(pos_min) * np.float32(1.0 - max_score_ratio)
+    max_pos = max((len(p) for p in positives), default=1)
+    base_window = window or min(n_passages, n_negatives + max_pos + 32)
+    negatives: list[list[int]] = [[] for _ in positives]
+    neg_scores: list[list[float]] = [[] for _ in positives]
+    dropped_total = 0
+    todo = np.arange(len(positives))
+    k = base_window
+    while len(todo):
+        again: list[int] = []
+        for start in range(0, len(todo), batch_size):
+            rows = todo[start:start + batch_size]
+            scores, idx = index.search(q[rows], k)
+            sub_pos = [positives[r] for r in rows]
+            negs, sc, dropped, exhausted = select_negatives(idx, scores, sub_pos, thresholds[rows], n_negatives)
+            for r, n, s, ex in zip(rows, negs, sc, exhausted):
+                negatives[r], neg_scores[r] = n, s
+                if ex and k < n_passages:
+                    again.append(r)
+            if k == base_window:
+                dropped_total += dropped
+        if not again:
+            break
+        todo = np.array(again)
+        k = min(n_passages, k * 4)
+    short = sum(1 for n in negatives if len(n) < n_negatives)
+    return MiningResult(negatives, neg_scores, pos_min, dropped_total, short)

@@ -1,0 +1,155 @@
+"""The train stage: sentence-transformers' trainer with the recipe's InfoNCE settings, resumable checkpoints.
+
+- Loss: InfoNCE with scale = 1/temperature (0.02 -> 50): each query against its positive, its hard negatives and
+  every other passage in the batch, computed with GradCache (`CachedMultipleNegativesRankingLoss`) so a global
+  batch of 128 queries x 5 passages fits in memory (`miniBatchSize` texts at a time) with the exact same loss. The no-duplicates batch sampler keeps a question's
+  unrolled twins (and repeated passages) out of one another's batches, so they are never in-batch false negatives.
+- Prefixes: the base model's query/passage prefixes are applied through the trainer's `prompts` and saved into
+  the output model, so `SentenceTransformer(path)` encodes exactly as trained.
+- Precision: bf16 on a GPU that supports it (fp16 otherwise), fp32 on CPU; `precision` overrides.
+- Resume: checkpoints every `saveSteps` under `train/checkpoints/`; a killed run started again with the same
+  configuration continues from the last one (the stage contract keeps the folder when the config hash matches).
+- Multi-GPU/multi-node: run the same command under torchrun; the trainer (accelerate) picks up the distributed
+  environment and the global batch is split over WORLD_SIZE.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+from eft.models import load_sentence_transformer, prefixes_for
+from eft.stages.contract import StageContext
+from eft.train.batching import effective_global_batch, per_device_batch, world_size
+from eft.train.dataset import load_examples
+
+log = logging.getLogger("eft.train")
+
+
+def _precision_flags(precision: str) -> dict[str, bool]:
+    import torch
+
+    if precision == "fp32" or (precision == "auto" and not torch.cuda.is_available()):
+        return {"bf16": False, "fp16": False}
+    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
+        return {"bf16": True, "fp16": False}
+    return {"bf16": False, "fp16": True}
+
+
+def _progress_callback(task):
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            task.advance(state.global_step - task.done)
+
+    return ProgressCallback()
+
+
+#: Texts per device step above which the loss is computed with GradCache (bounded memory, one extra forward).
+GRADCACHE_ABOVE_TEXTS = 128
+
+
+def make_loss(model, tr, per_device: int):
+    """InfoNCE over (query, positive, negatives, in-batch). Small steps run the plain loss; larger ones GradCache,
+    which gives the same loss and gradients with memory bounded by `miniBatchSize` texts."""
+    from sentence_transformers.losses import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
+
+    scale = 1.0 / tr.temperature
+    if per_device * tr.passages_per_query + per_device <= GRADCACHE_ABOVE_TEXTS:
+        return MultipleNegativesRankingLoss(model, scale=scale)
+    return CachedMultipleNegativesRankingLoss(model, scale=scale, mini_batch_size=tr.mini_batch_size,
+                                              show_progress_bar=False)
+
+
+def latest_checkpoint(folder) -> str | None:
+    cks = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if folder.exists() else []
+    return str(cks[-1]) if cks else None
+
+
+def run(ctx: StageContext) -> dict:
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+
+    spec, tr = ctx.spec, ctx.spec.training
+    n_neg = min(tr.passages_per_query - 1, spec.prep.negatives_used)
+    columns, data_stats = load_examples(ctx.input_dir("prep"), n_neg, tr.seed)
+    n = len(columns["anchor"])
+    dataset = Dataset.from_dict(columns)
+
+    model = load_sentence_transformer(spec.base_model)
+    prefixes = prefixes_for(spec.base_model, model)
+    model.max_seq_length = spec.base_model.max_passage_length
+    if tr.gradient_checkpointing:
+        model[0].auto_model.gradient_checkpointing_enable()
+
+    global_batch = effective_global_batch(n, tr.global_batch_size, tr.auto_scale_batch)
+    per_device, accumulation = per_device_batch(global_batch, world_size())
+    prompts = {}
+    if prefixes.query:
+        prompts["anchor"] = prefixes.query
+    if prefixes.passage:
+        prompts.update({c: prefixes.passage for c in columns if c != "anchor"})
+
+    ckpt_dir = ctx.out_dir / "checkpoints"
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=tr.epochs,
+        max_steps=tr.max_steps or -1,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=tr.learning_rate,
+        warmup_steps=tr.warmup_steps,
+        weight_decay=tr.weight_decay,
+        lr_scheduler_type="linear",
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="steps",
+        save_steps=tr.save_steps,
+        save_total_limit=2,
+        logging_steps=max(1, min(10, tr.save_steps)),
+        seed=tr.seed,
+        data_seed=tr.seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        prompts=prompts or None,
+        **_precision_flags(tr.precision),
+    )
+    loss = make_loss(model, tr, per_device)
+    resume = latest_checkpoint(ckpt_dir)
+    if resume:
+        log.info("resuming training from %s", resume)
+    steps_per_epoch = -(-n // global_batch)
+    total_steps = tr.max_steps or steps_per_epoch * tr.epochs
+    with ctx.progress.task("training steps", total=total_steps) as task:
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
+                                             callbacks=[_progress_callback(task)])
+        result = trainer.train(resume_from_checkpoint=resume)
+
+    model.prompts = {"query": prefixes.query, "passage": prefixes.passage, "document": prefixes.passage}
+    model.default_prompt_name = None
+    final = ctx.out_dir / "model"
+    if trainer.is_world_process_zero():
+        model.save(str(final))
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {
+        **data_stats,
+        "epochs": tr.epochs,
+        "steps": trainer.state.global_step,
+        "resumedFrom": resume.rsplit("-", 1)[-1] if resume else None,
+        "globalBatchSize": global_batch,
+        "perDeviceBatchSize": per_device,
+        "gradientAccumulation": accumulation,
+        "worldSize": world_size(),
+        "negativesPerExample": n_neg,
+        "temperature": tr.temperature,
+        "loss": type(loss).__name__,
+        "learningRate": tr.learning_rate,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "firstLoss": round(losses[0], 4) if losses else None,
+        "finalLoss": round(losses[-1], 4) if losses else None,
+        "trainRuntimeSeconds": round(result.metrics.get("train_runtime", 0.0), 1),
+        "model": "train/model",
+    }
