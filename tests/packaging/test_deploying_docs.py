@@ -119,3 +119,11 @@ def test_values_table_lists_every_value():
             top = leaf.split(".")[0]
             assert leaf in keys or (top in ("stageDefaults", "serverDefaults") and
                                     any(k.startswith(top + ".") for k in keys)), f"{leaf} missing from the table"
+
+
+@pytest.mark.parametrize("module", ["operator/eft/controller/metrics.py", "operator/eft/serve/metrics.py"])
+def test_readme_names_every_exported_metric(module):
+    readme = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"`(eft_[a-z0-9_]+)`", readme))
+    missing = set(exported_metrics(ROOT / module)) - named
+    assert not missing, f"README.md does not list {sorted(missing)}"
