@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Callable
+
 import numpy as np
 
 
@@ -52,3 +55,24 @@ def paired_bootstrap(base: dict[str, float], tuned: dict[str, float], samples: i
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {"meanDelta": round(float(d.mean()), 5), "ci95": [round(float(lo), 5), round(float(hi), 5)],
             "queries": len(ids), "better": int((d > 0).sum()), "worse": int((d < 0).sum())}
+
+
+#: encode(texts, kind) -> L2-normalised float32 [n, dim]; kind is "query" or "passage".
+EncodeFn = Callable[[list[str], str], np.ndarray]
+
+
+def evaluate_encoder(encode: EncodeFn, beir_dir: str | Path, k_values: list[int], top_k: int = 100,
+                     split: str = "test") -> dict:
+    """Encode a BEIR split with any encoder (a model, an ONNX graph, a live endpoint) and score it:
+    `{"queries", "corpus", "metrics": {...}, "results": {...}}`. Used by eval, export (int8 check) and verify."""
+    from eft.prep.beir_io import load_beir, passage_text
+
+    corpus, queries, qrels = load_beir(Path(beir_dir), split)
+    doc_ids = list(corpus)
+    qids = [q for q in queries if q in qrels]
+    p_emb = encode([passage_text(corpus[d]) for d in doc_ids], "passage")
+    q_emb = encode([queries[q] for q in qids], "query")
+    results = retrieve(q_emb, p_emb, qids, doc_ids, max(top_k, max(k_values)))
+    qrels = {q: qrels[q] for q in qids}
+    return {"queries": len(qids), "corpus": len(doc_ids), "metrics": beir_metrics(qrels, results, k_values),
+            "results": results, "qrels": qrels}

@@ -6,23 +6,22 @@ from pathlib import Path
 
 from eft.embedding import encode_passages, encode_queries
 from eft.errors import InvalidInput
-from eft.evaluate.metrics import beir_metrics, paired_bootstrap, per_query_ndcg, retrieve
+from eft.evaluate.metrics import evaluate_encoder, paired_bootstrap, per_query_ndcg
 from eft.evaluate.promotion import decide, relative_change
 from eft.evaluate.report import write_report
 from eft.models import load_sentence_transformer, prefixes_for
-from eft.prep.beir_io import load_beir, passage_text
 from eft.stages.contract import StageContext
 
 
-def evaluate_model(model, prefixes, corpus: dict, queries: dict, qrels: dict, k_values: list[int],
-                   max_query_length: int, max_passage_length: int, batch_size: int, progress=None):
-    doc_ids = list(corpus)
-    qids = [q for q in queries if q in qrels]
-    p_emb = encode_passages(model, [passage_text(corpus[d]) for d in doc_ids], prefixes, max_passage_length,
-                            batch_size, progress)
-    q_emb = encode_queries(model, [queries[q] for q in qids], prefixes, max_query_length, batch_size, progress)
-    results = retrieve(q_emb, p_emb, qids, doc_ids, max(max(k_values), 100))
-    return beir_metrics({q: qrels[q] for q in qids}, results, k_values), results
+def model_encoder(model, prefixes, max_query_length: int, max_passage_length: int, batch_size: int, progress=None):
+    """An `EncodeFn` over a SentenceTransformer with the base model's prefixes and per-side length limits."""
+
+    def encode(texts: list[str], kind: str):
+        if kind == "query":
+            return encode_queries(model, texts, prefixes, max_query_length, batch_size, progress)
+        return encode_passages(model, texts, prefixes, max_passage_length, batch_size, progress)
+
+    return encode
 
 
 def run(ctx: StageContext) -> dict:
@@ -44,22 +43,22 @@ def run(ctx: StageContext) -> dict:
     results_by_ds: dict[str, dict] = {}
     significance = None
     for name, (folder, split) in datasets.items():
-        corpus, queries, qrels = load_beir(folder, split)
-        res = {"queries": len([q for q in queries if q in qrels]), "corpus": len(corpus)}
+        res: dict = {}
         runs = {}
         for label, model in (("base", base_model), ("finetuned", tuned_model)):
             with ctx.progress.task(f"{name}: {label} evaluated", total=1) as task:
-                res[label], runs[label] = evaluate_model(
-                    model, prefixes, corpus, queries, qrels, ev.k_values, bm.max_query_length,
-                    bm.max_passage_length, ev.batch_size, ctx.progress)
+                encode = model_encoder(model, prefixes, bm.max_query_length, bm.max_passage_length,
+                                       ev.batch_size, ctx.progress)
+                scored = evaluate_encoder(encode, folder, ev.k_values, split=split)
+                res.update(queries=scored["queries"], corpus=scored["corpus"])
+                res[label], runs[label], qrels = scored["metrics"], scored["results"], scored["qrels"]
                 task.advance()
         res["relative"] = {m: round(relative_change(res["base"][m], res["finetuned"][m]), 5)
                            for m in res["base"] if res["base"][m]}
         results_by_ds[name] = res
         if name == "test":
-            qrels_eval = {q: qrels[q] for q in qrels if q in queries}
-            significance = paired_bootstrap(per_query_ndcg(qrels_eval, runs["base"], 10),
-                                            per_query_ndcg(qrels_eval, runs["finetuned"], 10))
+            significance = paired_bootstrap(per_query_ndcg(qrels, runs["base"], 10),
+                                            per_query_ndcg(qrels, runs["finetuned"], 10))
 
     test = results_by_ds.pop("test")
     promotion = decide(ev.promotion, test["base"], test["finetuned"], results_by_ds)

@@ -125,6 +125,10 @@ def run(ctx: StageContext) -> dict:
     with ctx.progress.task("training steps", total=total_steps) as task:
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
                                              callbacks=[_progress_callback(task)])
+        # With tqdm off, transformers prints raw log dicts; our progress task and the summary replace them.
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
         result = trainer.train(resume_from_checkpoint=resume)
 
     model.prompts = {"query": prefixes.query, "passage": prefixes.passage, "document": prefixes.passage}

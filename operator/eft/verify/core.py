@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from eft.errors import InvalidInput, StageFailed
-from eft.export.retrieval import beir_metrics, load_beir, passage_text, search
+from eft.evaluate.metrics import beir_metrics, retrieve as search
+from eft.prep.beir_io import load_beir, passage_text
 
 log = logging.getLogger("eft.verify")
 
