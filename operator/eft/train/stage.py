@@ -46,17 +46,18 @@ def _progress_callback(task):
     return ProgressCallback()
 
 
-#: Texts per device step above which the loss is computed with GradCache (bounded memory, one extra forward).
-GRADCACHE_ABOVE_TEXTS = 128
+#: Padded tokens per device step (texts x max passage length) above which the loss is computed with GradCache
+#: (bounded memory, one extra forward pass). 32k tokens of a small model fit in a few GB without it.
+GRADCACHE_ABOVE_TOKENS = 32768
 
 
-def make_loss(model, tr, per_device: int):
+def make_loss(model, tr, per_device: int, max_length: int):
     """InfoNCE over (query, positive, negatives, in-batch). Small steps run the plain loss; larger ones GradCache,
     which gives the same loss and gradients with memory bounded by `miniBatchSize` texts."""
     from sentence_transformers.losses import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
 
     scale = 1.0 / tr.temperature
-    if per_device * tr.passages_per_query + per_device <= GRADCACHE_ABOVE_TEXTS:
+    if per_device * (tr.passages_per_query + 1) * max_length <= GRADCACHE_ABOVE_TOKENS:
         return MultipleNegativesRankingLoss(model, scale=scale)
     return CachedMultipleNegativesRankingLoss(model, scale=scale, mini_batch_size=tr.mini_batch_size,
                                               show_progress_bar=False)
@@ -116,7 +117,7 @@ def run(ctx: StageContext) -> dict:
         prompts=prompts or None,
         **_precision_flags(tr.precision),
     )
-    loss = make_loss(model, tr, per_device)
+    loss = make_loss(model, tr, per_device, spec.base_model.max_passage_length)
     resume = latest_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming training from %s", resume)
