@@ -72,7 +72,7 @@ def build_queries(chunks, n: int, seed: int) -> list[tuple[str, int]]:
     from eft.sdg.offline import generate_offline_questions
 
     spec = SdgSpec(generator="offline", seed=seed, questions_per_chunk=1, multi_hop_fraction=0.0,
-                   quality_threshold=0.0, max_chunks=min(len(chunks), int(n * 1.6) + 50))
+                   quality_threshold=0.0)
     records, _ = generate_offline_questions(chunks, spec, Progress(enabled=False))
     index = {c.id: i for i, c in enumerate(chunks)}
     seen: set[str] = set()
@@ -81,7 +81,22 @@ def build_queries(chunks, n: int, seed: int) -> list[tuple[str, int]]:
         if len(r.segment_ids) == 1 and r.question not in seen and r.segment_ids[0] in index:
             seen.add(r.question)
             out.append((r.question, index[r.segment_ids[0]]))
-    random.Random(seed).shuffle(out)
+    rng = random.Random(seed)
+    rng.shuffle(out)
+    # Top up with held-out sentences (a sentence of a chunk, asked against the whole corpus) when the offline
+    # generator phrases fewer questions than wanted.
+    order = list(range(len(chunks)))
+    rng.shuffle(order)
+    for i in order:
+        if len(out) >= n:
+            break
+        body = chunks[i].text.split("\n", 1)[-1]
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", body) if 6 <= len(s.split()) <= 30]
+        if sentences:
+            sentence = rng.choice(sentences)
+            if sentence not in seen:
+                seen.add(sentence)
+                out.append((sentence, i))
     return out[:n]
 
 
@@ -145,7 +160,7 @@ def main() -> None:
     pos_idx = [p for _, p in pairs]
     corpus = [c.text for c in chunks]
     assert len(set(corpus)) == len(corpus), "passage texts must be unique (ST de-duplicates its corpus)"
-    print(f"queries: {len(q_texts)} (offline pseudo-queries, one positive each)")
+    print(f"queries: {len(q_texts)} (offline pseudo-questions topped up with held-out sentences, one positive each)")
 
     from sentence_transformers import SentenceTransformer
 

@@ -52,25 +52,22 @@ def select_negatives(cand_idx: np.ndarray, cand_scores: np.ndarray, positives: l
     Returns negatives, their scores, how many candidates the margin dropped, and per row whether the window
     was exhausted before `n_negatives` were found (so a deeper search is needed).
     """
-    negatives, scores, exhausted = [], [], []
-    dropped = 0
-    for row, (idx, sc) in enumerate(zip(cand_idx, cand_scores)):
-        pos = set(positives[row])
-        keep_i: list[int] = []
-        keep_s: list[float] = []
-        for j, s in zip(idx.tolist(), sc.tolist()):
-            if j < 0 or j in pos:
-                continue
-            if s > thresholds[row]:
-                dropped += 1
-                continue
-            keep_i.append(j)
-            keep_s.append(s)
-            if len(keep_i) == n_negatives:
-                break
-        negatives.append(keep_i)
-        scores.append(keep_s)
-        exhausted.append(len(keep_i) < n_negatives and int((idx >= 0).sum()) == len(idx))
+    rows, width = cand_idx.shape
+    max_pos = max((len(p) for p in positives), default=0)
+    pos = np.full((rows, max(1, max_pos)), -2, dtype=np.int64)
+    for r, p in enumerate(positives):
+        pos[r, :len(p)] = p
+    present = cand_idx >= 0
+    is_pos = (cand_idx[:, :, None] == pos[:, None, :]).any(axis=2)
+    above = cand_scores > thresholds[:, None]
+    valid = present & ~is_pos & ~above
+    # Candidates are sorted by score, so everything above the threshold ranks before any kept negative.
+    dropped = int((present & ~is_pos & above).sum())
+    keep = valid & (np.cumsum(valid, axis=1) <= n_negatives)
+    counts = keep.sum(axis=1)
+    exhausted = ((counts < n_negatives) & present.all(axis=1)).tolist()
+    negatives = [cand_idx[r, keep[r]].tolist() for r in range(rows)]
+    scores = [cand_scores[r, keep[r]].tolist() for r in range(rows)]
     return negatives, scores, dropped, exhausted
 
 
