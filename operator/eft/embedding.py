@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 
 from eft.models import Prefixes
@@ -19,12 +21,9 @@ def encode_texts(model, texts: list[str], prefix: str, max_length: int, batch_si
         inputs = [prefix + t for t in texts]
         # Sort by length so batches pad little; restore order afterwards.
         order = np.argsort([-len(t) for t in inputs], kind="stable")
-        out = np.empty((len(inputs), 0), dtype=np.float32)
         parts = []
         step = batch_size * 8
-        task_cm = progress.task(description, total=len(inputs)) if progress is not None else None
-        task = task_cm.__enter__() if task_cm is not None else None
-        try:
+        with progress.task(description, total=len(inputs)) if progress is not None else nullcontext() as task:
             for start in range(0, len(inputs), step):
                 sel = order[start:start + step]
                 emb = model.encode([inputs[i] for i in sel], batch_size=batch_size, normalize_embeddings=True,
@@ -32,9 +31,6 @@ def encode_texts(model, texts: list[str], prefix: str, max_length: int, batch_si
                 parts.append(np.asarray(emb, dtype=np.float32))
                 if task is not None:
                     task.advance(len(sel))
-        finally:
-            if task_cm is not None:
-                task_cm.__exit__(None, None, None)
         sorted_emb = np.concatenate(parts)
         out = np.empty_like(sorted_emb)
         out[order] = sorted_emb

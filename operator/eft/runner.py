@@ -40,11 +40,6 @@ def run_pipeline(resource: EmbeddingFinetune, workdir: Path, progress: Progress 
             if "export" not in enabled_stages(resource, promoted):
                 log.info("export skipped: %s", "model not promoted" if promoted is False else "disabled")
                 break
-            try:
-                stage_function("export")
-            except ImportError:
-                log.info("export skipped: the export stage is not installed")
-                break
         outcome = run_one(resource, name, workdir, progress, hashes=hashes)
         outcomes.append(outcome)
         if on_stage:

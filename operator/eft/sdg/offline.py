@@ -42,7 +42,6 @@ there these they this those through thus to too under until up use used uses usi
 where whether which while who whom why will with within without would you your e.g i.e see example examples
 following note one two first second new way ways
 """.split())
-_DEFINITION = re.compile(r"\b(is|are|means|refers to|allows|provides|returns|specifies|controls|determines)\b")
 
 
 def _terms(text: str) -> list[str]:
@@ -53,41 +52,19 @@ def _question_id(*parts: str) -> str:
     return "q" + hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:15]
 
 
-_CODE_LIKE = re.compile(r"[_\-]|[A-Z]{2,}|\d")
-
-
 class _Idf:
-    """Term specificity: IDF over the chunks, favouring topical terms (heading vocabulary, identifiers) over
-    words that are rare only by accident (seen once, adverbs)."""
+    """Term specificity: IDF of each word over the chunks (unknown words count as the rarest)."""
 
     def __init__(self, chunks: list[Chunk]):
         df: Counter[str] = Counter()
-        heading_vocab: set[str] = set()
         for c in chunks:
             df.update({t.lower() for t in _terms(c.text)})
-            heading_vocab.update(t.lower() for h in c.headings for t in _terms(h))
         n = max(1, len(chunks))
-        self.df = df
-        self.heading_vocab = heading_vocab
         self.idf = {t: math.log((n + 1) / (d + 0.5)) for t, d in df.items()}
         self.max = math.log((n + 1) / 0.5)
 
     def __call__(self, term: str) -> float:
         return self.idf.get(term.lower(), self.max)
-
-    def weight(self, term: str) -> float:
-        low = term.lower()
-        w = self(term)
-        code_like = bool(_CODE_LIKE.search(term))
-        if low in self.heading_vocab:
-            w *= 1.6
-        if code_like:
-            w *= 1.3
-        if self.df.get(low, 0) < 2 and not code_like:
-            w *= 0.4
-        if low.endswith("ly") or low.endswith("'s") or low.endswith("'d"):
-            w *= 0.3
-        return w
 
     def quality(self, terms: list[str]) -> float:
         if not terms:
@@ -161,8 +138,9 @@ def heading_question(heading: str, rng: random.Random) -> tuple[str, str] | None
         return low.rstrip("?"), "conceptual"
     plural = low.endswith("s") and not low.endswith(("ss", "us", "is"))
     be = "are" if plural else "is"
-    return rng.choice([f"what {be} {low}", f"how do {low} work" if plural else f"how does {low} work",
-                       f"explain {low}", f"{low}"]), ("keyword" if low == low else "conceptual")
+    question = rng.choice([f"what {be} {low}", f"how do {low} work" if plural else f"how does {low} work",
+                           f"explain {low}", low])
+    return question, ("keyword" if question == low else "conceptual")
 
 
 def sentence_question(sentence: str) -> tuple[str, str] | None:
