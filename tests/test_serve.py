@@ -40,9 +40,10 @@ def _wait_ready(url: str, timeout: float = 60) -> None:
 
 
 def _app(model_dir, **kw):
-    from eft.serve.app import ServerSettings, create_app
+    from eft.api.serving import ServingSettings
+    from eft.serve.app import create_app
 
-    settings = ServerSettings(model_dir=str(model_dir), max_inputs_per_request=MAX_INPUTS,
+    settings = ServingSettings(model_dir=str(model_dir), max_inputs_per_request=MAX_INPUTS,
                               max_request_bytes=MAX_BYTES, max_batch_size=16, max_wait_ms=5.0)
     for k, v in kw.items():
         setattr(settings, k, v)
@@ -281,7 +282,8 @@ def test_lone_surrogate_is_a_client_error(client):
 
 # ----------------------------------------------------------------------------- readiness
 def test_readiness_before_and_after_load():
-    from eft.serve.app import ServerSettings, create_app
+    from eft.api.serving import ServingSettings
+    from eft.serve.app import create_app
     from eft.serve.backends import locate
 
     release = threading.Event()
@@ -291,7 +293,7 @@ def test_readiness_before_and_after_load():
         assert release.wait(60)
         return source.load()
 
-    app = create_app(ServerSettings(model_dir="unused"), loader=slow_loader, meta=source.describe())
+    app = create_app(ServingSettings(model_dir="unused"), loader=slow_loader, meta=source.describe())
     with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
         assert c.get("/v1/health/live").status_code == 200
         r = c.get("/v1/health/ready")
@@ -308,12 +310,13 @@ def test_readiness_before_and_after_load():
 
 def test_failed_load_is_reported_by_health():
     from eft.export.artifact import ModelMetadata
-    from eft.serve.app import ServerSettings, create_app
+    from eft.api.serving import ServingSettings
+    from eft.serve.app import create_app
 
     def broken():
         raise RuntimeError("weights are corrupt")
 
-    app = create_app(ServerSettings(model_dir="unused"), loader=broken,
+    app = create_app(ServingSettings(model_dir="unused"), loader=broken,
                      meta=ModelMetadata(name=MODEL, dimension=384, max_seq_length=256))
     with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
         deadline = time.monotonic() + 10

@@ -21,9 +21,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def live_server():
-    from eft.serve.app import ServerSettings, create_app
+    from eft.api.serving import ServingSettings
+    from eft.serve.app import create_app
 
-    app = create_app(ServerSettings(model_dir=str(exported_workdir() / "export"), max_inputs_per_request=16,
+    app = create_app(ServingSettings(model_dir=str(exported_workdir() / "export"), max_inputs_per_request=16,
                                     max_request_bytes=256 * 1024))
     with ServerThread(app) as srv:
         deadline = time.monotonic() + 60

@@ -18,9 +18,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def endpoint():
-    from eft.serve.app import ServerSettings, create_app
+    from eft.api.serving import ServingSettings
+    from eft.serve.app import create_app
 
-    app = create_app(ServerSettings(model_dir=str(exported_workdir() / "export")))
+    app = create_app(ServingSettings(model_dir=str(exported_workdir() / "export")))
     with ServerThread(app) as srv:
         deadline = time.monotonic() + 60
         while httpx.get(f"{srv.url}/v1/health/ready").status_code != 200:

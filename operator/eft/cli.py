@@ -115,14 +115,12 @@ def run(file: Path, workdir: Path | None) -> None:
 def stage(name: str, spec_file: Path, workdir: Path, force: bool) -> None:
     """Run one stage (the entry point of the operator's Jobs). Exit code 2 = invalid input."""
     from eft.api import load_resource
-    from eft.api.spec import PIPELINE_STAGES
-    from eft.errors import InvalidInput
     from eft.progress import Progress
     from eft.runner import run_one
+    from eft.stages.registry import check_stage_name
 
     try:
-        if name not in PIPELINE_STAGES:
-            raise InvalidInput(f"unknown stage '{name}' (expected one of: {', '.join(PIPELINE_STAGES)})")
+        check_stage_name(name)
         resource = load_resource(spec_file)
         with Progress() as progress:
             outcome = run_one(resource, name, workdir, progress, force=force)

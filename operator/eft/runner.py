@@ -1,28 +1,39 @@
-"""The local runner behind `eft run`: every enabled stage in order on this machine, memoized by config hash."""
+"""The local runner behind `eft run`: every local stage of the stage table in order on this machine, memoized
+by config hash (the stage contract skips a stage whose outputs are current)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 from eft.api.spec import EmbeddingFinetune
+from eft.api.stages import PIPELINE_STAGES
+from eft.progress import Progress
 from eft.stages.contract import StageContext, StageOutcome, execute_stage
 from eft.stages.registry import compute_hashes, stage_function
-from eft.progress import Progress
 
 log = logging.getLogger("eft.runner")
 
 
-def enabled_stages(resource: EmbeddingFinetune, promoted: bool | None = None) -> list[str]:
-    """sdg, prep, train, eval; export only when the eval promoted the model and ONNX export is on."""
-    stages = ["sdg", "prep", "train", "eval"]
-    if resource.spec.export.onnx.enabled and promoted is not False:
-        stages.append("export")
-    return stages
+def skip_reason(resource: EmbeddingFinetune, name: str, done: dict[str, StageOutcome]) -> str | None:
+    """Why `eft run` stops before stage `name` given the stages `done` so far, or None to run it.
+
+    Export runs only when the eval promoted the model and ONNX export is on (as in the cluster).
+    """
+    if name != "export":
+        return None
+    promoted = done["eval"].summary.get("promotion", {}).get("promoted")
+    if promoted is False:
+        return "model not promoted"
+    if not resource.spec.export.onnx.enabled:
+        return "disabled"
+    return None
 
 
 def run_one(resource: EmbeddingFinetune, name: str, workdir: Path, progress: Progress | None = None,
             force: bool = False, hashes: dict[str, str] | None = None) -> StageOutcome:
+    """Run (or skip, when current) one stage under the stage contract."""
     hashes = hashes or compute_hashes(resource)
     ctx = StageContext(resource=resource, workdir=workdir, name=name, config_hash=hashes[name], hashes=hashes,
                        progress=progress or Progress(enabled=False))
@@ -30,18 +41,16 @@ def run_one(resource: EmbeddingFinetune, name: str, workdir: Path, progress: Pro
 
 
 def run_pipeline(resource: EmbeddingFinetune, workdir: Path, progress: Progress | None = None,
-                 on_stage=None) -> list[StageOutcome]:
+                 on_stage: Callable[[StageOutcome], None] | None = None) -> list[StageOutcome]:
     """Run sdg → prep → train → eval (→ export when promoted). `on_stage(outcome)` is called after each."""
     hashes = compute_hashes(resource)
-    outcomes: list[StageOutcome] = []
-    for name in ["sdg", "prep", "train", "eval", "export"]:
-        if name == "export":
-            promoted = outcomes[-1].summary.get("promotion", {}).get("promoted")
-            if "export" not in enabled_stages(resource, promoted):
-                log.info("export skipped: %s", "model not promoted" if promoted is False else "disabled")
-                break
-        outcome = run_one(resource, name, workdir, progress, hashes=hashes)
-        outcomes.append(outcome)
+    done: dict[str, StageOutcome] = {}
+    for name in PIPELINE_STAGES:
+        why = skip_reason(resource, name, done)
+        if why is not None:
+            log.info("%s skipped: %s", name, why)
+            break
+        outcome = done[name] = run_one(resource, name, workdir, progress, hashes=hashes)
         if on_stage:
             on_stage(outcome)
-    return outcomes
+    return list(done.values())

@@ -127,7 +127,8 @@ def test_full_chain_to_ready(emulator, cluster: Cluster, operator):
     assert sc["startupProbe"]["failureThreshold"] * sc["startupProbe"]["periodSeconds"] >= 600
     verify = cluster.get("jobs", NS, created["verify"])
     assert verify["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "eft", "verify", "--endpoint", "http://demo-server.default.svc:8000", "--workdir", "/workspace"]
+        "eft", "verify", "--endpoint", "http://demo-server.default.svc:8000", "--workdir", "/workspace",
+        "--spec", "/etc/eft/resource.yaml"]
 
     # Events on the transitions.
     reasons = [e["reason"] for e in cluster.events(NS, "demo")]

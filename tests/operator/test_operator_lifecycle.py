@@ -112,6 +112,8 @@ def test_suspend_and_resume(cluster: Cluster, operator):
     assert cluster.eft(NS, "demo")["status"]["stages"]["prep"]["phase"] == "Succeeded"
     cluster.patch("embeddingfinetunes", NS, "demo", {"spec": {"suspend": False}})
     wait_for(lambda: job_for_stage(cluster, NS, "demo", "train"), what="train Job after resume")
+    # The Events follow the status write, which follows the Job's creation: wait for them.
+    wait_for(lambda: [e["reason"] for e in cluster.events(NS, "demo")].count("Resumed") == 2, what="2 Resumed")
     reasons = [e["reason"] for e in cluster.events(NS, "demo")]
     assert reasons.count("Suspended") == 2 and reasons.count("Resumed") == 2
 

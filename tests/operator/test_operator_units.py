@@ -11,7 +11,8 @@ import yaml
 
 from eft.api import parse_resource
 from eft.controller import crd, manifests
-from eft.controller.manifests import OperatorConfig, Owner
+from eft.controller.config import OperatorConfig
+from eft.controller.manifests import Owner
 from eft.controller.plan import DeploymentObs, JobObs, Observed, parse_termination, plan_stages
 from eft.controller.status import compute_status, merge_patch, set_condition, transition_events
 from eft.hashing import plan_hashes
@@ -117,7 +118,7 @@ def test_every_manifest_validates_against_the_kubernetes_schemas():
     body["metadata"].update(uid=OWNER.uid, generation=3)
     cm = manifests.spec_configmap(OWNER, body, spec)
     objs = [cm, manifests.workspace_pvc(OWNER, spec), manifests.server_service(OWNER, spec),
-            manifests.server_deployment(OWNER, spec, hashes, cfg), manifests.verify_job(OWNER, spec, hashes, cfg),
+            manifests.server_deployment(OWNER, spec, hashes, cfg), manifests.verify_job(OWNER, spec, hashes, "cm", cfg),
             manifests.train_headless_service(OWNER, spec, hashes),
             manifests.event(body, "Normal", "StageStarted", "stage sdg started", "2025-01-01T00:00:00Z")]
     objs += [manifests.stage_job(OWNER, spec, s, hashes, cm["metadata"]["name"], cfg)

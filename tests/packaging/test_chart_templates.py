@@ -200,11 +200,11 @@ def test_defaults_configmap_reaches_the_operator():
 
 def test_stage_defaults_agree_with_the_controller():
     """values.yaml states the same deadlines and retries the controller uses when the chart gives none."""
-    manifests_mod = pytest.importorskip("eft.controller.manifests")
+    config_mod = pytest.importorskip("eft.controller.config")
     stages = DEFAULTS["stageDefaults"]
-    for stage, seconds in manifests_mod.DEFAULT_DEADLINES.items():
+    for stage, seconds in config_mod.DEFAULT_DEADLINES.items():
         assert stages[stage]["activeDeadlineSeconds"] == seconds, stage
-    assert stages["all"]["backoffLimit"] == manifests_mod.DEFAULT_BACKOFF_LIMIT
+    assert stages["all"]["backoffLimit"] == config_mod.DEFAULT_BACKOFF_LIMIT
 
 
 def test_metrics_service_and_servicemonitor():

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.alias_generators import to_camel
+
+from eft.api.stages import JOB_STAGES
 
 API_GROUP = "finetune.embeddings.io"
 API_VERSION = "v1alpha1"
 KIND = "EmbeddingFinetune"
 PLURAL = "embeddingfinetunes"
 SHORT_NAME = "eft"
-
-#: Stage names in pipeline order. `deploy` and `verify` run only in the cluster (or via `eft serve`).
-PIPELINE_STAGES = ("sdg", "prep", "train", "eval", "export")
-ALL_STAGES = PIPELINE_STAGES + ("deploy", "verify")
 
 DEFAULT_PIPELINE_IMAGE = "ghcr.io/embedding-finetune-operator/pipeline:0.1.0"
 DEFAULT_SERVER_IMAGE = "ghcr.io/embedding-finetune-operator/server:0.1.0"
@@ -35,6 +33,20 @@ class SpecModel(BaseModel):
         extra="forbid",
         validate_default=True,
     )
+
+
+def field_default(model: type[BaseModel], name: str) -> Any:
+    """The default of `model`'s field `name` (snake_case), for the CLIs that offer the same setting."""
+    return model.model_fields[name].default
+
+
+def field_bounds(model: type[BaseModel], name: str) -> tuple[float | None, float | None]:
+    """(lower, upper) inclusive bounds (`ge`, `le`) of a numeric field; None where it has none."""
+    lo = hi = None
+    for m in model.model_fields[name].metadata:
+        lo = getattr(m, "ge", lo)
+        hi = getattr(m, "le", hi)
+    return lo, hi
 
 
 # ----------------------------------------------------------------------------- base model
@@ -277,6 +289,10 @@ class ExportSpec(SpecModel):
 
 
 # ----------------------------------------------------------------------------- deploy
+#: The inference backends `eft serve` offers.
+ServingBackend = Literal["auto", "onnx", "onnx-int8", "tensorrt", "torch"]
+
+
 class ResourceRequirements(SpecModel):
     requests: dict[str, str] = Field(default_factory=dict)
     limits: dict[str, str] = Field(default_factory=dict)
@@ -291,7 +307,7 @@ class VerificationSpec(SpecModel):
 class DeploySpec(SpecModel):
     enabled: bool = True
     replicas: int = Field(1, ge=0, le=100)
-    backend: Literal["auto", "onnx", "onnx-int8", "tensorrt", "torch"] = "auto"
+    backend: ServingBackend = "auto"
     port: int = Field(8000, ge=1, le=65535)
     max_batch_size: int = Field(64, ge=1, le=4096)
     max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
@@ -330,13 +346,11 @@ class StageRuntime(SpecModel):
     backoff_limit: int | None = Field(None, ge=0, le=20)
 
 
-class StagesRuntime(SpecModel):
-    sdg: StageRuntime = Field(default_factory=StageRuntime)
-    prep: StageRuntime = Field(default_factory=StageRuntime)
-    train: StageRuntime = Field(default_factory=StageRuntime)
-    eval: StageRuntime = Field(default_factory=StageRuntime)
-    export: StageRuntime = Field(default_factory=StageRuntime)
-    verify: StageRuntime = Field(default_factory=StageRuntime)
+#: `spec.runtime.stages.<stage>` for every stage the operator runs as a Job (from the stage table).
+StagesRuntime = create_model(
+    "StagesRuntime", __base__=SpecModel, __module__=__name__,
+    **{name: (StageRuntime, Field(default_factory=StageRuntime)) for name in JOB_STAGES},
+)
 
 
 class RuntimeSpec(SpecModel):

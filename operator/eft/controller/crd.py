@@ -3,7 +3,7 @@
 The spec schema is pydantic's JSON schema of `EmbeddingFinetuneSpec` rewritten into a *structural* OpenAPI v3
 schema: `$ref`s inlined, `Optional[X]` as `nullable`, Literals as `enum`, the models' bounds and defaults kept
 (nested objects default to `{}` so the API server fills their defaults too). The status schema comes from
-`eft.controller.status.EmbeddingFinetuneStatus`, with free-form summaries marked
+`eft.api.status.EmbeddingFinetuneStatus`, with free-form summaries marked
 `x-kubernetes-preserve-unknown-fields` so the API server does not prune what the operator writes.
 """
 
@@ -20,8 +20,8 @@ from pydantic import BaseModel
 
 from eft.api import spec as spec_module
 from eft.api.spec import API_GROUP, API_VERSION, KIND, PLURAL, SHORT_NAME, EmbeddingFinetuneSpec
-from eft.controller.status import EmbeddingFinetuneStatus
-import eft.controller.status as status_module
+from eft.api import status as status_module
+from eft.api.status import EmbeddingFinetuneStatus
 
 CRD_FILE = f"{API_GROUP}_{PLURAL}.yaml"
 REPO_ROOT = Path(__file__).resolve().parents[3]

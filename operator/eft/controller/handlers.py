@@ -1,12 +1,9 @@
-"""Kopf handlers and the reconciler behind them.
+"""The Kopf glue: registrations that feed `eft.controller.reconciler.Reconciler`, and nothing else.
 
-Kopf watches the resources and the labelled children (Jobs, Deployments) and keeps them in indices; every
-event only *enqueues* the owning resource. A few workers take keys from the queue and reconcile one resource
-at a time (never the same resource twice concurrently): validate the spec, check the referenced Secrets and
-claim, read the children from the indices, plan (`eft.controller.plan`), create/delete children, and write
-`status` only when it changed (`eft.controller.status`), with an Event per transition. A periodic resync is
-the safety net. Nothing is remembered across restarts: children names are deterministic, so a restarted
-operator re-derives the same plan and creating an existing child is a no-op (409).
+Kopf watches the resources and the labelled children (Jobs, Deployments) and keeps the children in two typed
+indices; every event only *enqueues* the owning resource, and the reconciler's workers do the rest. The
+reconciler is built by `eft operator` from the `OperatorConfig` and handed over in Kopf's `memo`
+(`memo.reconciler`), so this module holds no state of its own.
 
 No Kopf daemons, timers or deletion handlers are used, so Kopf puts no finalizer on the resource: children
 go away through their owner references.
@@ -14,352 +11,103 @@ go away through their owner references.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import time
-from datetime import datetime, timezone
 from typing import Any
 
 import kopf
 
 from eft.api.spec import API_GROUP, API_VERSION, PLURAL
-from eft.controller import kube, manifests, metrics
-from eft.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, PODS, PVCS, SECRETS, SERVICES, KubeApi, Res
-from eft.controller.manifests import (
-    LABEL_MANAGED_BY,
-    LABEL_RESOURCE,
-    OPERATOR_NAME,
-    OperatorConfig,
-    Owner,
-)
-from eft.controller.plan import Observed, Plan, observe_deployment, observe_job, parse_termination, plan_stages, \
-    summaries_needed
-from eft.controller.status import compute_status, merge_patch, transition_events
-from eft.controller.validation import format_problems, secret_refs, validate
-from eft.hashing import plan_hashes
+from eft.controller.config import OPERATOR_NAME
+from eft.controller.kube import KubeApi
+from eft.controller.manifests import LABEL_MANAGED_BY, LABEL_RESOURCE
+from eft.controller.plan import DeploymentObs, JobObs, observe_deployment, observe_job
+from eft.controller.reconciler import Key, Reconciler
 
-log = logging.getLogger("eft.controller")
-
-EFTS = Res(API_GROUP, API_VERSION, PLURAL)
 MANAGED = {LABEL_MANAGED_BY: OPERATOR_NAME}
 
-Key = tuple[str, str]
+#: The Kopf indices of the children, by owning resource key.
+JobsIndex = kopf.Index[Key, JobObs]
+DeploymentsIndex = kopf.Index[Key, DeploymentObs]
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _reconciler(memo: Any) -> Reconciler:
+    return memo.reconciler
 
 
-class Controller:
-    """The reconciler: a de-duplicating work queue of resource keys and a few workers."""
-
-    def __init__(self) -> None:
-        self.config = OperatorConfig.from_env()
-        self.api: KubeApi | None = None
-        self.bodies: dict[Key, dict[str, Any]] = {}
-        self.jobs_index: Any = None
-        self.deployments_index: Any = None
-        self.queue: asyncio.Queue[Key] | None = None
-        self.queued: set[Key] = set()
-        self.processing: set[Key] = set()
-        self.dirty: set[Key] = set()
-        self.tasks: list[asyncio.Task] = []
-        self.ensured: set[tuple[str, str, str]] = set()
-        self.ref_cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
-        self.failures: dict[Key, int] = {}
-        self.workers = int(os.environ.get("EFT_WORKERS", "8"))
-        self.resync_seconds = float(os.environ.get("EFT_RESYNC_SECONDS", "60"))
-        self.ref_cache_seconds = float(os.environ.get("EFT_REF_CACHE_SECONDS", "20"))
-
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        self.queue = asyncio.Queue()
-        self.tasks = [asyncio.create_task(self._worker(i), name=f"eft-worker-{i}") for i in range(self.workers)]
-        self.tasks.append(asyncio.create_task(self._resync(), name="eft-resync"))
-
-    async def stop(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.tasks = []
-        if self.api is not None:
-            await self.api.close()
-
-    def enqueue(self, key: Key) -> None:
-        if self.queue is None or key in self.queued:
-            return
-        self.queued.add(key)
-        self.queue.put_nowait(key)
-        metrics.QUEUE_DEPTH.set(len(self.queued))
-
-    async def _worker(self, _: int) -> None:
-        assert self.queue is not None
-        while True:
-            key = await self.queue.get()
-            self.queued.discard(key)
-            metrics.QUEUE_DEPTH.set(len(self.queued))
-            if key in self.processing:
-                self.dirty.add(key)
-                continue
-            self.processing.add(key)
-            started = time.monotonic()
-            try:
-                await self.reconcile(key)
-                metrics.RECONCILES.labels("ok").inc()
-                self.failures.pop(key, None)
-            except Exception as err:  # noqa: BLE001 - one resource must never stop the others
-                metrics.RECONCILES.labels("error").inc()
-                metrics.ERRORS.labels(type(err).__name__).inc()
-                n = self.failures[key] = self.failures.get(key, 0) + 1
-                delay = min(60.0, 0.5 * 2 ** min(n, 7))
-                log.warning("reconcile of %s/%s failed (retry in %.1fs): %s", *key, delay, err)
-                asyncio.get_running_loop().call_later(delay, self.enqueue, key)
-            finally:
-                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
-                self.processing.discard(key)
-                if key in self.dirty:
-                    self.dirty.discard(key)
-                    self.enqueue(key)
-
-    async def _resync(self) -> None:
-        while True:
-            await asyncio.sleep(self.resync_seconds)
-            self.ensured.clear()
-            for key in list(self.bodies):
-                self.enqueue(key)
-
-    # ------------------------------------------------------------------ reconcile
-    def _children(self, index: Any, key: Key) -> list[Any]:
-        if index is None:
-            return []
-        try:
-            return list(index.get(key, []))
-        except Exception:  # noqa: BLE001
-            return []
-
-    async def reconcile(self, key: Key) -> None:
-        body = self.bodies.get(key)
-        if body is None or self.api is None:
-            return
-        api = self.api
-        ns, name = key
-        meta = body.get("metadata") or {}
-        generation = int(meta.get("generation") or 1)
-        deleting = bool(meta.get("deletionTimestamp"))
-        old_status = body.get("status") or {}
-        now = now_iso()
-        resource, problems = validate(body)
-        spec_problem: tuple[str, str] | None = None
-        plan: Plan = Plan()
-        claim = model_path = None
-        if resource is None:
-            spec_problem = ("InvalidSpec", format_problems(problems))
-        else:
-            spec = resource.spec
-            spec_problem = await self._check_references(ns, spec)
-            if spec_problem is None:
-                owner = Owner.from_body(body)
-                hashes = plan_hashes(spec, None)
-                recorded = old_status.get("stages") or {}
-                observed = Observed(
-                    jobs={j.name: j for j in self._children(self.jobs_index, key)},
-                    deployments={d.name: d for d in self._children(self.deployments_index, key)},
-                )
-                for job_name in summaries_needed(observed, recorded):
-                    term = await self._read_termination(ns, job_name)
-                    if term is not None:
-                        observed.summaries[job_name] = term
-                endpoint = manifests.endpoint_url(name, ns, spec)
-                plan = plan_stages(name, generation, spec, hashes, recorded, observed, spec.suspend, deleting, endpoint)
-                if not deleting:
-                    await self._execute(plan, owner, body, spec, hashes)
-                claim, model_path = manifests.workspace_claim(name, spec), manifests.model_dir(spec)
-        new_status = compute_status(old_status, plan, generation, spec_problem, now, claim, model_path)
-        patch = merge_patch(old_status, new_status)
-        if not patch:
-            return
-        try:
-            updated = await api.patch(EFTS, ns, name, {"status": patch}, sub="status")
-        except kube.NotFound:
-            return
-        if key in self.bodies and isinstance(updated, dict):
-            self.bodies[key] = updated
-        metrics.record_status(ns, name, old_status, new_status)
-        for type_, reason, message in transition_events(old_status, new_status):
-            await self._event(body, type_, reason, message, now)
-
-    async def _check_references(self, ns: str, spec) -> tuple[str, str] | None:
-        """SecretNotFound / ClaimNotFound for references that do not resolve (cached briefly)."""
-        for field, secret, key in secret_refs(spec):
-            obj = await self._cached_get(SECRETS, ns, secret)
-            if obj is None:
-                return "SecretNotFound", f"{field}: Secret {secret!r} not found in namespace {ns!r}"
-            if key not in (obj.get("data") or {}) and key not in (obj.get("stringData") or {}):
-                return "SecretNotFound", f"{field}: Secret {secret!r} has no key {key!r}"
-        if spec.storage.claim_name:
-            if await self._cached_get(PVCS, ns, spec.storage.claim_name) is None:
-                return "ClaimNotFound", (f"spec.storage.claimName: PersistentVolumeClaim "
-                                         f"{spec.storage.claim_name!r} not found in namespace {ns!r}")
-        return None
-
-    async def _cached_get(self, res: Res, ns: str, name: str) -> dict[str, Any] | None:
-        ck = (res.plural, ns, name)
-        hit = self.ref_cache.get(ck)
-        if hit and time.monotonic() - hit[0] < self.ref_cache_seconds:
-            return hit[1]
-        assert self.api is not None
-        obj = await self.api.get(res, ns, name)
-        # Keep only what the checks need (never the Secret's values).
-        slim = None if obj is None else {"data": {k: "" for k in (obj.get("data") or {})},
-                                          "stringData": {k: "" for k in (obj.get("stringData") or {})}}
-        self.ref_cache[ck] = (time.monotonic(), slim)
-        return slim
-
-    async def _read_termination(self, ns: str, job_name: str) -> dict[str, Any] | None:
-        assert self.api is not None
-        pods = await self.api.list(PODS, ns, label_selector=f"job-name={job_name}")
-        mine = []
-        for pod in pods:
-            meta = pod.get("metadata") or {}
-            lab = meta.get("labels") or {}
-            owners = [o.get("name") for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job"]
-            if lab.get("job-name") == job_name or lab.get("batch.kubernetes.io/job-name") == job_name \
-                    or job_name in owners:
-                mine.append(pod)
-        return parse_termination(mine)
-
-    async def _ensure(self, res: Res, ns: str, obj: dict[str, Any]) -> bool:
-        """Create unless it exists; True if created now."""
-        ck = (res.plural, ns, obj["metadata"]["name"])
-        if ck in self.ensured:
-            return False
-        assert self.api is not None
-        _, created = await self.api.create(res, ns, obj)
-        self.ensured.add(ck)
-        return created
-
-    async def _execute(self, plan: Plan, owner: Owner, body: dict[str, Any], spec, hashes: dict[str, str]) -> None:
-        assert self.api is not None
-        api, ns, cfg = self.api, owner.namespace, self.config
-        for action in plan.actions:
-            if action.kind == "create_job":
-                pvc = manifests.workspace_pvc(owner, spec)
-                if pvc is not None:
-                    await self._ensure(PVCS, ns, pvc)
-                if action.stage == "verify":
-                    job = manifests.verify_job(owner, spec, hashes, cfg)
-                else:
-                    cm = manifests.spec_configmap(owner, body, spec)
-                    await self._ensure(CONFIGMAPS, ns, cm)
-                    if action.stage == "train":
-                        svc = manifests.train_headless_service(owner, spec, hashes)
-                        if svc is not None:
-                            await self._ensure(SERVICES, ns, svc)
-                    job = manifests.stage_job(owner, spec, action.stage, hashes, cm["metadata"]["name"], cfg)
-                _, created = await api.create(JOBS, ns, job)
-                if created:
-                    metrics.JOBS_CREATED.labels(action.stage).inc()
-                    log.info("created Job %s/%s", ns, action.name)
-            elif action.kind == "delete_job":
-                await api.delete(JOBS, ns, action.name)
-                log.info("deleted failed Job %s/%s to retry it", ns, action.name)
-            elif action.kind == "ensure_service":
-                await self._ensure(SERVICES, ns, manifests.server_service(owner, spec))
-            elif action.kind == "create_deployment":
-                _, created = await api.create(DEPLOYMENTS, ns, manifests.server_deployment(owner, spec, hashes, cfg))
-                if created:
-                    log.info("created Deployment %s/%s", ns, action.name)
-            elif action.kind == "delete_deployment":
-                await api.delete(DEPLOYMENTS, ns, action.name)
-                log.info("deleted superseded Deployment %s/%s", ns, action.name)
-
-    async def _event(self, body: dict[str, Any], type_: str, reason: str, message: str, now: str) -> None:
-        assert self.api is not None
-        ns = (body.get("metadata") or {}).get("namespace") or "default"
-        try:
-            await self.api.create(EVENTS, ns, manifests.event(body, type_, reason, message, now))
-        except kube.ApiError as err:
-            log.debug("could not post Event %s: %s", reason, err)
-
-
-CONTROLLER = Controller()
-
-
-# ----------------------------------------------------------------------------- Kopf wiring
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    reconciler = _reconciler(memo)
     settings.persistence.finalizer = f"{API_GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # our own Events mark transitions; Kopf posts only its problems
     settings.posting.reporting_component = f"{API_GROUP}/{OPERATOR_NAME}"
-    settings.watching.server_timeout = float(os.environ.get("EFT_WATCH_TIMEOUT", "300"))
+    settings.watching.server_timeout = reconciler.config.watch_timeout_seconds
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 4
-    CONTROLLER.start()
+    reconciler.start()
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> Any:
+def login(memo: kopf.Memo, **kwargs: Any) -> Any:
     """Kopf's own service-account/kubeconfig login (no `kubernetes` import needed); the client library as fallback."""
     info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
     if info is None:
         info = kopf.login_via_client(**kwargs)
     if info is not None:
-        if CONTROLLER.api is None:
-            CONTROLLER.api = KubeApi.from_connection_info(info, relogin=lambda: login(**kwargs))
-        else:  # a re-login (expired token): keep the session, refresh the credentials
-            CONTROLLER.api.headers = info.as_http_headers()
+        reconciler = _reconciler(memo)
+        if reconciler.api is None:
+            reconciler.api = KubeApi.from_connection_info(info, relogin=lambda: login(memo=memo, **kwargs))
+        elif isinstance(reconciler.api, KubeApi):  # a re-login (expired token): keep the session, new credentials
+            reconciler.api.headers = info.as_http_headers()
     return info
 
 
 @kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
-    await CONTROLLER.stop()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await _reconciler(memo).stop()
 
 
 @kopf.on.probe(id="reconciler")
-def reconciler_probe(**_: Any) -> dict[str, int]:
-    return {"resources": len(CONTROLLER.bodies), "queued": len(CONTROLLER.queued),
-            "workers": sum(1 for t in CONTROLLER.tasks if not t.done())}
+def reconciler_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
+    reconciler = _reconciler(memo)
+    return {"resources": len(reconciler.bodies), "queued": len(reconciler.queued),
+            "workers": sum(1 for t in reconciler.tasks if not t.done())}
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED)
-def eft_jobs(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
+def eft_jobs(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> dict[Key, JobObs]:
     owner = labels.get(LABEL_RESOURCE)
     return {(namespace, owner): observe_job(body)} if owner else {}
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
-def eft_deployments(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
+def eft_deployments(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> dict[Key, DeploymentObs]:
     owner = labels.get(LABEL_RESOURCE)
     return {(namespace, owner): observe_deployment(body)} if owner else {}
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-def resource_event(event: dict[str, Any], namespace: str, name: str, eft_jobs: Any, eft_deployments: Any,
-                   **_: Any) -> None:
+def resource_event(event: dict[str, Any], namespace: str, name: str, eft_jobs: JobsIndex,
+                   eft_deployments: DeploymentsIndex, memo: kopf.Memo, **_: Any) -> None:
     """Create, resume (the initial listing) and every change: remember the latest body and enqueue it."""
-    CONTROLLER.jobs_index, CONTROLLER.deployments_index = eft_jobs, eft_deployments
-    key = (namespace, name)
+    reconciler = _reconciler(memo)
+    reconciler.jobs_index, reconciler.deployments_index = eft_jobs, eft_deployments
     if event.get("type") == "DELETED":
-        CONTROLLER.bodies.pop(key, None)
-        metrics.forget(namespace, name)
-        return
-    CONTROLLER.bodies[key] = event["object"]
-    CONTROLLER.enqueue(key)
+        reconciler.resource_deleted((namespace, name))
+    else:
+        reconciler.resource_changed((namespace, name), event["object"])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-def job_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
+def job_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
     if labels.get(LABEL_RESOURCE):
-        CONTROLLER.enqueue((namespace, labels[LABEL_RESOURCE]))
+        _reconciler(memo).enqueue((namespace, labels[LABEL_RESOURCE]))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-def deployment_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
+def deployment_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
     if labels.get(LABEL_RESOURCE):
-        CONTROLLER.enqueue((namespace, labels[LABEL_RESOURCE]))
+        _reconciler(memo).enqueue((namespace, labels[LABEL_RESOURCE]))

@@ -6,24 +6,16 @@ reference to the resource (controller=true) and the `app.kubernetes.io/*` labels
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from eft.api.spec import (
-    API_GROUP,
-    API_VERSION,
-    DEFAULT_PIPELINE_IMAGE,
-    DEFAULT_SERVER_IMAGE,
-    KIND,
-    EmbeddingFinetuneSpec,
-    StageRuntime,
-)
+from eft.api.serving import ServingSettings
+from eft.api.spec import API_GROUP, API_VERSION, KIND, EmbeddingFinetuneSpec, StageRuntime
+from eft.controller.config import OPERATOR_NAME, OperatorConfig
 from eft.hashing import digest
 
-OPERATOR_NAME = "embedding-finetune-operator"
 APP_NAME = "embedding-finetune"
 
 LABEL_NAME = "app.kubernetes.io/name"
@@ -38,9 +30,6 @@ ANN_CONFIG_HASH = f"{API_GROUP}/config-hash"
 ANN_GENERATION = f"{API_GROUP}/generation"
 ANN_SPEC_CONFIGMAP = f"{API_GROUP}/spec-configmap"
 
-#: Server-side label selector for the children the operator watches.
-MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={OPERATOR_NAME}"
-
 SPEC_MOUNT = "/etc/eft"
 SPEC_FILE = "resource.yaml"
 WORKSPACE_MOUNT = "/workspace"
@@ -50,48 +39,6 @@ SERVER_CONTAINER = "server"
 TERMINATION_PATH = "/dev/termination-log"
 EXIT_INVALID_INPUT = 2
 TORCH_MASTER_PORT = 29500
-
-#: Safety limits when the spec names none (seconds). Training and SDG can be long.
-DEFAULT_DEADLINES = {"sdg": 24 * 3600, "prep": 6 * 3600, "train": 72 * 3600, "eval": 6 * 3600,
-                     "export": 6 * 3600, "verify": 3600}
-DEFAULT_BACKOFF_LIMIT = 2
-
-
-@dataclass(frozen=True)
-class OperatorConfig:
-    """Operator-wide settings (from the environment of the operator pod).
-
-    `stage_defaults` / `server_defaults` come from the chart's defaults file (`EFT_DEFAULTS_FILE`, YAML with
-    `stages: {all: ..., <stage>: ...}` in the keys of `spec.runtime.stages.<stage>`, and `server: {resources,
-    nodeSelector, tolerations}`); a resource's `spec.runtime` and `spec.deploy.resources` override them.
-    """
-
-    pipeline_image: str = DEFAULT_PIPELINE_IMAGE
-    server_image: str = DEFAULT_SERVER_IMAGE
-    default_backoff_limit: int = DEFAULT_BACKOFF_LIMIT
-    deadlines: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
-    stage_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
-    server_defaults: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "OperatorConfig":
-        env = os.environ if env is None else env
-        stages: dict[str, dict[str, Any]] = {}
-        server: dict[str, Any] = {}
-        path = env.get("EFT_DEFAULTS_FILE")
-        if path and os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-            stages = {k: dict(v or {}) for k, v in (data.get("stages") or {}).items()}
-            for name, layer in stages.items():  # same keys and bounds as spec.runtime.stages.<stage>
-                StageRuntime.model_validate(layer)
-            server = dict(data.get("server") or {})
-        return cls(
-            pipeline_image=env.get("EFT_PIPELINE_IMAGE") or DEFAULT_PIPELINE_IMAGE,
-            server_image=env.get("EFT_SERVER_IMAGE") or DEFAULT_SERVER_IMAGE,
-            stage_defaults=stages,
-            server_defaults=server,
-        )
 
 
 def _merge_layer(merged: dict[str, Any], layer: dict[str, Any] | None) -> None:
@@ -347,6 +294,20 @@ def _job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, config_hash: str
     }
 
 
+def _spec_and_workspace(owner: Owner, spec: EmbeddingFinetuneSpec,
+                        configmap_name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and mounts of the resource YAML (read-only, at SPEC_MOUNT) and the workspace (WORKSPACE_MOUNT)."""
+    volumes = [
+        {"name": "spec", "configMap": {"name": configmap_name}},
+        {"name": "workspace", "persistentVolumeClaim": {"claimName": workspace_claim(owner.name, spec)}},
+    ]
+    mounts = [
+        {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
+        {"name": "workspace", "mountPath": WORKSPACE_MOUNT},
+    ]
+    return volumes, mounts
+
+
 def stage_job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, hashes: dict[str, str],
               configmap_name: str, config: OperatorConfig) -> dict[str, Any]:
     """The Job of one pipeline stage: `eft stage NAME --spec /etc/eft/resource.yaml --workdir /workspace`."""
@@ -357,14 +318,7 @@ def stage_job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, hashes: dic
     env = _common_env(owner, spec, stage, config_hash)
     if stage == "sdg" and spec.sdg.api_key_secret_ref is not None:
         env.append(_secret_env(spec.sdg.api_key_env, spec.sdg.api_key_secret_ref))
-    volumes = [
-        {"name": "spec", "configMap": {"name": configmap_name}},
-        {"name": "workspace", "persistentVolumeClaim": {"claimName": workspace_claim(owner.name, spec)}},
-    ]
-    mounts = [
-        {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
-        {"name": "workspace", "mountPath": WORKSPACE_MOUNT},
-    ]
+    volumes, mounts = _spec_and_workspace(owner, spec, configmap_name)
     corpus = _corpus_volume(spec)
     if corpus is not None:
         # Every stage recomputes the config hashes, which fingerprint the corpus: mount it everywhere.
@@ -423,19 +377,20 @@ def train_headless_service(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: di
     }
 
 
-def verify_job(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[str, str], config: OperatorConfig) -> dict[str, Any]:
-    """`eft verify` against the live Service: re-runs the BEIR evaluation through the endpoint."""
+def verify_job(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[str, str], configmap_name: str,
+               config: OperatorConfig) -> dict[str, Any]:
+    """`eft verify` against the live Service: re-runs the BEIR evaluation through the endpoint, with the
+    tolerances and config hash of the resource (`--spec`), and writes its report to `/workspace/verify/`."""
     config_hash = hashes["verify"]
     rt = stage_runtime(spec, "verify", config)
     image = rt.image or spec.runtime.image or config.pipeline_image
     command = ["eft", "verify", "--endpoint", endpoint_url(owner.name, owner.namespace, spec),
-               "--workdir", WORKSPACE_MOUNT]
-    volumes = [{"name": "workspace", "persistentVolumeClaim": {"claimName": workspace_claim(owner.name, spec),
-                                                                "readOnly": True}}]
-    mounts = [{"name": "workspace", "mountPath": WORKSPACE_MOUNT, "readOnly": True}]
+               "--workdir", WORKSPACE_MOUNT, "--spec", f"{SPEC_MOUNT}/{SPEC_FILE}"]
+    volumes, mounts = _spec_and_workspace(owner, spec, configmap_name)
     env = _common_env(owner, spec, "verify", config_hash)
     env = [e for e in env if e["name"] != "HF_HOME"]
-    return _job(owner, spec, "verify", config_hash, image, command, env, volumes, mounts, config, {})
+    return _job(owner, spec, "verify", config_hash, image, command, env, volumes, mounts, config,
+                {ANN_SPEC_CONFIGMAP: configmap_name})
 
 
 # ----------------------------------------------------------------------------- serving
@@ -449,23 +404,22 @@ def server_labels(owner: Owner) -> dict[str, str]:
 
 def server_deployment(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[str, str],
                       config: OperatorConfig) -> dict[str, Any]:
-    """`eft serve` behind probes; the workspace is mounted read-only. Named after the deploy config hash."""
+    """`eft serve` behind probes; the workspace is mounted read-only. Named after the deploy config hash.
+
+    The server's command line and environment are `ServingSettings.for_resource` (the hand-off `eft serve`
+    parses back); the model is served under the resource's name.
+    """
     config_hash = hashes["deploy"]
     name = child_name(owner.name, "deploy", config_hash)
-    port = spec.deploy.port
+    serving = ServingSettings.for_resource(owner.name, spec, model_dir(spec))
+    port = serving.port
     pod_labels = labels(owner, "server", "deploy", config_hash)
     container: dict[str, Any] = {
         "name": SERVER_CONTAINER,
         "image": spec.deploy.image or config.server_image,
         "imagePullPolicy": spec.runtime.image_pull_policy,
-        "command": ["eft", "serve", "--model", model_dir(spec), "--host", "0.0.0.0", "--port", str(port)],
-        "env": [
-            {"name": "EFT_BACKEND", "value": spec.deploy.backend},
-            {"name": "EFT_MAX_BATCH_SIZE", "value": str(spec.deploy.max_batch_size)},
-            {"name": "EFT_MAX_WAIT_MS", "value": str(spec.deploy.max_wait_ms)},
-            {"name": "EFT_MAX_INPUTS_PER_REQUEST", "value": str(spec.deploy.max_inputs_per_request)},
-            {"name": "EFT_MODEL_NAME", "value": owner.name},
-        ],
+        "command": serving.command_line(),
+        "env": serving.environment(),
         "ports": [{"name": "http", "containerPort": port}],
         "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE_MOUNT, "readOnly": True}],
         # Model load can take minutes: the startup probe holds off liveness kills for up to 15 minutes.
@@ -527,7 +481,7 @@ def server_service(owner: Owner, spec: EmbeddingFinetuneSpec) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- events
 def event(owner_body: dict[str, Any], type_: str, reason: str, message: str, now: str,
-          component: str = OPERATOR_NAME) -> dict[str, Any]:
+          instance: str = OPERATOR_NAME, component: str = OPERATOR_NAME) -> dict[str, Any]:
     """A core/v1 Event about the resource (Kubernetes-style: reason CamelCase, message one sentence)."""
     meta = owner_body.get("metadata", {})
     name = meta.get("name", "unknown")
@@ -544,7 +498,7 @@ def event(owner_body: dict[str, Any], type_: str, reason: str, message: str, now
         "type": type_,
         "source": {"component": component},
         "reportingComponent": f"{API_GROUP}/{OPERATOR_NAME}",
-        "reportingInstance": os.environ.get("HOSTNAME", OPERATOR_NAME)[:128],
+        "reportingInstance": instance[:128],
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,

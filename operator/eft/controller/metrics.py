@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from eft.api.status import RESOURCE_PHASES
+
 RECONCILES = Counter("eft_operator_reconciles_total", "Reconciles of EmbeddingFinetune resources", ["result"])
 ERRORS = Counter("eft_operator_errors_total", "Errors while reconciling", ["kind"])
 RECONCILE_SECONDS = Histogram("eft_operator_reconcile_duration_seconds", "Time spent in one reconcile",
@@ -18,12 +20,10 @@ EVAL_METRIC = Gauge("eft_eval_metric", "Latest evaluation figures per resource",
 PHASE = Gauge("eft_resource_phase", "1 for the current phase of each resource", ["namespace", "name", "phase"])
 QUEUE_DEPTH = Gauge("eft_operator_queue_depth", "Resources waiting to be reconciled")
 
-PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
-
 
 def record_status(namespace: str, name: str, old: dict, new: dict) -> None:
     """Update gauges/counters from one status transition (stage outcomes are counted once, on transition)."""
-    for phase in PHASES:
+    for phase in RESOURCE_PHASES:
         PHASE.labels(namespace, name, phase).set(1 if new.get("phase") == phase else 0)
     old_stages = (old or {}).get("stages") or {}
     for stage, st in (new.get("stages") or {}).items():

@@ -1,4 +1,4 @@
-"""Stage planning as a pure function (DESIGN.md stage contract): from the spec's config hashes, the children
+"""Stage planning as a pure function (the stage contract, docs/architecture.md): from the spec's config hashes, the children
 that exist and what the status recorded, decide each stage's state and the next actions.
 
 Level-triggered: nothing here depends on memory of earlier reconciles beyond what is in the cluster (the
@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 
-from eft.api.spec import PIPELINE_STAGES, EmbeddingFinetuneSpec
+from eft.api.spec import EmbeddingFinetuneSpec
+from eft.api.stages import downstream_of, stages_through
+from eft.api.status import StageStatus
 from eft.controller.manifests import ANN_CONFIG_HASH, ANN_GENERATION, CONTAINER_NAME, LABEL_STAGE, child_name
+
+#: What a Job's conditions say (`observe_job`).
+JobState = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 
 # ----------------------------------------------------------------------------- observations
@@ -22,7 +28,7 @@ class JobObs:
     stage: str
     config_hash: str
     generation: int
-    state: str  # Pending | Running | Succeeded | Failed
+    state: JobState
     reason: str | None = None
     message: str | None = None
     attempts: int = 0
@@ -112,50 +118,46 @@ def parse_termination(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 # ----------------------------------------------------------------------------- the plan
-@dataclass
+class ActionKind(str, Enum):
+    """What the reconciler does to a child object."""
+
+    CREATE_JOB = "create_job"
+    DELETE_JOB = "delete_job"
+    CREATE_DEPLOYMENT = "create_deployment"
+    DELETE_DEPLOYMENT = "delete_deployment"
+    ENSURE_SERVICE = "ensure_service"
+
+
+class Outcome(str, Enum):
+    """Where the whole chain stands; `eft.controller.status.OUTCOME_CONDITIONS` maps each to phase and conditions."""
+
+    PENDING = "Pending"  # nothing can start (e.g. the resource is being deleted)
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    FAILED = "Failed"
+    NOT_PROMOTED = "NotPromoted"  # evaluated; the fine-tuned model did not beat the base model
+    COMPLETE = "Complete"  # trained, evaluated and exported; deploy disabled
+    READY = "Ready"  # serving (and verified when verification is on)
+
+
+@dataclass(frozen=True)
 class Action:
-    kind: str  # create_job | delete_job | create_deployment | delete_deployment | ensure_service
+    kind: ActionKind
     stage: str
     name: str
 
 
 @dataclass
-class StageState:
-    phase: str
-    job: str | None = None
-    config_hash: str | None = None
-    attempts: int | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
-    duration_seconds: float | None = None
-    reason: str | None = None
-    message: str | None = None
-    summary: dict[str, Any] | None = None
-
-    def as_status(self) -> dict[str, Any]:
-        out = {
-            "phase": self.phase, "job": self.job, "configHash": self.config_hash, "attempts": self.attempts,
-            "startTime": self.start_time, "completionTime": self.completion_time,
-            "durationSeconds": self.duration_seconds, "reason": self.reason, "message": self.message,
-            "summary": self.summary,
-        }
-        return {k: v for k, v in out.items() if v is not None}
-
-
-@dataclass
 class Plan:
-    stages: dict[str, StageState] = field(default_factory=dict)
+    stages: dict[str, StageStatus] = field(default_factory=dict)
     actions: list[Action] = field(default_factory=list)
     current_stage: str | None = None
-    outcome: str = "Pending"  # Running | Suspended | Failed | NotPromoted | Ready | Complete | Pending
+    outcome: Outcome = Outcome.PENDING
     reason: str | None = None
     message: str = ""
     eval_summary: dict[str, Any] | None = None
     promoted: bool | None = None
     endpoint: str | None = None
-
-    def creates(self) -> list[Action]:
-        return [a for a in self.actions if a.kind.startswith("create")]
 
 
 FAILURE_REASONS = {"BackoffLimitExceeded", "DeadlineExceeded", "PodFailurePolicy", "MaxFailedIndexesExceeded"}
@@ -177,19 +179,27 @@ def summaries_needed(observed: Observed, recorded: dict[str, Any]) -> list[str]:
 def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes: dict[str, str],
                 recorded: dict[str, Any], observed: Observed, suspended: bool, deleting: bool,
                 endpoint: str | None = None) -> Plan:
-    """Decide every stage's state and what to create/delete next. Pure."""
+    """Decide every stage's state and what to create/delete next. Pure.
+
+    The chain follows the stage table: the Job stages before `eval` one after another, then the promotion
+    gate, `export` (when ONNX export is on), the server Deployment (`deploy`) and `verify`.
+    """
     plan = Plan()
     may_create = not (suspended or deleting)
     # An older server keeps serving while a changed config re-runs the chain: keep publishing its endpoint.
     plan.endpoint = endpoint if any(d.available for d in observed.deployments.values()) else None
 
-    def wait(stage: str, outcome: str, reason: str, message: str) -> Plan:
+    def wait(stage: str | None, outcome: Outcome, reason: str, message: str) -> Plan:
         plan.current_stage = stage
         plan.outcome, plan.reason, plan.message = outcome, reason, message
         return plan
 
+    def skip(stages: tuple[str, ...], reason: str, message: str) -> None:
+        for s in stages:
+            plan.stages[s] = StageStatus(phase="Skipped", reason=reason, message=message)
+
     def job_stage(stage: str) -> str:
-        """'done', 'wait' or 'failed' for a Job-backed stage; records its StageState."""
+        """'done', 'wait', 'failed' or 'suspended' for a Job-backed stage; records its StageStatus."""
         h = hashes[stage]
         jn = child_name(name, stage, h)
         job = observed.jobs.get(jn)
@@ -199,21 +209,25 @@ def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes:
         if job is not None and job.state == "Succeeded":
             summary = term.get("summary") if "summary" in term else (rec.get("summary") if rec_same else None)
             dur = term.get("durationSeconds", rec.get("durationSeconds") if rec_same else None)
-            plan.stages[stage] = StageState("Succeeded", jn, h, job.attempts, job.start_time, job.completion_time,
-                                            dur, reason="Completed", message="skipped: output already current"
-                                            if term.get("skipped") else None, summary=summary)
+            plan.stages[stage] = StageStatus(
+                phase="Succeeded", job=jn, config_hash=h, attempts=job.attempts, start_time=job.start_time,
+                completion_time=job.completion_time, duration_seconds=dur, reason="Completed",
+                message="skipped: output already current" if term.get("skipped") else None, summary=summary)
             return "done"
         if job is None and rec.get("phase") == "Succeeded" and rec.get("configHash") == h:
-            plan.stages[stage] = StageState("Succeeded", rec.get("job"), h, rec.get("attempts"), rec.get("startTime"),
-                                            rec.get("completionTime"), rec.get("durationSeconds"),
-                                            rec.get("reason"), rec.get("message"), rec.get("summary"))
+            plan.stages[stage] = StageStatus(
+                phase="Succeeded", job=rec.get("job"), config_hash=h, attempts=rec.get("attempts"),
+                start_time=rec.get("startTime"), completion_time=rec.get("completionTime"),
+                duration_seconds=rec.get("durationSeconds"), reason=rec.get("reason"), message=rec.get("message"),
+                summary=rec.get("summary"))
             return "done"
         if job is not None and job.state == "Failed":
             if job.generation < generation and not deleting:
                 # The spec was edited after this failure: try the stage again (same outputs kept upstream).
-                plan.actions.append(Action("delete_job", stage, jn))
-                plan.stages[stage] = StageState("Pending", jn, h, job.attempts, reason="Retrying",
-                                                message="the spec changed after the failure; retrying")
+                plan.actions.append(Action(ActionKind.DELETE_JOB, stage, jn))
+                plan.stages[stage] = StageStatus(phase="Pending", job=jn, config_hash=h, attempts=job.attempts,
+                                                 reason="Retrying",
+                                                 message="the spec changed after the failure; retrying")
                 return "wait"
             if not term and rec_same and rec.get("phase") == "Failed" and rec.get("message"):
                 message = rec["message"]  # already read from the pod and recorded
@@ -223,20 +237,24 @@ def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes:
                 message = f"stage {stage} failed ({job.reason}"
                 message += f", exit code {exit_code})" if exit_code is not None else ")"
                 message += f": {detail}"
-            plan.stages[stage] = StageState("Failed", jn, h, job.attempts, job.start_time, job.completion_time,
-                                            reason=job.reason, message=message[:1024],
-                                            summary=term.get("summary"))
+            plan.stages[stage] = StageStatus(
+                phase="Failed", job=jn, config_hash=h, attempts=job.attempts, start_time=job.start_time,
+                completion_time=job.completion_time, reason=job.reason, message=message[:1024],
+                summary=term.get("summary"))
             return "failed"
         if job is not None:
-            plan.stages[stage] = StageState("Running", jn, h, job.attempts, job.start_time, reason="JobRunning",
-                                            message=f"Job {jn} is {job.state.lower()}")
+            plan.stages[stage] = StageStatus(phase="Running", job=jn, config_hash=h, attempts=job.attempts,
+                                             start_time=job.start_time, reason="JobRunning",
+                                             message=f"Job {jn} is {job.state.lower()}")
             return "wait"
         if may_create:
-            plan.actions.append(Action("create_job", stage, jn))
-            plan.stages[stage] = StageState("Running", jn, h, 0, reason="JobCreated", message=f"created Job {jn}")
+            plan.actions.append(Action(ActionKind.CREATE_JOB, stage, jn))
+            plan.stages[stage] = StageStatus(phase="Running", job=jn, config_hash=h, attempts=0,
+                                             reason="JobCreated", message=f"created Job {jn}")
             return "wait"
-        plan.stages[stage] = StageState("Pending", jn, h, reason="Suspended" if suspended else "Deleting",
-                                        message="spec.suspend is true" if suspended else "the resource is being deleted")
+        plan.stages[stage] = StageStatus(
+            phase="Pending", job=jn, config_hash=h, reason="Suspended" if suspended else "Deleting",
+            message="spec.suspend is true" if suspended else "the resource is being deleted")
         return "suspended"
 
     def run(stage: str) -> Plan | None:
@@ -247,14 +265,15 @@ def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes:
         if r == "failed":
             reason = "VerificationFailed" if stage == "verify" else (
                 st.reason if st.reason in FAILURE_REASONS else "JobFailed")
-            return wait(stage, "Failed", reason, st.message or f"stage {stage} failed")
+            return wait(stage, Outcome.FAILED, reason, st.message or f"stage {stage} failed")
         if r == "suspended":
             if deleting:
-                return wait(stage, "Pending", "Deleting", "the resource is being deleted")
-            return wait(stage, "Suspended", "Suspended", f"spec.suspend is true; stage {stage} is not started")
-        return wait(stage, "Running", "StageRunning", f"stage {stage} is running ({st.job})")
+                return wait(stage, Outcome.PENDING, "Deleting", "the resource is being deleted")
+            return wait(stage, Outcome.SUSPENDED, "Suspended", f"spec.suspend is true; stage {stage} is not started")
+        return wait(stage, Outcome.RUNNING, "StageRunning", f"stage {stage} is running ({st.job})")
 
-    for stage in ("sdg", "prep", "train", "eval"):
+    # The stages every resource runs, up to the promotion gate (sdg, prep, train, eval).
+    for stage in stages_through("eval"):
         if (p := run(stage)) is not None:
             return p
 
@@ -265,58 +284,57 @@ def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes:
     plan.promoted = promoted if isinstance(promoted, bool) else None
     if plan.promoted is None:
         plan.stages["eval"].reason = "SummaryMissing"
-        return wait("eval", "Failed", "SummaryMissing",
+        return wait("eval", Outcome.FAILED, "SummaryMissing",
                     "the eval Job succeeded but its termination message holds no promotion decision")
     if not plan.promoted:
         why = (promotion or {}).get("reason") or "the fine-tuned model did not beat the base model"
-        for s in ("export", "deploy", "verify"):
-            plan.stages[s] = StageState("Skipped", reason="EvalBelowThreshold", message=why)
-        return wait("eval", "NotPromoted", "EvalBelowThreshold", f"not promoted: {why}")
+        skip(downstream_of("eval"), "EvalBelowThreshold", why)
+        return wait("eval", Outcome.NOT_PROMOTED, "EvalBelowThreshold", f"not promoted: {why}")
 
     if spec.export.onnx.enabled:
         if (p := run("export")) is not None:
             return p
     else:
-        plan.stages["export"] = StageState("Skipped", reason="Disabled", message="spec.export.onnx.enabled is false")
+        skip(("export",), "Disabled", "spec.export.onnx.enabled is false")
 
     if not spec.deploy.enabled:
-        for s in ("deploy", "verify"):
-            plan.stages[s] = StageState("Skipped", reason="Disabled", message="spec.deploy.enabled is false")
-        return wait(None, "Complete", "Completed", "the model is trained, evaluated and exported (deploy disabled)")
+        skip(downstream_of("export"), "Disabled", "spec.deploy.enabled is false")
+        return wait(None, Outcome.COMPLETE, "Completed",
+                    "the model is trained, evaluated and exported (deploy disabled)")
 
     # Serving: a Deployment named after the deploy hash behind a stable Service.
     h = hashes["deploy"]
     dn = child_name(name, "deploy", h)
     dep = observed.deployments.get(dn)
     if not deleting:
-        plan.actions.append(Action("ensure_service", "deploy", dn))
+        plan.actions.append(Action(ActionKind.ENSURE_SERVICE, "deploy", dn))
     if dep is None:
         if may_create:
-            plan.actions.append(Action("create_deployment", "deploy", dn))
-            plan.stages["deploy"] = StageState("Running", dn, h, reason="DeploymentCreated",
-                                               message=f"created Deployment {dn}")
+            plan.actions.append(Action(ActionKind.CREATE_DEPLOYMENT, "deploy", dn))
+            plan.stages["deploy"] = StageStatus(phase="Running", job=dn, config_hash=h, reason="DeploymentCreated",
+                                                message=f"created Deployment {dn}")
         else:
-            plan.stages["deploy"] = StageState("Pending", dn, h, reason="Suspended", message="spec.suspend is true")
-            return wait("deploy", "Pending" if deleting else "Suspended", "Suspended",
+            plan.stages["deploy"] = StageStatus(phase="Pending", job=dn, config_hash=h, reason="Suspended",
+                                                message="spec.suspend is true")
+            return wait("deploy", Outcome.PENDING if deleting else Outcome.SUSPENDED, "Suspended",
                         "spec.suspend is true; the server is not deployed")
-        return wait("deploy", "Running", "DeploymentProgressing", f"waiting for Deployment {dn} to become available")
+        return wait("deploy", Outcome.RUNNING, "DeploymentProgressing",
+                    f"waiting for Deployment {dn} to become available")
     if not dep.available:
-        plan.stages["deploy"] = StageState("Running", dn, h, reason="DeploymentProgressing",
-                                           message=f"{dep.ready_replicas}/{dep.replicas} replicas ready")
-        return wait("deploy", "Running", "DeploymentProgressing", f"waiting for Deployment {dn} to become available")
+        plan.stages["deploy"] = StageStatus(phase="Running", job=dn, config_hash=h, reason="DeploymentProgressing",
+                                            message=f"{dep.ready_replicas}/{dep.replicas} replicas ready")
+        return wait("deploy", Outcome.RUNNING, "DeploymentProgressing",
+                    f"waiting for Deployment {dn} to become available")
     for other in observed.deployments.values():
         if other.name != dn and not deleting:
-            plan.actions.append(Action("delete_deployment", "deploy", other.name))
-    plan.stages["deploy"] = StageState("Succeeded", dn, h, reason="DeploymentAvailable",
-                                       message=f"{dep.ready_replicas}/{dep.replicas} replicas ready")
+            plan.actions.append(Action(ActionKind.DELETE_DEPLOYMENT, "deploy", other.name))
+    plan.stages["deploy"] = StageStatus(phase="Succeeded", job=dn, config_hash=h, reason="DeploymentAvailable",
+                                        message=f"{dep.ready_replicas}/{dep.replicas} replicas ready")
     plan.endpoint = endpoint
 
     if spec.deploy.verification.enabled:
         if (p := run("verify")) is not None:
             return p
-        return wait(None, "Ready", "Verified", f"serving at {endpoint}; live evaluation verified")
-    plan.stages["verify"] = StageState("Skipped", reason="Disabled", message="verification disabled")
-    return wait(None, "Ready", "Deployed", f"serving at {endpoint}")
-
-
-STAGE_ORDER = PIPELINE_STAGES + ("deploy", "verify")
+        return wait(None, Outcome.READY, "Verified", f"serving at {endpoint}; live evaluation verified")
+    skip(("verify",), "Disabled", "verification disabled")
+    return wait(None, Outcome.READY, "Deployed", f"serving at {endpoint}")

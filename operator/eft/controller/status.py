@@ -1,74 +1,60 @@
-"""Status of an `EmbeddingFinetune`: its schema (for the CRD), and pure functions that turn a plan into
-`status` (phase, conditions per Kubernetes API conventions, stages, metrics, endpoint) and the Events that
-mark each transition.
+"""Pure functions that turn a plan into `status` (phase, conditions per Kubernetes API conventions, stages,
+metrics, endpoint), the merge patch that writes it, and the Events that mark each transition.
+
+The status schema itself is `eft.api.status`; how each plan outcome maps to the phase and the conditions is
+one table, `OUTCOME_CONDITIONS`.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
-
-from eft.controller.plan import Plan
-
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "SpecValid")
-PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
+from eft.api.status import CONDITION_TYPES, ConditionStatus, ResourcePhase
+from eft.controller.plan import Outcome, Plan
 
 
-# ----------------------------------------------------------------------------- schema (CRD `status`)
-class _StatusModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+# ----------------------------------------------------------------------------- the outcome table
+@dataclass(frozen=True)
+class ConditionRule:
+    """One condition for one outcome: `reason` is the plan's reason when it gives one, else this fallback
+    (always this, when `fixed`); `message` None means the plan's message."""
 
-
-class Condition(_StatusModel):
-    type: str = Field(..., description="Ready, Progressing, Degraded or SpecValid.")
-    status: Literal["True", "False", "Unknown"]
-    reason: str = Field("", description="CamelCase reason, e.g. StageRunning, JobFailed, InvalidSpec.")
-    message: str = ""
-    last_transition_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
-    observed_generation: int | None = None
-
-
-class StageStatus(_StatusModel):
-    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"] | None = None
-    job: str | None = Field(None, description="The Job (or Deployment) of this stage for the current config.")
-    attempts: int | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
-    duration_seconds: float | None = None
-    config_hash: str | None = None
-    reason: str | None = None
+    status: ConditionStatus
+    reason: str
+    fixed: bool = False
     message: str | None = None
-    summary: dict[str, Any] | None = Field(None, description="The stage's termination-message summary (free form).",
-                                           json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
 
 
-class MetricsStatus(_StatusModel):
-    ndcg10: str | None = Field(None, description="nDCG@10 base → fine-tuned (for `kubectl get`).")
-    base: dict[str, float] | None = None
-    finetuned: dict[str, float] | None = None
-    relative: dict[str, float] | None = None
-    promotion: dict[str, Any] | None = Field(None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+@dataclass(frozen=True)
+class OutcomeRule:
+    phase: ResourcePhase
+    progressing: ConditionRule
+    degraded: ConditionRule
+    ready: ConditionRule
 
 
-class ModelStatus(_StatusModel):
-    claim_name: str | None = Field(None, description="Workspace PVC holding the artifacts.")
-    path: str | None = Field(None, description="Folder of the served model inside the workspace.")
-    promoted: bool | None = None
+_NOT_DEGRADED = ConditionRule("False", "AsExpected", fixed=True, message="no stage has failed")
 
-
-class EmbeddingFinetuneStatus(_StatusModel):
-    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"] | None = None
-    observed_generation: int | None = None
-    current_stage: str | None = None
-    stages: dict[str, StageStatus] | None = None
-    metrics: MetricsStatus | None = None
-    model: ModelStatus | None = None
-    endpoint: str | None = Field(None, description="OpenAI-compatible base URL of the served model.")
-    conditions: list[Condition] | None = Field(
-        None, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+#: Plan outcome -> `status.phase` and the Progressing/Degraded/Ready conditions (SpecValid is True here; an
+#: invalid spec never reaches the planner).
+OUTCOME_CONDITIONS: dict[Outcome, OutcomeRule] = {
+    Outcome.RUNNING: OutcomeRule("Running", ConditionRule("True", "StageRunning"), _NOT_DEGRADED,
+                                 ConditionRule("False", "StageRunning")),
+    Outcome.SUSPENDED: OutcomeRule("Suspended", ConditionRule("False", "Suspended", fixed=True), _NOT_DEGRADED,
+                                   ConditionRule("False", "Suspended", fixed=True)),
+    Outcome.FAILED: OutcomeRule("Failed", ConditionRule("False", "JobFailed"), ConditionRule("True", "JobFailed"),
+                                ConditionRule("False", "JobFailed")),
+    Outcome.NOT_PROMOTED: OutcomeRule("Succeeded", ConditionRule("False", "EvalBelowThreshold", fixed=True),
+                                      _NOT_DEGRADED, ConditionRule("False", "EvalBelowThreshold", fixed=True)),
+    Outcome.READY: OutcomeRule("Succeeded", ConditionRule("False", "Completed", fixed=True), _NOT_DEGRADED,
+                               ConditionRule("True", "Verified")),
+    Outcome.COMPLETE: OutcomeRule("Succeeded", ConditionRule("False", "Completed", fixed=True), _NOT_DEGRADED,
+                                  ConditionRule("True", "Completed")),
+    Outcome.PENDING: OutcomeRule("Pending", ConditionRule("Unknown", "Pending"), _NOT_DEGRADED,
+                                 ConditionRule("False", "Pending")),
+}
 
 
 # ----------------------------------------------------------------------------- conditions
@@ -148,37 +134,11 @@ def compute_status(old: dict[str, Any] | None, plan: Plan, generation: int, spec
     if plan.endpoint:
         st["endpoint"] = plan.endpoint
 
-    o, msg = plan.outcome, plan.message
-    if o == "Running":
-        st["phase"] = "Running"
-        cond("Progressing", "True", plan.reason or "StageRunning", msg)
-        cond("Degraded", "False", "AsExpected", "no stage has failed")
-        cond("Ready", "False", plan.reason or "StageRunning", msg)
-    elif o == "Suspended":
-        st["phase"] = "Suspended"
-        cond("Progressing", "False", "Suspended", msg)
-        cond("Degraded", "False", "AsExpected", "no stage has failed")
-        cond("Ready", "False", "Suspended", msg)
-    elif o == "Failed":
-        st["phase"] = "Failed"
-        cond("Progressing", "False", plan.reason or "JobFailed", msg)
-        cond("Degraded", "True", plan.reason or "JobFailed", msg)
-        cond("Ready", "False", plan.reason or "JobFailed", msg)
-    elif o == "NotPromoted":
-        st["phase"] = "Succeeded"
-        cond("Progressing", "False", "EvalBelowThreshold", msg)
-        cond("Degraded", "False", "AsExpected", "no stage has failed")
-        cond("Ready", "False", "EvalBelowThreshold", msg)
-    elif o in ("Ready", "Complete"):
-        st["phase"] = "Succeeded"
-        cond("Progressing", "False", "Completed", msg)
-        cond("Degraded", "False", "AsExpected", "no stage has failed")
-        cond("Ready", "True", plan.reason or ("Verified" if o == "Ready" else "Completed"), msg)
-    else:  # Pending (e.g. being deleted)
-        st["phase"] = "Pending"
-        cond("Progressing", "Unknown", plan.reason or "Pending", msg)
-        cond("Degraded", "False", "AsExpected", "no stage has failed")
-        cond("Ready", "False", plan.reason or "Pending", msg)
+    rule = OUTCOME_CONDITIONS[plan.outcome]
+    st["phase"] = rule.phase
+    for type_, cr in (("Progressing", rule.progressing), ("Degraded", rule.degraded), ("Ready", rule.ready)):
+        reason = cr.reason if cr.fixed else (plan.reason or cr.reason)
+        cond(type_, cr.status, reason, plan.message if cr.message is None else cr.message)
     st["conditions"] = conds
     return _prune(st)
 
@@ -189,15 +149,6 @@ def _prune(d: Any) -> Any:
     if isinstance(d, list):
         return [_prune(v) for v in d]
     return d
-
-
-def initial_status(generation: int, now: str) -> dict[str, Any]:
-    """Conditions set from the first reconcile (Unknown is fine until the spec is checked)."""
-    conds: list[dict[str, Any]] = []
-    for t in CONDITION_TYPES:
-        conds = set_condition(conds, t, "Unknown", "Reconciling", "the operator is looking at this resource",
-                              generation, now)
-    return {"phase": "Pending", "observedGeneration": generation, "conditions": conds}
 
 
 # ----------------------------------------------------------------------------- writes and events

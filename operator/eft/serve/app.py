@@ -14,7 +14,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -24,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from eft.api.serving import ServingSettings
 from eft.export.artifact import InputTooLong, ModelMetadata
 from eft.serve.backends import ModelSource, locate
 from eft.serve.batcher import DynamicBatcher
@@ -37,19 +37,6 @@ log = logging.getLogger("eft.serve")
 TOKENIZE_OFFLOAD = 32
 
 
-@dataclass
-class ServerSettings:
-    model_dir: str
-    backend: str = "auto"
-    served_model_names: list[str] = field(default_factory=list)  # first = the id shown; default: the export's name
-    max_batch_size: int = 64
-    max_wait_ms: float = 5.0
-    max_inputs_per_request: int = 2048
-    max_request_bytes: int = 16 * 1024 * 1024
-    threads: int | None = None
-    warmup: bool = True
-
-
 def _error(err: ApiError, metrics: ServerMetrics | None = None, route: str = "/v1/embeddings") -> JSONResponse:
     if metrics is not None:
         metrics.errors.labels(route, err.type).inc()
@@ -57,7 +44,7 @@ def _error(err: ApiError, metrics: ServerMetrics | None = None, route: str = "/v
 
 
 class ServerState:
-    def __init__(self, settings: ServerSettings, source: ModelSource | None, meta: ModelMetadata,
+    def __init__(self, settings: ServingSettings, source: ModelSource | None, meta: ModelMetadata,
                  loader: Callable[[], Any]):
         self.settings = settings
         self.source = source
@@ -102,7 +89,7 @@ def warm(backend) -> None:
         backend.run_batch(tok.pad(seqs))
 
 
-def create_app(settings: ServerSettings, loader: Callable[[], Any] | None = None,
+def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = None,
                meta: ModelMetadata | None = None) -> FastAPI:
     """The server app. `loader` (tests) replaces loading the model from `settings.model_dir`."""
     source = None

@@ -1,48 +1,64 @@
-"""`eft serve`: run the embedding server on an exported model (also the serving image's entry point)."""
+"""`eft serve`: run the embedding server on an exported model (also the serving image's entry point).
+
+The options are the fields of `eft.api.serving.ServingSettings`, with the flags and environment variables of
+`SERVE_OPTIONS` and the bounds, choices and defaults of `spec.deploy`: the operator's server Deployment writes
+the same settings object that this command reads back.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any, Mapping
 
 import click
 
+from eft.api.serving import (
+    BACKENDS,
+    DEFAULT_HOST,
+    DEFAULT_MAX_REQUEST_BYTES,
+    ServingSettings,
+    deploy_bounds,
+    deploy_default,
+    serve_option,
+)
 from eft.errors import EftError
 
 
+def _option(field_name: str, *decls: str, **kwargs: Any):
+    """A click option for one ServingSettings field: flag, variable and help from SERVE_OPTIONS."""
+    opt = serve_option(field_name)
+    kwargs.setdefault("help", opt.help or None)
+    return click.option(opt.flag, *decls, field_name, envvar=opt.envvar, **kwargs)
+
+
+def _deploy_range(name: str, kind: type[click.IntRange] | type[click.FloatRange]):
+    lo, hi = deploy_bounds(name)
+    return kind(lo, hi)
+
+
 @click.command("serve")
-@click.option("--model", "model_dir", required=True, envvar="EFT_MODEL_DIR", type=click.Path(file_okay=False),
-              help="An export folder (DIR/export), one variant (DIR/export/onnx), a workspace DIR, or a "
-                   "SentenceTransformer folder (served with PyTorch).")
-@click.option("--host", default="0.0.0.0", show_default=True, envvar="EFT_HOST")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), envvar="EFT_PORT")
-@click.option("--backend", type=click.Choice(["auto", "onnx", "onnx-int8", "tensorrt", "torch"]), default="auto",
-              show_default=True, envvar="EFT_BACKEND",
-              help="auto: TensorRT when an engine and a GPU exist, else ONNX (CUDA or CPU), else PyTorch.")
-@click.option("--served-model-name", "names", multiple=True, envvar="EFT_SERVED_MODEL_NAME",
-              help="Model id(s) clients send as `model` (default: the exported model's name).")
-@click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1, 4096),
-              envvar="EFT_MAX_BATCH_SIZE")
-@click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0, 1000),
-              envvar="EFT_MAX_WAIT_MS", help="Longest wait for more requests to fill a batch.")
-@click.option("--max-inputs", default=2048, show_default=True, type=click.IntRange(1, 100000),
-              envvar="EFT_MAX_INPUTS", help="Most texts in one request.")
-@click.option("--max-request-bytes", default=16 * 1024 * 1024, show_default=True, type=click.IntRange(1024),
-              envvar="EFT_MAX_REQUEST_BYTES")
-@click.option("--threads", default=None, type=click.IntRange(1, 1024), envvar="EFT_THREADS",
-              help="Inference threads (default: the CPUs this process may use).")
+@_option("model_dir", required=True, type=click.Path(file_okay=False))
+@_option("host", default=DEFAULT_HOST, show_default=True)
+@_option("port", default=deploy_default("port"), show_default=True, type=_deploy_range("port", click.IntRange))
+@_option("backend", type=click.Choice(BACKENDS), default=deploy_default("backend"), show_default=True)
+@_option("served_model_names", multiple=True)
+@_option("max_batch_size", default=deploy_default("max_batch_size"), show_default=True,
+         type=_deploy_range("max_batch_size", click.IntRange))
+@_option("max_wait_ms", default=deploy_default("max_wait_ms"), show_default=True,
+         type=_deploy_range("max_wait_ms", click.FloatRange))
+@_option("max_inputs_per_request", default=deploy_default("max_inputs_per_request"), show_default=True,
+         type=_deploy_range("max_inputs_per_request", click.IntRange))
+@_option("max_request_bytes", default=DEFAULT_MAX_REQUEST_BYTES, show_default=True, type=click.IntRange(1024))
+@_option("threads", default=None, type=click.IntRange(1, 1024))
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
-def serve(model_dir, host, port, backend, names, max_batch_size, max_wait_ms, max_inputs, max_request_bytes,
-          threads, access_log):
+def serve(access_log: bool, **params: Any) -> None:
     """Serve POST /v1/embeddings (OpenAI + NIM), GET /v1/models, /v1/health/{live,ready} and /metrics."""
     import uvicorn
 
-    from eft.serve.app import ServerSettings, create_app
+    from eft.serve.app import create_app
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    settings = ServerSettings(model_dir=model_dir, backend=backend, served_model_names=list(names),
-                              max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                              max_inputs_per_request=max_inputs, max_request_bytes=max_request_bytes,
-                              threads=threads)
+    settings = settings_from_params(params)
     try:
         app = create_app(settings)
     except EftError as err:
@@ -50,5 +66,13 @@ def serve(model_dir, host, port, backend, names, max_batch_size, max_wait_ms, ma
         raise SystemExit(err.exit_code) from None
     state = app.state.eft
     click.echo(f"serving '{state.names[0]}' from {state.source.folder} ({state.source.backend}) "
-               f"on http://{host}:{port}/v1/embeddings", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, timeout_keep_alive=30)
+               f"on http://{settings.host}:{settings.port}/v1/embeddings", err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=access_log,
+                timeout_keep_alive=30)
+
+
+def settings_from_params(params: Mapping[str, Any]) -> ServingSettings:
+    """The ServingSettings of parsed `eft serve` options (`access_log` aside)."""
+    values = {k: v for k, v in params.items() if k != "access_log"}
+    values["served_model_names"] = tuple(values.get("served_model_names") or ())
+    return ServingSettings(**values)

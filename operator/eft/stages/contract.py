@@ -1,4 +1,4 @@
-"""The stage contract (DESIGN.md): inputs from `DIR/<upstream>/`, outputs to `DIR/NAME/`, `_SUCCESS.json` last.
+"""The stage contract (docs/architecture.md): inputs from `DIR/<upstream>/`, outputs to `DIR/NAME/`, `_SUCCESS.json` last.
 
 A stage whose `_SUCCESS.json` carries the current config hash is skipped. While a stage runs, `_STATE.json`
 records the hash it runs for: an interrupted run with the same hash resumes from what it left (training
@@ -16,13 +16,13 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from eft.api.spec import EmbeddingFinetune, EmbeddingFinetuneSpec
 from eft.errors import InvalidInput
-from eft.hashing import STAGE_INPUTS
+from eft.api.stages import stage as stage_row
+from eft.clock import now_iso
 from eft.progress import SILENT, Progress
 
 SUCCESS_FILE = "_SUCCESS.json"
@@ -32,10 +32,6 @@ TERMINATION_LIMIT = 4096
 WORKING_DIRS = ("checkpoints", "_work")
 #: Working state keyed by content (e.g. paid-for LLM answers): kept even when the config hash changes.
 CONTENT_KEYED_DIR = "_work"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def read_json(path: Path) -> Any | None:
@@ -123,9 +119,6 @@ class StageContext:
     def input_dir(self, stage: str) -> Path:
         return self.workdir / stage
 
-    def input_summary(self, stage: str) -> dict:
-        return (read_success(self.workdir / stage) or {}).get("summary", {})
-
 
 StageFn = Callable[[StageContext], dict]
 
@@ -141,8 +134,8 @@ class StageOutcome:
 
 def check_inputs(name: str, workdir: Path, hashes: dict[str, str]) -> None:
     """Every upstream stage must have finished for the current config, else this stage cannot run."""
-    for up in STAGE_INPUTS[name]:
-        if up in ("deploy", "verify"):
+    for up in stage_row(name).inputs:
+        if not stage_row(up).local:  # e.g. verify's deploy input: a live server, not a folder
             continue
         succ = read_success(workdir / up)
         if succ is None:
@@ -183,10 +176,19 @@ def execute_stage(fn: StageFn, ctx: StageContext, force: bool = False) -> StageO
     prepare_output_dir(out, ctx.config_hash)
     summary = fn(ctx)
     seconds = round(time.monotonic() - started, 2)
+    inputs = {up: ctx.hashes[up] for up in stage_row(ctx.name).inputs if up in ctx.hashes}
+    finish_stage(out, ctx.name, ctx.config_hash, inputs, started_at, seconds, summary)
+    return StageOutcome(ctx.name, False, ctx.config_hash, summary, seconds)
+
+
+def finish_stage(out: Path, name: str, config_hash: str | None, inputs: dict[str, str], started_at: str,
+                 seconds: float, summary: dict[str, Any]) -> None:
+    """Record a finished stage: `_SUCCESS.json` (hashes, timing, output checksums, summary) written last and
+    atomically, the `_STATE.json` of the run removed, and the compact summary put in the termination message."""
     record = {
-        "stage": ctx.name,
-        "configHash": ctx.config_hash,
-        "inputs": {up: ctx.hashes[up] for up in STAGE_INPUTS[ctx.name] if up in ctx.hashes},
+        "stage": name,
+        "configHash": config_hash,
+        "inputs": inputs,
         "startedAt": started_at,
         "finishedAt": now_iso(),
         "durationSeconds": seconds,
@@ -195,6 +197,5 @@ def execute_stage(fn: StageFn, ctx: StageContext, force: bool = False) -> StageO
     }
     write_json_atomic(out / SUCCESS_FILE, record)
     (out / STATE_FILE).unlink(missing_ok=True)
-    write_termination_message(compact_summary({"stage": ctx.name, "configHash": ctx.config_hash,
+    write_termination_message(compact_summary({"stage": name, "configHash": config_hash,
                                                "durationSeconds": seconds, "summary": summary}))
-    return StageOutcome(ctx.name, False, ctx.config_hash, summary, seconds)

@@ -1,29 +1,32 @@
-"""Which function runs each stage (imported lazily so `eft validate` stays fast), and the plan of hashes."""
+"""Which function runs each stage (imported lazily so `eft validate` stays fast), and the plan of hashes.
+
+The stage list comes from the stage table (`eft.api.stages`): a stage with a `package` runs
+`eft.<package>.stage:run`.
+"""
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
 
-from eft.api.spec import PIPELINE_STAGES, EmbeddingFinetune
+from eft.api.spec import EmbeddingFinetune
+from eft.api.stages import PIPELINE_STAGES, STAGE_BY_NAME
 from eft.errors import InvalidInput
 from eft.hashing import plan_hashes
 from eft.stages.contract import StageFn
 
-STAGE_FUNCTIONS: dict[str, str] = {
-    "sdg": "eft.sdg.stage:run",
-    "prep": "eft.prep.stage:run",
-    "train": "eft.train.stage:run",
-    "eval": "eft.evaluate.stage:run",
-    "export": "eft.export.stage:run",
-}
+
+def check_stage_name(name: str) -> None:
+    """InvalidInput (exit code 2) unless `name` is a stage `eft stage` can run."""
+    if name not in PIPELINE_STAGES:
+        raise InvalidInput(f"unknown stage '{name}' (expected one of: {', '.join(PIPELINE_STAGES)})")
 
 
 def stage_function(name: str) -> StageFn:
-    if name not in STAGE_FUNCTIONS:
-        raise InvalidInput(f"unknown stage '{name}' (expected one of: {', '.join(PIPELINE_STAGES)})", "stage")
-    module, attr = STAGE_FUNCTIONS[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    """The `run(ctx) -> summary` function of a pipeline stage (its module is imported now)."""
+    check_stage_name(name)
+    package = STAGE_BY_NAME[name].package
+    return importlib.import_module(f"eft.{package}.stage").run
 
 
 def compute_hashes(resource: EmbeddingFinetune) -> dict[str, str]:
@@ -34,4 +37,5 @@ def compute_hashes(resource: EmbeddingFinetune) -> dict[str, str]:
 
 
 def workdir_for(resource: EmbeddingFinetune, workdir: str | Path | None) -> Path:
+    """`workdir` when given, else `./eft-work/<resource name>`."""
     return Path(workdir) if workdir else Path("eft-work") / resource.metadata.name

@@ -1,8 +1,9 @@
 """`eft verify`: the post-deploy check (also the operator's verification Job).
 
-Writes `DIR/verify/report.json` (always) and `DIR/verify/_SUCCESS.json` (when it passed), prints the summary,
-and puts a compact copy in the pod's termination message. Exit 0 = passed, 1 = metrics outside the tolerances or
-the endpoint failed (the Job may retry), 2 = the workspace lacks the test split or the eval numbers.
+Writes `DIR/verify/report.json` (always) and, when it passed, finishes the stage through the stage contract
+(`DIR/verify/_SUCCESS.json` and the compact summary in the pod's termination message); a failed check leaves
+no `_SUCCESS.json` and still reports its summary. Exit 0 = passed, 1 = metrics outside the tolerances or the
+endpoint failed (the Job may retry), 2 = the workspace lacks the test split or the eval numbers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from pathlib import Path
 
 import click
 
+from eft.api.spec import VerificationSpec, field_bounds, field_default
 from eft.errors import EXIT_FAILURE, EftError
+
+
+def _tolerance_option(flag: str, field: str, help: str):
+    """A tolerance flag with the bounds and default of `spec.deploy.verification.<field>`."""
+    return click.option(flag, field, type=click.FloatRange(*field_bounds(VerificationSpec, field)), default=None,
+                        help=f"{help} [default: spec.deploy.verification, else "
+                             f"{field_default(VerificationSpec, field)}]")
 
 
 @click.command("verify")
@@ -24,8 +33,8 @@ from eft.errors import EXIT_FAILURE, EftError
               help="The workspace with prep/beir and eval/_SUCCESS.json.")
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Resource YAML: tolerances from spec.deploy.verification and the config hash.")
-@click.option("--tolerance-at1", type=click.FloatRange(0, 1), default=None, help="Allowed |live - offline| at k<5.")
-@click.option("--tolerance-at-k", type=click.FloatRange(0, 1), default=None, help="Allowed |live - offline| at k>=5.")
+@_tolerance_option("--tolerance-at1", "tolerance_at1", "Allowed |live - offline| at k<5.")
+@_tolerance_option("--tolerance-at-k", "tolerance_at_k", "Allowed |live - offline| at k>=5.")
 @click.option("--model", default=None, help="Model id to send (default: the first of GET /v1/models).")
 @click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Wait up to this many seconds for /v1/health/ready first.")
@@ -37,11 +46,14 @@ def verify(endpoint, workdir, spec_file, tolerance_at1, tolerance_at_k, model, w
     """Re-run the test split's BEIR evaluation through a live endpoint and compare with the offline eval."""
     import os
 
-    from eft.stages.contract import compact_summary, now_iso, write_json_atomic, write_termination_message
+    from eft.api.stages import stage
+    from eft.clock import now_iso
+    from eft.stages.contract import compact_summary, finish_stage, write_json_atomic, write_termination_message
     from eft.verify.core import DEFAULT_TOLERANCES, verify_endpoint
 
     tol = dict(DEFAULT_TOLERANCES)
     config_hash = None
+    inputs: dict[str, str] = {}
     started_at = now_iso()
     try:
         if spec_file is not None:
@@ -51,7 +63,9 @@ def verify(endpoint, workdir, spec_file, tolerance_at1, tolerance_at_k, model, w
             resource = load_resource(spec_file)
             v = resource.spec.deploy.verification
             tol = {"at1": v.tolerance_at1, "atK": v.tolerance_at_k}
-            config_hash = plan_hashes(resource.spec)["verify"]
+            hashes = plan_hashes(resource.spec)
+            config_hash = hashes["verify"]
+            inputs = {up: hashes[up] for up in stage("verify").inputs}
         if tolerance_at1 is not None:
             tol["at1"] = tolerance_at1
         if tolerance_at_k is not None:
@@ -66,16 +80,14 @@ def verify(endpoint, workdir, spec_file, tolerance_at1, tolerance_at_k, model, w
         sys.exit(err.exit_code)
     out = workdir / "verify"
     out.mkdir(parents=True, exist_ok=True)
+    (out / "_SUCCESS.json").unlink(missing_ok=True)
     write_json_atomic(out / "report.json", summary)
-    record = {"stage": "verify", "configHash": config_hash, "inputs": {}, "startedAt": started_at,
-              "finishedAt": now_iso(), "durationSeconds": round(time.monotonic() - t0, 2), "outputs": {},
-              "summary": summary}
+    seconds = round(time.monotonic() - t0, 2)
     if summary["passed"]:
-        write_json_atomic(out / "_SUCCESS.json", record)
+        finish_stage(out, "verify", config_hash, inputs, started_at, seconds, summary)
     else:
-        (out / "_SUCCESS.json").unlink(missing_ok=True)
-    write_termination_message(compact_summary({"stage": "verify", "configHash": config_hash,
-                                               "durationSeconds": record["durationSeconds"], "summary": summary}))
+        write_termination_message(compact_summary({"stage": "verify", "configHash": config_hash,
+                                                   "durationSeconds": seconds, "summary": summary}))
     click.echo(json.dumps(summary, indent=2))
     if summary["passed"]:
         click.secho(f"verify: passed ({summary['compared']} metrics within tolerance, max |delta| "

@@ -3,7 +3,7 @@ endpoint and compare it with the offline eval numbers (`DIR/eval/_SUCCESS.json` 
 
 Passages are sent with `input_type: passage`, queries with `input_type: query` (the server applies the model's
 prefixes, as the eval stage did), `truncate: END` (the eval's truncation). A metric passes when
-|live - offline| <= tolerance: `toleranceAt1` (0.03) for k < 5, `toleranceAtK` (0.01) for k >= 5.
+|live - offline| <= tolerance: `toleranceAt1` for k < 5, `toleranceAtK` for k >= 5 (defaults: `spec.deploy.verification`).
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ from typing import Any
 
 import numpy as np
 
+from eft.api.spec import VerificationSpec, field_default
 from eft.errors import InvalidInput, StageFailed
 from eft.evaluate.metrics import beir_metrics, retrieve as search
 from eft.prep.beir_io import load_beir, passage_text
 
 log = logging.getLogger("eft.verify")
 
-DEFAULT_TOLERANCES = {"at1": 0.03, "atK": 0.01}
+#: `spec.deploy.verification`'s defaults.
+DEFAULT_TOLERANCES = {"at1": field_default(VerificationSpec, "tolerance_at1"),
+                      "atK": field_default(VerificationSpec, "tolerance_at_k")}
 BATCH = 64
 RETRIES = 5
 

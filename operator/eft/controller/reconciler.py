@@ -1,0 +1,312 @@
+"""The reconciler: a de-duplicating work queue of resource keys, a few workers, and `reconcile(key)`.
+
+Reconciling one resource: validate the spec, check the referenced Secrets and claim, read the children from
+the indices, plan (`eft.controller.plan`), create/delete children, and write `status` only when it changed
+(`eft.controller.status`), with an Event per transition. A periodic resync is the safety net. Nothing is
+remembered across restarts: children names are deterministic, so a restarted operator re-derives the same plan
+and creating an existing child is a no-op (409). One resource is never reconciled twice concurrently.
+
+No Kopf here: `eft.controller.handlers` feeds the queue and the indices from Kopf's watches, and a test can
+drive `Reconciler` with a fake API and plain dictionaries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Collection, Mapping, Protocol
+
+from eft.api.spec import API_GROUP, API_VERSION, PLURAL
+from eft.clock import now_iso
+from eft.controller import kube, manifests, metrics
+from eft.controller.config import OperatorConfig
+from eft.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, PODS, PVCS, SECRETS, SERVICES, Res
+from eft.controller.manifests import Owner
+from eft.controller.plan import (
+    ActionKind,
+    DeploymentObs,
+    JobObs,
+    Observed,
+    Plan,
+    parse_termination,
+    plan_stages,
+    summaries_needed,
+)
+from eft.controller.status import compute_status, merge_patch, transition_events
+from eft.controller.validation import format_problems, secret_refs, validate
+from eft.hashing import plan_hashes
+
+log = logging.getLogger("eft.controller")
+
+EFTS = Res(API_GROUP, API_VERSION, PLURAL)
+
+#: A resource's (namespace, name).
+Key = tuple[str, str]
+#: Observed children of each resource: a `kopf.Index[Key, JobObs]` (a mapping of collections), or a dict.
+JobsIndex = Mapping[Key, Collection[JobObs]]
+DeploymentsIndex = Mapping[Key, Collection[DeploymentObs]]
+
+
+class ClusterApi(Protocol):
+    """The calls the reconciler makes (`eft.controller.kube.KubeApi` implements them)."""
+
+    async def get(self, res: Res, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def list(self, res: Res, namespace: str | None,
+                   label_selector: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def create(self, res: Res, namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]: ...
+
+    async def patch(self, res: Res, namespace: str, name: str, body: dict[str, Any],
+                    sub: str | None = None) -> dict[str, Any]: ...
+
+    async def delete(self, res: Res, namespace: str, name: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class Reconciler:
+    """A de-duplicating work queue of resource keys, a few workers, and `reconcile(key)`.
+
+    `api` is the cluster client (a `KubeApi`, or any object with its async get/list/create/patch/delete/close);
+    it may be set after construction (Kopf's login hands it over). `bodies` holds the latest body of every
+    resource, `jobs_index` / `deployments_index` the observed children per resource key; the Kopf handlers
+    keep all three current, a test can fill them by hand.
+    """
+
+    def __init__(self, config: OperatorConfig, api: ClusterApi | None = None) -> None:
+        self.config = config
+        self.api: ClusterApi | None = api
+        self.bodies: dict[Key, dict[str, Any]] = {}
+        self.jobs_index: JobsIndex | None = None
+        self.deployments_index: DeploymentsIndex | None = None
+        self.queue: asyncio.Queue[Key] | None = None
+        self.queued: set[Key] = set()
+        self.processing: set[Key] = set()
+        self.dirty: set[Key] = set()
+        self.tasks: list[asyncio.Task] = []
+        self.ensured: set[tuple[str, str, str]] = set()
+        self.ref_cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
+        self.failures: dict[Key, int] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.tasks = [asyncio.create_task(self._worker(i), name=f"eft-worker-{i}") for i in range(self.config.workers)]
+        self.tasks.append(asyncio.create_task(self._resync(), name="eft-resync"))
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks = []
+        if self.api is not None:
+            await self.api.close()
+
+    def resource_changed(self, key: Key, body: dict[str, Any]) -> None:
+        """A resource was created, listed or changed: remember its latest body and reconcile it."""
+        self.bodies[key] = body
+        self.enqueue(key)
+
+    def resource_deleted(self, key: Key) -> None:
+        """A resource is gone: forget it (its children go with their owner references)."""
+        self.bodies.pop(key, None)
+        metrics.forget(*key)
+
+    def enqueue(self, key: Key) -> None:
+        if self.queue is None or key in self.queued:
+            return
+        self.queued.add(key)
+        self.queue.put_nowait(key)
+        metrics.QUEUE_DEPTH.set(len(self.queued))
+
+    async def _worker(self, _: int) -> None:
+        assert self.queue is not None
+        while True:
+            key = await self.queue.get()
+            self.queued.discard(key)
+            metrics.QUEUE_DEPTH.set(len(self.queued))
+            if key in self.processing:
+                self.dirty.add(key)
+                continue
+            self.processing.add(key)
+            started = time.monotonic()
+            try:
+                await self.reconcile(key)
+                metrics.RECONCILES.labels("ok").inc()
+                self.failures.pop(key, None)
+            except Exception as err:  # noqa: BLE001 - one resource must never stop the others
+                metrics.RECONCILES.labels("error").inc()
+                metrics.ERRORS.labels(type(err).__name__).inc()
+                n = self.failures[key] = self.failures.get(key, 0) + 1
+                delay = min(60.0, 0.5 * 2 ** min(n, 7))
+                log.warning("reconcile of %s/%s failed (retry in %.1fs): %s", *key, delay, err)
+                asyncio.get_running_loop().call_later(delay, self.enqueue, key)
+            finally:
+                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+                self.processing.discard(key)
+                if key in self.dirty:
+                    self.dirty.discard(key)
+                    self.enqueue(key)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            self.ensured.clear()
+            for key in list(self.bodies):
+                self.enqueue(key)
+
+    # ------------------------------------------------------------------ reconcile
+    def _children(self, index: Mapping[Key, Collection[Any]] | None, key: Key) -> list[Any]:
+        if index is None:
+            return []
+        try:
+            return list(index.get(key, []))
+        except Exception:  # noqa: BLE001
+            return []
+
+    async def reconcile(self, key: Key) -> None:
+        body = self.bodies.get(key)
+        if body is None or self.api is None:
+            return
+        api = self.api
+        ns, name = key
+        meta = body.get("metadata") or {}
+        generation = int(meta.get("generation") or 1)
+        deleting = bool(meta.get("deletionTimestamp"))
+        old_status = body.get("status") or {}
+        now = now_iso()
+        resource, problems = validate(body)
+        spec_problem: tuple[str, str] | None = None
+        plan: Plan = Plan()
+        claim = model_path = None
+        if resource is None:
+            spec_problem = ("InvalidSpec", format_problems(problems))
+        else:
+            spec = resource.spec
+            spec_problem = await self._check_references(ns, spec)
+            if spec_problem is None:
+                owner = Owner.from_body(body)
+                hashes = plan_hashes(spec, None)
+                recorded = old_status.get("stages") or {}
+                observed = Observed(
+                    jobs={j.name: j for j in self._children(self.jobs_index, key)},
+                    deployments={d.name: d for d in self._children(self.deployments_index, key)},
+                )
+                for job_name in summaries_needed(observed, recorded):
+                    term = await self._read_termination(ns, job_name)
+                    if term is not None:
+                        observed.summaries[job_name] = term
+                endpoint = manifests.endpoint_url(name, ns, spec)
+                plan = plan_stages(name, generation, spec, hashes, recorded, observed, spec.suspend, deleting, endpoint)
+                if not deleting:
+                    await self._execute(plan, owner, body, spec, hashes)
+                claim, model_path = manifests.workspace_claim(name, spec), manifests.model_dir(spec)
+        new_status = compute_status(old_status, plan, generation, spec_problem, now, claim, model_path)
+        patch = merge_patch(old_status, new_status)
+        if not patch:
+            return
+        try:
+            updated = await api.patch(EFTS, ns, name, {"status": patch}, sub="status")
+        except kube.NotFound:
+            return
+        if key in self.bodies and isinstance(updated, dict):
+            self.bodies[key] = updated
+        metrics.record_status(ns, name, old_status, new_status)
+        for type_, reason, message in transition_events(old_status, new_status):
+            await self._event(body, type_, reason, message, now)
+
+    async def _check_references(self, ns: str, spec) -> tuple[str, str] | None:
+        """SecretNotFound / ClaimNotFound for references that do not resolve (cached briefly)."""
+        for field, secret, key in secret_refs(spec):
+            obj = await self._cached_get(SECRETS, ns, secret)
+            if obj is None:
+                return "SecretNotFound", f"{field}: Secret {secret!r} not found in namespace {ns!r}"
+            if key not in (obj.get("data") or {}) and key not in (obj.get("stringData") or {}):
+                return "SecretNotFound", f"{field}: Secret {secret!r} has no key {key!r}"
+        if spec.storage.claim_name:
+            if await self._cached_get(PVCS, ns, spec.storage.claim_name) is None:
+                return "ClaimNotFound", (f"spec.storage.claimName: PersistentVolumeClaim "
+                                         f"{spec.storage.claim_name!r} not found in namespace {ns!r}")
+        return None
+
+    async def _cached_get(self, res: Res, ns: str, name: str) -> dict[str, Any] | None:
+        ck = (res.plural, ns, name)
+        hit = self.ref_cache.get(ck)
+        if hit and time.monotonic() - hit[0] < self.config.ref_cache_seconds:
+            return hit[1]
+        assert self.api is not None
+        obj = await self.api.get(res, ns, name)
+        # Keep only what the checks need (never the Secret's values).
+        slim = None if obj is None else {"data": {k: "" for k in (obj.get("data") or {})},
+                                          "stringData": {k: "" for k in (obj.get("stringData") or {})}}
+        self.ref_cache[ck] = (time.monotonic(), slim)
+        return slim
+
+    async def _read_termination(self, ns: str, job_name: str) -> dict[str, Any] | None:
+        assert self.api is not None
+        pods = await self.api.list(PODS, ns, label_selector=f"job-name={job_name}")
+        mine = []
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            lab = meta.get("labels") or {}
+            owners = [o.get("name") for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job"]
+            if lab.get("job-name") == job_name or lab.get("batch.kubernetes.io/job-name") == job_name \
+                    or job_name in owners:
+                mine.append(pod)
+        return parse_termination(mine)
+
+    async def _ensure(self, res: Res, ns: str, obj: dict[str, Any]) -> bool:
+        """Create unless it exists; True if created now."""
+        ck = (res.plural, ns, obj["metadata"]["name"])
+        if ck in self.ensured:
+            return False
+        assert self.api is not None
+        _, created = await self.api.create(res, ns, obj)
+        self.ensured.add(ck)
+        return created
+
+    async def _execute(self, plan: Plan, owner: Owner, body: dict[str, Any], spec, hashes: dict[str, str]) -> None:
+        assert self.api is not None
+        api, ns, cfg = self.api, owner.namespace, self.config
+        for action in plan.actions:
+            if action.kind is ActionKind.CREATE_JOB:
+                pvc = manifests.workspace_pvc(owner, spec)
+                if pvc is not None:
+                    await self._ensure(PVCS, ns, pvc)
+                cm = manifests.spec_configmap(owner, body, spec)
+                await self._ensure(CONFIGMAPS, ns, cm)
+                if action.stage == "verify":
+                    job = manifests.verify_job(owner, spec, hashes, cm["metadata"]["name"], cfg)
+                else:
+                    if action.stage == "train":
+                        svc = manifests.train_headless_service(owner, spec, hashes)
+                        if svc is not None:
+                            await self._ensure(SERVICES, ns, svc)
+                    job = manifests.stage_job(owner, spec, action.stage, hashes, cm["metadata"]["name"], cfg)
+                _, created = await api.create(JOBS, ns, job)
+                if created:
+                    metrics.JOBS_CREATED.labels(action.stage).inc()
+                    log.info("created Job %s/%s", ns, action.name)
+            elif action.kind is ActionKind.DELETE_JOB:
+                await api.delete(JOBS, ns, action.name)
+                log.info("deleted failed Job %s/%s to retry it", ns, action.name)
+            elif action.kind is ActionKind.ENSURE_SERVICE:
+                await self._ensure(SERVICES, ns, manifests.server_service(owner, spec))
+            elif action.kind is ActionKind.CREATE_DEPLOYMENT:
+                _, created = await api.create(DEPLOYMENTS, ns, manifests.server_deployment(owner, spec, hashes, cfg))
+                if created:
+                    log.info("created Deployment %s/%s", ns, action.name)
+            elif action.kind is ActionKind.DELETE_DEPLOYMENT:
+                await api.delete(DEPLOYMENTS, ns, action.name)
+                log.info("deleted superseded Deployment %s/%s", ns, action.name)
+
+    async def _event(self, body: dict[str, Any], type_: str, reason: str, message: str, now: str) -> None:
+        assert self.api is not None
+        ns = (body.get("metadata") or {}).get("namespace") or "default"
+        try:
+            await self.api.create(EVENTS, ns, manifests.event(body, type_, reason, message, now,
+                                                                      self.config.instance))
+        except kube.ApiError as err:
+            log.debug("could not post Event %s: %s", reason, err)
