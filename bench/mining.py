@@ -48,7 +48,7 @@ def build_passages(args, tokenizer) -> tuple[list, dict]:
         chunks = rng.sample(chunks, args.passages)
     else:
         # Top up with single sentences of the chunks (distinct texts), as extra passages.
-        from eft.sdg.records import Chunk
+        from eft.records import Chunk
 
         have = {c.text for c in chunks}
         extra = []

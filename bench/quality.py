@@ -14,9 +14,9 @@ from pathlib import Path
 
 from eft.api.spec import BaseModelSpec
 from eft.embedding import encode_passages, encode_queries
-from eft.evaluate.metrics import beir_metrics, retrieve
+from eft.retrieval.scoring import beir_metrics, retrieve
 from eft.models import load_sentence_transformer, prefixes_for
-from eft.sdg.records import read_chunks
+from eft.records import read_chunks
 
 
 def load_questions(path: Path) -> list[tuple[str, list[str]]]:

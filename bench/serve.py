@@ -265,8 +265,8 @@ def ndcg_from_export(export_dir: Path) -> dict | None:
 
 def ndcg_through(port_fp32: int, port_int8: int, beir: Path) -> dict:
     from eft.verify.core import EndpointClient
-    from eft.evaluate.metrics import beir_metrics, retrieve as search
-    from eft.prep.beir_io import load_beir, passage_text
+    from eft.retrieval.scoring import beir_metrics, retrieve as search
+    from eft.retrieval.beir import load_beir, passage_text
 
     corpus, queries, qrels = load_beir(beir)
     out = {}

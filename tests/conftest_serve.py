@@ -113,7 +113,7 @@ def resource(workdir: Path | None = None, **spec_overrides):
 
 def offline_metrics(beir_dir: Path) -> dict:
     """What the eval stage would report for the fine-tuned model (here: the PyTorch MiniLM)."""
-    from eft.evaluate.metrics import evaluate_encoder
+    from eft.retrieval.scoring import evaluate_encoder
 
     model = st_model()
 

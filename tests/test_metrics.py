@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from eft.api.spec import PromotionSpec
-from eft.evaluate.metrics import beir_metrics, paired_bootstrap, per_query_ndcg, retrieve
+from eft.evaluate.paired import paired_bootstrap, per_query_ndcg
+from eft.retrieval.scoring import beir_metrics, retrieve
 from eft.evaluate.promotion import decide
 from eft.evaluate.report import write_report
 

@@ -10,7 +10,7 @@ import pytest
 from eft.api.spec import SdgSpec
 from eft.progress import Progress
 from eft.sdg.offline import generate_offline_questions
-from eft.sdg.records import QuestionRecord, read_questions, write_jsonl
+from eft.records import QuestionRecord, read_questions, write_jsonl
 
 PG_HTML = Path("/usr/share/doc/postgresql-doc-15/html")
 pytestmark = pytest.mark.skipif(not PG_HTML.is_dir(), reason="postgresql-doc-15 is not installed")

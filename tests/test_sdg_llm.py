@@ -15,9 +15,12 @@ import pytest
 from eft.api.spec import SdgSpec
 from eft.errors import InvalidInput, StageFailed
 from eft.progress import SILENT, Progress
-from eft.sdg import llm, prompts
-from eft.sdg.llm import PROGRESS_FILE, extract_json, generate_llm_questions, plan_units
-from eft.sdg.records import Chunk, QuestionRecord
+from eft.sdg import answers, chat, prompts
+from eft.sdg import units as sdg_units
+from eft.sdg.answers import extract_json
+from eft.sdg.llm import PROGRESS_FILE, generate_llm_questions
+from eft.sdg.units import plan_units
+from eft.records import Chunk, QuestionRecord
 
 from llm_server import FakeLLM
 
@@ -85,9 +88,9 @@ CHUNK_BY_ID = {c.id: c for c in CHUNKS}
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(llm, "BACKOFF_BASE_SECONDS", 0.001)
-    monkeypatch.setattr(llm, "BACKOFF_MAX_SECONDS", 0.01)
-    monkeypatch.setattr(llm, "RETRY_AFTER_MAX_SECONDS", 0.02)
+    monkeypatch.setattr(chat, "BACKOFF_BASE_SECONDS", 0.001)
+    monkeypatch.setattr(chat, "BACKOFF_MAX_SECONDS", 0.01)
+    monkeypatch.setattr(chat, "RETRY_AFTER_MAX_SECONDS", 0.02)
     monkeypatch.delenv("EFT_LLM_API_KEY", raising=False)
 
 
@@ -135,7 +138,7 @@ def test_plan_is_seeded_and_groups_related_chunks():
         assert 2 <= len(u.chunks) <= 3
         assert len({c.doc_id for c in u.chunks}) == 1  # neighbours in one document
         positions = [c.position for c in u.chunks]
-        assert positions == sorted(positions) and positions[-1] - positions[0] <= 2 * llm.NEIGHBOUR_WINDOW
+        assert positions == sorted(positions) and positions[-1] - positions[0] <= 2 * sdg_units.NEIGHBOUR_WINDOW
     for u in units:
         lo = 2 if not u.multi_hop else 3
         assert len(u.complexities) == spec.questions_per_chunk and all(lo <= c <= 5 for c in u.complexities)
@@ -164,7 +167,7 @@ def test_extract_json_variants(text):
 
 @pytest.mark.parametrize("text", [None, "", "I cannot do that.", '{"questions": [{"question": "How do'])
 def test_extract_json_rejects_garbage(text):
-    with pytest.raises(llm.MalformedAnswer):
+    with pytest.raises(answers.MalformedAnswer):
         extract_json(text)
 
 
@@ -180,15 +183,15 @@ def test_parse_generation_validates_passages_and_labels():
         {"question": "ok"},                                                       # too short
         {"query": "How does listen_port relate to the firewall rule?", "passages": [1, 2]},  # duplicate
     ]}
-    out = llm.parse_generation(data, unit, spec, counts)
+    out = answers.parse_generation(data, unit, spec, counts)
     assert len(out) == 1
     q = out[0]
     assert q["segment_ids"] == unit.chunk_ids and q["complexity"] == 4  # clamped to the range
     assert (q["query_type"], q["reasoning_type"]) == ("procedural", "multi_step")
     assert counts["dropped_refers_to_passage"] == 1 and counts["invalid_passages"] == 1
     assert counts["invalid_questions"] == 1 and counts["duplicates"] == 1
-    with pytest.raises(llm.MalformedAnswer):
-        llm.parse_generation({"questions": [{"question": "x"}]}, unit, spec, counts)
+    with pytest.raises(answers.MalformedAnswer):
+        answers.parse_generation({"questions": [{"question": "x"}]}, unit, spec, counts)
 
 
 @pytest.mark.parametrize("question,refers", [
@@ -200,7 +203,7 @@ def test_parse_generation_validates_passages_and_labels():
     ("How do I switch the context in kubectl before installing?", False),
 ])
 def test_questions_about_the_prompt_are_recognised(question, refers):
-    assert bool(llm._REFERS_TO_PROMPT.search(question)) is refers
+    assert bool(answers._REFERS_TO_PROMPT.search(question)) is refers
 
 
 def test_prompts_number_passages_and_ask_for_json():

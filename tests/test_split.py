@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from eft.prep.split import normalise_question, split_questions, twin_groups
-from eft.sdg.records import QuestionRecord
+from eft.records import QuestionRecord
 
 
 def q(i: int, text: str, seg: str | None = None) -> QuestionRecord:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from eft.prep.unroll import unroll
-from eft.sdg.records import QuestionRecord
+from eft.records import QuestionRecord
 
 
 def test_unroll_multi_and_single_positive():

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from eft.corpus.documents import Section, parse_document
 from eft.corpus.reader import read_text
-from eft.sdg.records import Chunk
+from eft.records import Chunk
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=[A-Z0-9(\"'`])")
 

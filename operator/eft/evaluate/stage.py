@@ -6,10 +6,11 @@ from pathlib import Path
 
 from eft.embedding import encode_passages, encode_queries
 from eft.errors import InvalidInput
-from eft.evaluate.metrics import evaluate_encoder, paired_bootstrap, per_query_ndcg
+from eft.evaluate.paired import paired_bootstrap, per_query_ndcg
 from eft.evaluate.promotion import decide, relative_change
 from eft.evaluate.report import write_report
 from eft.models import load_sentence_transformer, prefixes_for
+from eft.retrieval.scoring import evaluate_encoder
 from eft.stages.contract import StageContext
 
 

@@ -47,7 +47,7 @@ class ParityCheckFailed(ExportFailed):
 
 def _parity_texts(beir_dir: Path, prefixes, seed: int) -> list[str]:
     """Held-out texts with their prefixes: a seeded sample of test queries and passages, plus edge cases."""
-    from eft.prep.beir_io import load_beir, passage_text
+    from eft.retrieval.beir import load_beir, passage_text
 
     texts: list[str] = []
     if (beir_dir / "corpus.jsonl").exists():
@@ -79,7 +79,7 @@ def check_parity(st_model, folder: Path, texts: list[str]) -> dict:
 
 def _ndcg_comparison(beir_dir: Path, folders: dict[str, Path], prefixes, k_values: list[int]) -> dict:
     """BEIR metrics of the test split for each exported variant (same tokenizer, same truncation)."""
-    from eft.evaluate.metrics import evaluate_encoder
+    from eft.retrieval.scoring import evaluate_encoder
 
     out = {}
     for label, folder in folders.items():

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eft.retrieval.index import build_index
+
 
 @dataclass
 class MiningResult:
@@ -21,20 +23,6 @@ class MiningResult:
     positive_min_scores: np.ndarray   # lowest positive score per query
     dropped_as_false_negative: int    # candidates removed by the margin rule
     short: int                        # queries that ended with fewer than n_negatives
-
-
-def build_index(passage_emb: np.ndarray, use_gpu: bool | None = None):
-    import faiss
-
-    emb = np.ascontiguousarray(passage_emb, dtype=np.float32)
-    index = faiss.IndexFlatIP(emb.shape[1])
-    if use_gpu is None:
-        use_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    if use_gpu:
-        res = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(res, 0, index)
-    index.add(emb)
-    return index
 
 
 def positive_scores(query_emb: np.ndarray, passage_emb: np.ndarray, positives: list[list[int]]) -> np.ndarray:

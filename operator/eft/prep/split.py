@@ -11,7 +11,7 @@ import random
 import re
 from collections import defaultdict
 
-from eft.sdg.records import QuestionRecord
+from eft.records import QuestionRecord
 
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 

@@ -9,11 +9,11 @@ import shutil
 from eft.embedding import encode_passages, encode_queries
 from eft.errors import InvalidInput
 from eft.models import load_sentence_transformer, prefixes_for
-from eft.prep.beir_io import write_beir
+from eft.retrieval.beir import write_beir
 from eft.prep.mining import mine_hard_negatives
 from eft.prep.split import split_questions
 from eft.prep.unroll import unroll
-from eft.sdg.records import read_chunks, read_questions, write_jsonl
+from eft.records import read_chunks, read_questions, write_jsonl
 from eft.stages.contract import StageContext
 
 log = logging.getLogger("eft.prep")

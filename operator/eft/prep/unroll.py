@@ -6,7 +6,7 @@ contrastive loss takes one positive per row; the question id gets a `_<i>` suffi
 
 from __future__ import annotations
 
-from eft.sdg.records import QuestionRecord
+from eft.records import QuestionRecord
 
 
 def unroll(questions: list[QuestionRecord], negatives: list[list[str]]) -> list[dict]:

@@ -29,7 +29,7 @@ from collections import Counter, defaultdict
 
 from eft.api.spec import SdgSpec
 from eft.progress import Progress
-from eft.sdg.records import Chunk, QuestionRecord
+from eft.records import Chunk, QuestionRecord
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_\-']*[A-Za-z0-9]|[A-Za-z]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")

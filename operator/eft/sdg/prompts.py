@@ -3,7 +3,7 @@ embedding fine-tuning SDG recipe: questions a real user of the documentation wou
 answerable from the given passages, labelled with query type, reasoning type, complexity and the passages
 they need; then an LLM judge that scores each question on five criteria.
 
-Both prompts ask for one JSON object. The parser in `eft.sdg.llm` does not rely on the endpoint honouring
+Both prompts ask for one JSON object. The parser in `eft.sdg.answers` does not rely on the endpoint honouring
 `response_format`: it also accepts JSON in a ```json fence or after some leading prose.
 
 `PROMPT_VERSION` is part of every generation unit's resume key: change it whenever a prompt changes, so
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Sequence, get_args
 
-from eft.sdg.records import Chunk, QueryType, ReasoningType
+from eft.records import Chunk, QueryType, ReasoningType
 
 PROMPT_VERSION = "1"
 

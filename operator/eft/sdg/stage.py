@@ -9,7 +9,7 @@ from eft.corpus.chunker import chunk_documents
 from eft.corpus.reader import corpus_root, select_files
 from eft.errors import InvalidInput
 from eft.models import load_tokenizer
-from eft.sdg.records import write_jsonl
+from eft.records import write_jsonl
 from eft.stages.contract import StageContext
 
 log = logging.getLogger("eft.sdg")

@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from eft.sdg.records import read_chunks
+from eft.records import read_chunks
 
 
 def load_examples(prep_dir: Path, n_negatives: int, seed: int) -> tuple[dict[str, list[str]], dict]:

@@ -19,8 +19,8 @@ import numpy as np
 
 from eft.api.spec import VerificationSpec, field_default
 from eft.errors import InvalidInput, StageFailed
-from eft.evaluate.metrics import beir_metrics, retrieve as search
-from eft.prep.beir_io import load_beir, passage_text
+from eft.retrieval.scoring import beir_metrics, retrieve as search
+from eft.retrieval.beir import load_beir, passage_text
 
 log = logging.getLogger("eft.verify")
 

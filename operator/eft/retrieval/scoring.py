@@ -1,4 +1,5 @@
-"""Dense retrieval with FAISS and BEIR's metrics (nDCG, MAP, Recall, Precision at k) as flat `name@k` dicts."""
+"""Dense retrieval with FAISS and BEIR's metrics (nDCG, MAP, Recall, Precision at k) as flat `name@k` dicts:
+the one scoring path of eval, export's int8 check and verify."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 def retrieve(query_emb: np.ndarray, passage_emb: np.ndarray, query_ids: list[str], doc_ids: list[str],
              top_k: int) -> dict[str, dict[str, float]]:
     """BEIR-style results `{query_id: {doc_id: score}}` of an exact inner-product search."""
-    from eft.prep.mining import build_index
+    from eft.retrieval.index import build_index
 
     k = min(top_k, len(doc_ids))
     index = build_index(passage_emb)
@@ -35,28 +36,6 @@ def beir_metrics(qrels: dict[str, dict[str, int]], results: dict[str, dict[str, 
     return out
 
 
-def per_query_ndcg(qrels: dict[str, dict[str, int]], results: dict[str, dict[str, float]], k: int) -> dict[str, float]:
-    """nDCG@k of each query (pytrec_eval, the evaluator BEIR uses), for paired comparisons."""
-    import pytrec_eval
-
-    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {f"ndcg_cut.{k}"})
-    scores = evaluator.evaluate(results)
-    return {qid: s[f"ndcg_cut_{k}"] for qid, s in scores.items()}
-
-
-def paired_bootstrap(base: dict[str, float], tuned: dict[str, float], samples: int = 2000, seed: int = 0) -> dict:
-    """Mean per-query difference (tuned - base) with a 95% bootstrap interval."""
-    ids = sorted(set(base) & set(tuned))
-    if not ids:
-        return {"meanDelta": 0.0, "ci95": [0.0, 0.0], "queries": 0}
-    d = np.array([tuned[i] - base[i] for i in ids])
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(samples, len(d)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"meanDelta": round(float(d.mean()), 5), "ci95": [round(float(lo), 5), round(float(hi), 5)],
-            "queries": len(ids), "better": int((d > 0).sum()), "worse": int((d < 0).sum())}
-
-
 #: encode(texts, kind) -> L2-normalised float32 [n, dim]; kind is "query" or "passage".
 EncodeFn = Callable[[list[str], str], np.ndarray]
 
@@ -65,7 +44,7 @@ def evaluate_encoder(encode: EncodeFn, beir_dir: str | Path, k_values: list[int]
                      split: str = "test") -> dict:
     """Encode a BEIR split with any encoder (a model, an ONNX graph, a live endpoint) and score it:
     `{"queries", "corpus", "metrics": {...}, "results": {...}}`. Used by eval, export (int8 check) and verify."""
-    from eft.prep.beir_io import load_beir, passage_text
+    from eft.retrieval.beir import load_beir, passage_text
 
     corpus, queries, qrels = load_beir(Path(beir_dir), split)
     doc_ids = list(corpus)

@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from eft.sdg.records import Chunk, QuestionRecord
+from eft.records import Chunk, QuestionRecord
 
 
 def write_beir(folder: Path, chunks: list[Chunk], questions: list[QuestionRecord], split: str = "test") -> None:

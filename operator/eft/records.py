@@ -1,4 +1,5 @@
-"""The records the sdg stage writes (DESIGN.md's schema), shared by both generators and by prep.
+"""The records the sdg stage writes and every later stage reads (the recipe's schema): shared by the corpus
+reader (chunks), both generators, prep and train, so it sits below all of them.
 
 Files in `DIR/sdg/`:
 - `chunks.jsonl`: one `Chunk` per line (the corpus every later stage retrieves over);

@@ -1,0 +1,121 @@
+"""Planning the `llm` generator's requests: *generation units* of 1 chunk (single-hop) or 2-3 related chunks
+(multi-hop), seeded, each chunk used once, with the question complexities to ask for and a cache key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+from eft.api.spec import SdgSpec
+from eft.records import Chunk
+from eft.sdg import prompts
+
+#: Chunks at most this far apart (positions in one document) count as related for multi-hop units, as do
+#: chunks sharing a heading path.
+NEIGHBOUR_WINDOW = 3
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One generation request: 1 chunk (single-hop) or 2-3 related chunks (multi-hop)."""
+
+    index: int
+    chunks: tuple[Chunk, ...]
+    complexities: tuple[int, ...]
+    key: str
+
+    @property
+    def multi_hop(self) -> bool:
+        return len(self.chunks) > 1
+
+    @property
+    def chunk_ids(self) -> list[str]:
+        return [c.id for c in self.chunks]
+
+
+def _shared_prefix(a: Sequence[str], b: Sequence[str]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _related(seed: Chunk, n: int, doc_chunks: list[Chunk], used: set[str]) -> list[Chunk]:
+    """Up to `n` unused chunks of the seed's document related to it: same heading path first, then nearest."""
+    scored = []
+    for c in doc_chunks:
+        if c.id == seed.id or c.id in used:
+            continue
+        shared = _shared_prefix(seed.headings, c.headings) if seed.headings and c.headings else 0
+        distance = abs(c.position - seed.position)
+        if distance <= NEIGHBOUR_WINDOW or shared > 0:
+            scored.append((-shared, distance, c.position, c))
+    scored.sort(key=lambda t: t[:3])
+    return [t[3] for t in scored[:n]]
+
+
+def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
+    """Seeded plan of generation units using at most `spec.max_chunks` chunks, each chunk in one unit."""
+    by_id: dict[str, Chunk] = {}
+    for c in chunks:
+        by_id.setdefault(c.id, c)
+    pool = list(by_id.values())
+    if not pool:
+        return []
+    budget = min(spec.max_chunks or len(pool), len(pool))
+    rng = random.Random(spec.seed)
+    docs: dict[str, list[Chunk]] = defaultdict(list)
+    for c in pool:
+        docs[c.doc_id].append(c)
+    for d in docs.values():
+        d.sort(key=lambda c: c.position)
+
+    hop_lo, hop_hi = max(2, spec.hops.min), min(3, spec.hops.max)
+    multi_allowed = hop_hi >= 2
+    single_allowed = spec.hops.min <= 1
+    fraction = 0.0 if not multi_allowed else (spec.multi_hop_fraction if single_allowed else 1.0)
+    c_lo, c_hi = spec.complexity.min, spec.complexity.max
+    judge_model = spec.judge_model or spec.model
+
+    order = sorted(pool, key=lambda c: (c.doc_id, c.position, c.id))
+    rng.shuffle(order)
+    used: set[str] = set()
+    groups: list[list[Chunk]] = []
+    n_multi = 0
+    for seed in order:
+        if len(used) >= budget:
+            break
+        if seed.id in used:
+            continue
+        group = [seed]
+        # Multi-hop when the share so far is below the target (round half up): an exact, seeded share.
+        if multi_allowed and n_multi < math.floor(fraction * (len(groups) + 1) + 0.5):
+            size = min(rng.randint(hop_lo, hop_hi), budget - len(used))
+            partners = _related(seed, size - 1, docs[seed.doc_id], used) if size >= 2 else []
+            if partners and len(partners) + 1 >= hop_lo:
+                group = sorted([seed, *partners], key=lambda c: c.position)
+        if len(group) == 1 and not single_allowed:
+            continue  # this chunk has no related partner and single-hop questions are not wanted
+        groups.append(group)
+        n_multi += len(group) > 1
+        used.update(c.id for c in group)
+
+    units = []
+    for i, group in enumerate(groups):
+        lo = c_lo if len(group) == 1 else max(c_lo, min(c_hi, 3))  # multi-hop questions are not trivial
+        complexities = tuple(rng.randint(lo, c_hi) for _ in range(spec.questions_per_chunk))
+        key_data = {
+            "v": prompts.PROMPT_VERSION, "chunks": [c.id for c in group], "model": spec.model,
+            "judge": judge_model, "n": spec.questions_per_chunk, "complexities": complexities,
+            "range": [c_lo, c_hi],
+        }
+        key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:24]
+        units.append(Unit(i, tuple(group), complexities, key))
+    return units
