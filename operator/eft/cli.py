@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from eft.errors import EXIT_INVALID_INPUT, EftError
+from eft.errors import EftError
 
 #: name -> "module:attribute" of a click command, imported on first use.
 LAZY_COMMANDS: dict[str, str] = {

@@ -6,9 +6,8 @@ import logging
 import sys
 import time
 from contextlib import contextmanager
-from typing import Iterable, Iterator, TypeVar
+from typing import Iterator
 
-T = TypeVar("T")
 log = logging.getLogger("eft.progress")
 
 
@@ -65,14 +64,6 @@ class Progress:
         finally:
             if self.rich is not None and task_id is not None and total is None:
                 self.rich.update(task_id, total=t.done)
-
-    def track(self, items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-        if total is None and hasattr(items, "__len__"):
-            total = len(items)  # type: ignore[arg-type]
-        with self.task(description, total) as t:
-            for item in items:
-                yield item
-                t.advance()
 
 
 #: A reporter that shows nothing (tests, library use).

@@ -7,7 +7,6 @@ import time
 import pytest
 
 from eftop_harness import (
-    GROUP,
     Cluster,
     drive_stage,
     drive_to_ready,

@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from eft.api.spec import SdgSpec
 from eft.errors import InvalidInput, StageFailed
@@ -142,27 +142,31 @@ class _Runner:
         entry["counts"] = dict(local)
         return entry
 
+    async def _answer(self, entry: dict, missing: str, kind: str, model: str, messages: list[dict],
+                      temperature: float, parse: Callable[[Any], Any]) -> Any | None:
+        """The parsed answer, or None after marking `entry` "rejected" (the endpoint refused the request) or
+        `missing` (the answers stayed malformed)."""
+        try:
+            answer = await self.chat.ask(kind, model, messages, temperature, parse)
+        except Rejected as e:
+            entry.update(status="rejected", error=str(e))
+            return None
+        if answer is None:
+            entry["status"] = missing
+        return answer
+
     async def _fill_unit(self, unit: Unit, entry: dict, local: Counter) -> None:
         spec = self.spec
         messages = prompts.generation_messages(unit.chunks, spec.questions_per_chunk, unit.complexities,
                                                (spec.complexity.min, spec.complexity.max))
-        try:
-            generated = await self.chat.ask("generation", spec.model, messages, spec.temperature,
-                                        lambda d: parse_generation(d, unit, spec, local))
-        except Rejected as e:
-            entry.update(status="rejected", error=str(e))
-            return
+        generated = await self._answer(entry, "malformed", "generation", spec.model, messages, spec.temperature,
+                                       lambda d: parse_generation(d, unit, spec, local))
         if generated is None:
-            entry["status"] = "malformed"
             return
-        try:
-            scores = await self.chat.ask("judge", self.judge_model, prompts.judge_messages(unit.chunks, generated), 0.0,
-                                     lambda d: parse_judge(d, len(generated)))
-        except Rejected as e:
-            entry.update(status="rejected", error=str(e))
-            return
+        scores = await self._answer(entry, "judge_malformed", "judge", self.judge_model,
+                                    prompts.judge_messages(unit.chunks, generated), 0.0,
+                                    lambda d: parse_judge(d, len(generated)))
         if scores is None:
-            entry["status"] = "judge_malformed"
             return
         for i, q in enumerate(generated, start=1):
             q = dict(q)
