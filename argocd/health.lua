@@ -1,5 +1,5 @@
 -- Argo CD health check for finetune.embeddings.io/EmbeddingFinetune (embedding-finetune-operator).
--- Order (DESIGN.md): generation not yet observed -> Progressing; suspended -> Suspended;
+-- Order (docs/architecture.md): generation not yet observed -> Progressing; suspended -> Suspended;
 -- Degraded=True or phase Failed -> Degraded; Ready=True -> Healthy; anything else -> Progressing.
 -- A status of an unexpected shape never raises: it answers Progressing with a message saying so.
 local function evaluate(obj)

@@ -11,7 +11,12 @@ from eft.models import Prefixes
 
 def encode_texts(model, texts: list[str], prefix: str, max_length: int, batch_size: int = 64,
                  progress=None, description: str = "texts encoded") -> np.ndarray:
-    """L2-normalised float32 embeddings of `prefix + text`, encoded in batches with progress."""
+    """L2-normalised embeddings of `prefix + text`: float32 `[len(texts), dim]`, row i for texts[i].
+
+    Texts are truncated to `max_length` tokens of the model's tokenizer (the model's own limit is restored
+    afterwards); `batch_size` texts go through the model at once, longest first so batches pad little.
+    An empty list gives `[0, dim]`.
+    """
     if not texts:
         dim = model.get_sentence_embedding_dimension() if hasattr(model, "get_sentence_embedding_dimension") else 0
         return np.zeros((0, dim or 0), dtype=np.float32)
@@ -41,9 +46,11 @@ def encode_texts(model, texts: list[str], prefix: str, max_length: int, batch_si
 
 def encode_queries(model, texts: list[str], prefixes: Prefixes, max_length: int, batch_size: int = 64,
                    progress=None) -> np.ndarray:
+    """Query embeddings with the query prefix: float32 `[len(texts), dim]`, L2-normalised."""
     return encode_texts(model, texts, prefixes.query, max_length, batch_size, progress, "queries encoded")
 
 
 def encode_passages(model, texts: list[str], prefixes: Prefixes, max_length: int, batch_size: int = 64,
                     progress=None) -> np.ndarray:
+    """Passage embeddings with the passage prefix: float32 `[len(texts), dim]`, L2-normalised."""
     return encode_texts(model, texts, prefixes.passage, max_length, batch_size, progress, "passages encoded")

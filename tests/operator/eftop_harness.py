@@ -463,6 +463,13 @@ def sample_resource(name: str = "demo", ns: str = "default", **spec_overrides: A
             "metadata": {"name": name, "namespace": ns}, "spec": spec}
 
 
+def sample_spec(name: str = "demo", ns: str = "team-a", **spec_overrides: Any):
+    """The parsed spec of `sample_resource` (an `EmbeddingFinetuneSpec`)."""
+    from eft.api import parse_resource
+
+    return parse_resource(sample_resource(name, ns, **spec_overrides)).spec
+
+
 def secrets_for(cluster: Cluster, ns: str = "default") -> None:
     for name, key in (("llm-api", "api-key"), ("hf", "token")):
         cluster.create("secrets", ns, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},

@@ -1,6 +1,6 @@
 """Pydantic models of the `EmbeddingFinetune` spec (finetune.embeddings.io/v1alpha1).
 
-Every field has the recipe's default (see DESIGN.md), bounds and enums; the CRD schema is generated
+Every field has the recipe's default (README, docs/architecture.md), bounds and enums; the CRD schema is generated
 from these models, so what the API server accepts and what `eft validate` accepts are the same.
 Field names are camelCase on the wire (YAML/JSON) and snake_case in Python.
 """

@@ -1,4 +1,4 @@
-"""Hard-negative mining with the base model's embeddings and a FAISS inner-product index (DESIGN.md's rule).
+"""Hard-negative mining with the base model's embeddings and a FAISS inner-product index (the recipe's rule).
 
 For each query: score all passages, mask the labelled positives, drop every candidate scoring above
 `max_score_ratio` x the query's *lowest* positive score (likely unlabelled positives), keep the `n_negatives`
@@ -18,15 +18,21 @@ from eft.retrieval.index import build_index
 
 @dataclass
 class MiningResult:
-    negatives: list[list[int]]        # passage indices per query, best first
-    negative_scores: list[list[float]]
-    positive_min_scores: np.ndarray   # lowest positive score per query
-    dropped_as_false_negative: int    # candidates removed by the margin rule
+    """What `mine_hard_negatives` found for `n_queries` queries (scores are inner products = cosines)."""
+
+    negatives: list[list[int]]        # passage row indices per query, best first, at most n_negatives each
+    negative_scores: list[list[float]]  # their scores, same shape
+    positive_min_scores: np.ndarray   # float32 [n_queries]: the lowest positive score of each query
+    dropped_as_false_negative: int    # candidates removed by the margin rule (first search window only)
     short: int                        # queries that ended with fewer than n_negatives
 
 
 def positive_scores(query_emb: np.ndarray, passage_emb: np.ndarray, positives: list[list[int]]) -> np.ndarray:
-    """Lowest positive score of each query (exact dot products)."""
+    """Lowest positive score of each query (exact dot products): float32 `[n_queries]`.
+
+    `query_emb` float32 `[n_queries, dim]`, `passage_emb` float32 `[n_passages, dim]`, `positives[i]` the
+    passage row indices of query i (at least one each).
+    """
     out = np.empty(len(positives), dtype=np.float32)
     for i, pos in enumerate(positives):
         out[i] = float(np.min(passage_emb[pos] @ query_emb[i]))
@@ -36,6 +42,10 @@ def positive_scores(query_emb: np.ndarray, passage_emb: np.ndarray, positives: l
 def select_negatives(cand_idx: np.ndarray, cand_scores: np.ndarray, positives: list[list[int]],
                      thresholds: np.ndarray, n_negatives: int) -> tuple[list[list[int]], list[list[float]], int, list[bool]]:
     """Apply the rule to one window of candidates (rows sorted by score, descending).
+
+    `cand_idx` int64 `[rows, width]` passage indices (-1 = no candidate) and `cand_scores` float32 `[rows, width]`
+    from an index search; `positives[r]` the positive passage indices of row r; `thresholds` float32 `[rows]`:
+    candidates scoring above it are taken for unlabelled positives and dropped.
 
     Returns negatives, their scores, how many candidates the margin dropped, and per row whether the window
     was exhausted before `n_negatives` were found (so a deeper search is needed).
@@ -62,6 +72,15 @@ def select_negatives(cand_idx: np.ndarray, cand_scores: np.ndarray, positives: l
 def mine_hard_negatives(query_emb: np.ndarray, passage_emb: np.ndarray, positives: list[list[int]],
                         n_negatives: int = 5, max_score_ratio: float = 0.95, batch_size: int = 4096,
                         index=None, window: int | None = None) -> MiningResult:
+    """Hard negatives for every query by the recipe's rule (module docstring).
+
+    `query_emb` float32 `[n_queries, dim]` and `passage_emb` float32 `[n_passages, dim]`, L2-normalised;
+    `positives[i]` the passage row indices labelled relevant for query i. A candidate is dropped when its
+    score exceeds the query's lowest positive score minus `(1 - max_score_ratio)` x its magnitude (0.95 x the
+    score for positive scores). Queries are searched `batch_size` at a time in a window of `window` (default
+    `n_negatives + most positives + 32`) candidates, widened 4x for the queries it left short. `index`: a
+    prebuilt `build_index(passage_emb)` to reuse.
+    """
     n_passages = passage_emb.shape[0]
     index = index if index is not None else build_index(passage_emb)
     q = np.ascontiguousarray(query_emb, dtype=np.float32)

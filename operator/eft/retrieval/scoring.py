@@ -11,7 +11,12 @@ import numpy as np
 
 def retrieve(query_emb: np.ndarray, passage_emb: np.ndarray, query_ids: list[str], doc_ids: list[str],
              top_k: int) -> dict[str, dict[str, float]]:
-    """BEIR-style results `{query_id: {doc_id: score}}` of an exact inner-product search."""
+    """BEIR-style results `{query_id: {doc_id: score}}` of an exact inner-product search.
+
+    `query_emb` float32 `[n_queries, dim]` in the order of `query_ids`, `passage_emb` float32 `[n_passages, dim]`
+    in the order of `doc_ids`, both L2-normalised (scores are then cosines in [-1, 1]); each query keeps its
+    `min(top_k, n_passages)` best passages.
+    """
     from eft.retrieval.index import build_index
 
     k = min(top_k, len(doc_ids))
@@ -25,7 +30,11 @@ def retrieve(query_emb: np.ndarray, passage_emb: np.ndarray, query_ids: list[str
 
 def beir_metrics(qrels: dict[str, dict[str, int]], results: dict[str, dict[str, float]],
                  k_values: list[int]) -> dict[str, float]:
-    """BEIR's EvaluateRetrieval.evaluate, flattened to lower-case keys like `ndcg@10`, `map@10`, `recall@100`."""
+    """BEIR's EvaluateRetrieval.evaluate, flattened to lower-case keys like `ndcg@10`, `map@10`, `recall@100`.
+
+    `qrels` `{query_id: {doc_id: relevance}}` (relevance > 0 counts), `results` `{query_id: {doc_id: score}}`;
+    every value in the output is a mean over the queries in [0, 1] (Thakur et al., BEIR, 2021).
+    """
     from beir.retrieval.evaluation import EvaluateRetrieval
 
     ndcg, _map, recall, precision = EvaluateRetrieval.evaluate(qrels, results, k_values, ignore_identical_ids=False)

@@ -56,6 +56,14 @@ def group_by_length(items: Sequence[_Item], max_batch: int, max_tokens: int) -> 
 
 
 class DynamicBatcher:
+    """Batches token sequences from concurrent requests into model calls.
+
+    `run_batch(pad(seqs))` must return float32 `[len(seqs), dimension]`, one row per sequence in order;
+    `max_batch` bounds sequences per call, `max_tokens` padded tokens per call (sequences x longest length;
+    default `max(128 x max_batch, 8192)`), `max_wait_ms` (milliseconds) how long an idle worker waits for
+    requests already arriving. `on_batch(sequences, tokens, seconds)` is called after each model call.
+    """
+
     def __init__(self, run_batch: Callable[[Batch], np.ndarray], pad: Callable[[list[list[int]]], Batch],
                  dimension: int, max_batch: int = 64, max_wait_ms: float = 5.0, max_tokens: int | None = None,
                  on_batch: Callable[[int, int, float], None] | None = None):
@@ -87,7 +95,8 @@ class DynamicBatcher:
         return len(self._queue)
 
     async def embed(self, seqs: Sequence[list[int]]) -> np.ndarray:
-        """Embeddings of tokenised inputs (row i for seqs[i]), batched with other requests'."""
+        """Embeddings of tokenised inputs, batched with other requests': float32 `[len(seqs), dimension]`, row i
+        for seqs[i] (token ids, unpadded)."""
         self._ensure_worker()
         loop = asyncio.get_running_loop()
         req = _Request(np.empty((len(seqs), self.dimension), dtype=np.float32), len(seqs), loop.create_future())

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest_serve import ServerThread, exported_workdir, free_port, st_model
+from model_workspace import ServerThread, exported_workdir, free_port, st_model
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest_serve import QUESTIONS, cleanup, exported_workdir, fake_workdir, resource, run_export, st_model
+from model_workspace import QUESTIONS, cleanup, exported_workdir, fake_workdir, resource, run_export, st_model
 
 pytestmark = pytest.mark.slow
 

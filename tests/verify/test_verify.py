@@ -11,7 +11,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from conftest_serve import ServerThread, exported_workdir, free_port
+from model_workspace import ServerThread, exported_workdir, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-from conftest_serve import ServerThread, exported_workdir
+from model_workspace import ServerThread, exported_workdir
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""The `llm` question generator against a local OpenAI-compatible server (tests/llm_server.py)."""
+"""The `llm` question generator against a local OpenAI-compatible server (tests/sdg/llm_server.py)."""
 
 from __future__ import annotations
 
