@@ -34,7 +34,8 @@ def n_tokens(tokenizer, text: str) -> int:
 HTML = """<!DOCTYPE html><html><head><title>Guide to Widgets</title><script>var tracking = 1;</script>
 <style>body {color: red}</style></head><body>
 <nav><a href="/">Home</a> <a href="/next">Next page</a></nav>
-<div class="navheader"><table><tr><td>Prev</td><td>Up</td></tr></table></div>
+<div class="navheader"><table summary="Navigation header"><tr><th colspan="2">Guide to Widgets</th></tr>
+<tr><td><a accesskey="p" href="prev.html">Prev</a></td><td><a accesskey="u" href="up.html">Up</a></td></tr></table></div>
 <h1>Guide to Widgets</h1>
 <p>Widgets are   small
    components that rotate sprockets.</p>
@@ -46,7 +47,8 @@ make install</pre>
 <ul><li>Use the package manager.</li><li>Or build from source.</li></ul>
 <h2>Configuring</h2>
 <table><tr><th>key</th><th>meaning</th></tr><tr><td>speed</td><td>rotations per minute</td></tr></table>
-<div class="toc">Table of contents: Installing, Configuring</div>
+<div class="toc"><p><b>Table of contents</b></p><dl class="toc"><dt><a href="#i">1. Installing</a></dt>
+<dt><a href="#c">2. Configuring</a></dt></dl></div>
 <footer>Copyright footer text</footer>
 <script>console.log("noise")</script>
 </body></html>"""

@@ -11,13 +11,17 @@ dropped.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from pathlib import Path
 from typing import Callable, Iterable
 
 from eft.corpus.documents import Section, parse_document
+from eft.corpus.decoding import UndecodableDocument
 from eft.corpus.reader import read_text
 from eft.records import Chunk
+
+log = logging.getLogger("eft.corpus")
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=[A-Z0-9(\"'`])")
 
@@ -167,15 +171,25 @@ def chunk_sections(sections: list[Section], max_tokens: int, min_tokens: int, co
 
 def chunk_documents(files: Iterable[Path], root: Path, max_tokens: int, min_tokens: int, tokenizer,
                     overlap_tokens: int = 0, on_document: Callable[[], None] | None = None) -> tuple[list[Chunk], dict]:
-    """Read, parse and chunk every file; returns the unique chunks and counts for the stage summary."""
+    """Read, parse and chunk every file; returns the unique chunks and counts for the stage summary.
+    A file that cannot be decoded is logged by name, listed in `stats["undecodable"]` and skipped."""
     tokenizer.model_max_length = 10**9  # we only count tokens here; silence the over-length warning
     count = tokenizer_counter(tokenizer)
     seen: set[str] = set()
     out: list[Chunk] = []
-    stats = {"documents": 0, "documents_empty": 0, "chunks_total": 0, "duplicates_dropped": 0}
+    stats = {"documents": 0, "documents_empty": 0, "chunks_total": 0, "duplicates_dropped": 0,
+             "undecodable": []}
     for path in files:
         rel = path.relative_to(root).as_posix()
-        sections = parse_document(path, read_text(path))
+        try:
+            text = read_text(path)
+        except UndecodableDocument as err:
+            log.warning("%s: cannot be decoded as text (%s); skipped", rel, err.reason)
+            stats["undecodable"].append(rel)
+            if on_document:
+                on_document()
+            continue
+        sections = parse_document(path, text)
         stats["documents"] += 1
         pieces = chunk_sections(sections, max_tokens, min_tokens, count, overlap_tokens, tokenizer)
         if not pieces:

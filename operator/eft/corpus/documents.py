@@ -1,104 +1,58 @@
 """Parsing one document into sections: a heading path and its text blocks (paragraphs, list items, code).
 
-HTML goes through BeautifulSoup (lxml) with navigation, scripts and tables of contents removed; Markdown is split
-on ATX/setext headings; plain text on blank lines with the file name as the title.
+HTML goes through `eft.corpus.html` (main content by landmarks, roles and link density); Markdown is split on
+ATX/setext headings after its front matter is set aside; plain text on blank lines with the file name as the title.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from eft.corpus.html import parse_html
+from eft.corpus.sections import Section, clean_heading, normalise_block
+
+__all__ = ["Section", "parse_document", "parse_html", "parse_markdown", "parse_text", "SUPPORTED_SUFFIXES"]
 
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdx"}
 TEXT_SUFFIXES = {".txt", ".text", ".rst"}
 SUPPORTED_SUFFIXES = HTML_SUFFIXES | MARKDOWN_SUFFIXES | TEXT_SUFFIXES
 
-_WS = re.compile(r"[ \t\r\f\v]+")
-_NUMBERING = re.compile(r"^\s*(?:[A-Z]?\d+(?:\.\d+)*\.?|[IVXLC]+\.)\s+")
-
-
-@dataclass
-class Section:
-    headings: list[str]
-    blocks: list[str] = field(default_factory=list)
-
-
-def clean_heading(text: str) -> str:
-    """Collapse whitespace and drop section numbering ("11.3. Multicolumn Indexes" -> "Multicolumn Indexes")."""
-    text = _WS.sub(" ", text.replace("\n", " ")).strip()
-    return _NUMBERING.sub("", text).strip() or text
-
-
-def normalise_block(text: str, keep_lines: bool = False) -> str:
-    if keep_lines:
-        lines = [ln.rstrip() for ln in text.strip("\n").splitlines()]
-        return "\n".join(lines).strip()
-    return _WS.sub(" ", text.replace("\n", " ")).strip()
-
-
-# ----------------------------------------------------------------------------- HTML
-_HTML_DROP = ["script", "style", "noscript", "nav", "header", "footer", "form", "button", "iframe", "svg"]
-_HTML_DROP_CLASSES = re.compile(r"\b(navheader|navfooter|toc|breadcrumb|sidebar|menu|nav)\b", re.I)
-_HEADING_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
-_BLOCK_TAGS = {"p", "pre", "li", "dt", "dd", "blockquote", "tr", "caption", "figcaption", "td", "th"}
-
-
-def parse_html(html: str, fallback_title: str) -> list[Section]:
-    import warnings
-
-    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
-
-    with warnings.catch_warnings():
-        # XHTML (e.g. DocBook output) parses fine as HTML; lxml's XML mode would drop the HTML semantics.
-        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
-        soup = BeautifulSoup(html, "lxml")
-    for tag in soup(_HTML_DROP):
-        tag.decompose()
-    for tag in soup.find_all(class_=_HTML_DROP_CLASSES):
-        tag.decompose()
-    body = soup.body or soup
-    title = clean_heading(soup.title.get_text()) if soup.title and soup.title.get_text(strip=True) else fallback_title
-    sections: list[Section] = [Section([title])]
-    stack: list[tuple[int, str]] = []
-    for el in body.find_all(list(_HEADING_TAGS | _BLOCK_TAGS)):
-        # Only the innermost block counts: skip blocks nested inside another block we take whole.
-        if el.name in _BLOCK_TAGS and el.find_parent(["pre", "li", "dd", "blockquote", "tr", "p"]) is not None:
-            continue
-        if el.name in ("td", "th") and el.find_parent("tr") is not None:
-            continue
-        if el.name in _HEADING_TAGS:
-            text = clean_heading(el.get_text(" "))
-            if not text:
-                continue
-            level = int(el.name[1])
-            while stack and stack[-1][0] >= level:
-                stack.pop()
-            stack.append((level, text))
-            sections.append(Section([h for _, h in stack]))
-            continue
-        if el.name == "pre":
-            text = normalise_block(el.get_text(), keep_lines=True)
-        elif el.name == "tr":
-            text = " | ".join(normalise_block(c.get_text(" ")) for c in el.find_all(["td", "th"]))
-        else:
-            text = normalise_block(el.get_text(" "))
-        if text and len(text) > 1:
-            sections[-1].blocks.append(text)
-    # The page title repeats the first heading in most generated docs; keep one of them.
-    for s in sections:
-        if len(s.headings) > 1 and s.headings[0] == s.headings[1]:
-            s.headings = s.headings[1:]
-    return [s for s in sections if s.blocks]
-
-
 # ----------------------------------------------------------------------------- Markdown / text
 _ATX = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^(```|~~~)")
+#: YAML (`---`) or TOML (`+++`) front matter at the very start of a Markdown file (Jekyll, Hugo, MkDocs).
+_FRONT_MATTER = re.compile(r"\A(---|\+\+\+)[ \t]*\r?\n(.*?)\r?\n\1[ \t]*(?:\r?\n|\Z)", re.S)
+
+
+def split_front_matter(text: str) -> tuple[dict, str]:
+    """(front-matter fields, the Markdown body). Fields that do not parse give `{}`; the block is still removed."""
+    m = _FRONT_MATTER.match(text)
+    if not m:
+        return {}, text
+    fields: object = None
+    try:
+        if m.group(1) == "---":
+            import yaml
+
+            fields = yaml.safe_load(m.group(2))
+        else:
+            import tomllib
+
+            fields = tomllib.loads(m.group(2))
+    except Exception:  # noqa: BLE001 - malformed metadata must not lose the document
+        fields = None
+    return (fields if isinstance(fields, dict) else {}), text[m.end():]
 
 
 def parse_markdown(text: str, fallback_title: str) -> list[Section]:
+    """Sections split on ATX/setext headings; fenced code kept whole. Front matter is not text: its `title`
+    (when given) replaces the file-name title."""
+    meta, text = split_front_matter(text)
+    title = meta.get("title")
+    if isinstance(title, str) and title.strip():
+        fallback_title = clean_heading(title)
     sections = [Section([fallback_title])]
     stack: list[tuple[int, str]] = []
     para: list[str] = []

@@ -7,7 +7,8 @@ import hashlib
 from pathlib import Path
 
 from eft.api.spec import CorpusSpec
-from eft.corpus.documents import SUPPORTED_SUFFIXES
+from eft.corpus.decoding import decode_bytes
+from eft.corpus.documents import HTML_SUFFIXES, SUPPORTED_SUFFIXES
 from eft.errors import InvalidInput
 
 FIELD = "spec.corpus.source.path"
@@ -51,13 +52,10 @@ def select_files(spec: CorpusSpec) -> list[Path]:
 
 
 def read_text(path: Path) -> str:
-    data = path.read_bytes()
-    for enc in ("utf-8", "cp1252", "latin-1"):
-        try:
-            return data.decode(enc)
-        except UnicodeDecodeError:
-            continue
-    return data.decode("utf-8", errors="replace")
+    """The text of one corpus file: HTML by its byte-order mark or declared encoding, then detection; text and
+    Markdown by byte-order mark, then detection (`eft.corpus.decoding`). Raises `UndecodableDocument`."""
+    text, _ = decode_bytes(path.read_bytes(), html=path.suffix.lower() in HTML_SUFFIXES, name=path)
+    return text
 
 
 def corpus_fingerprint(spec: CorpusSpec) -> str | None:

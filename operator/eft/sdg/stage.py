@@ -52,6 +52,8 @@ def run(ctx: StageContext) -> dict:
         "documents": chunk_stats["documents"],
         "chunks": len(chunks),
         "duplicateChunksDropped": chunk_stats["duplicates_dropped"],
+        "documentsUndecodable": len(chunk_stats["undecodable"]),
+        **({"undecodable": chunk_stats["undecodable"][:20]} if chunk_stats["undecodable"] else {}),
         "questions": len(questions),
         "questionsByHops": hops,
         "meanQuality": round(sum(q.quality_score for q in questions) / len(questions), 2),

@@ -1,0 +1,112 @@
+"""Turning a document's bytes into text in whatever common encoding it was written.
+
+Order (the one browsers and well-kept readers follow):
+1. a byte-order mark (UTF-8, UTF-16 LE/BE, UTF-32 LE/BE) decides;
+2. HTML only: the encoding the page declares (`<meta charset>`, `http-equiv`, an XML declaration), read with
+   BeautifulSoup's `EncodingDetector` and mapped the way the WHATWG Encoding Standard maps labels (a page that says
+   `iso-8859-1` is windows-1252, `shift_jis` is Microsoft's cp932); a declaration the bytes contradict is ignored;
+3. strict UTF-8;
+4. detection with `charset-normalizer`.
+A file that none of these decode (binary data, or bytes no encoding explains) raises `UndecodableDocument`
+naming the file: the caller reports and skips it rather than indexing mojibake.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+_BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's.
+    (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+#: WHATWG label -> the Python codec that decodes like a browser (only where they differ from Python's own).
+_WHATWG = {
+    **dict.fromkeys(("iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "us-ascii", "ascii", "ansi_x3.4-1968",
+                     "cp819", "ibm819", "windows-1252", "cp1252", "x-cp1252"), "cp1252"),
+    **dict.fromkeys(("shift_jis", "shift-jis", "sjis", "x-sjis", "ms_kanji", "ms932", "windows-31j", "csshiftjis",
+                     "cp932"), "cp932"),
+    **dict.fromkeys(("gb2312", "gbk", "x-gbk", "chinese", "csgb2312", "gb_2312-80", "iso-ir-58"), "gb18030"),
+    **dict.fromkeys(("euc-kr", "ks_c_5601-1987", "ks_c_5601-1989", "ksc5601", "windows-949", "cseuckr"), "cp949"),
+    **dict.fromkeys(("big5", "big5-hkscs", "cn-big5", "x-x-big5"), "big5hkscs"),
+    **dict.fromkeys(("iso-8859-9", "latin5", "l5", "windows-1254"), "cp1254"),
+    **dict.fromkeys(("tis-620", "iso-8859-11", "windows-874"), "cp874"),
+    # A page cannot declare UTF-16 in its own (ASCII-compatible) text; browsers read such a page as UTF-8.
+    **dict.fromkeys(("utf-16", "utf-16le", "utf-16be"), "utf-8"),
+}
+
+#: Share of control characters (other than tab, newline, carriage return, form feed) above which text is binary.
+MAX_CONTROL_SHARE = 0.01
+
+
+class UndecodableDocument(ValueError):
+    """A file whose bytes no declared or detected encoding turns into text."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: cannot be decoded as text ({reason}); skipped")
+
+
+def _codec(label: str | None) -> str | None:
+    if not label:
+        return None
+    label = label.strip().lower()
+    name = _WHATWG.get(label, label)
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def _looks_binary(text: str) -> bool:
+    if not text:
+        return False
+    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f" or ch == "\x7f")
+    return controls / len(text) > MAX_CONTROL_SHARE
+
+
+def declared_encoding(data: bytes) -> str | None:
+    """The encoding an HTML/XML document declares in its first bytes (a Python codec name), or None."""
+    from bs4.dammit import EncodingDetector
+
+    return _codec(EncodingDetector.find_declared_encoding(data, is_html=True, search_entire_document=False))
+
+
+def decode_bytes(data: bytes, html: bool = False, name: str | Path = "<bytes>") -> tuple[str, str]:
+    """(text, codec used). Raises `UndecodableDocument` when no step yields plausible text."""
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data[len(bom):].decode(codec)
+            except UnicodeDecodeError as err:
+                raise UndecodableDocument(name, f"it starts with a {codec} byte-order mark but is not {codec}: "
+                                                f"{err.reason} at byte {err.start}") from None
+            return text, codec
+    if html:
+        declared = declared_encoding(data)
+        if declared:
+            try:
+                text = data.decode(declared)
+                if not _looks_binary(text):
+                    return text, declared
+            except UnicodeDecodeError:
+                pass  # the declaration is wrong; detect instead
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        if _looks_binary(text):
+            raise UndecodableDocument(name, "it holds binary data")
+        return text, "utf-8"
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise UndecodableDocument(name, "no text encoding explains its bytes")
+    text = str(best)
+    if _looks_binary(text):
+        raise UndecodableDocument(name, "it holds binary data")
+    return text, best.encoding
+
