@@ -109,13 +109,14 @@ def test_base64_is_little_endian_float32(client):
 
 
 def test_usage_counts_tokens_after_truncation(client):
+    # Usage counts what the user sent: the text's tokens, not the special tokens the model's format adds.
     tok = st_model().tokenizer
     texts = ["hello world", "a slightly longer sentence with more tokens"]
     _, body = _embed(client, input=texts)
-    expected = sum(len(tok(t)["input_ids"]) for t in texts)
+    expected = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
     assert body["usage"] == {"prompt_tokens": expected, "total_tokens": expected}
     _, body = _embed(client, input="word " * 1000, truncate="END")
-    assert body["usage"]["prompt_tokens"] == 256
+    assert body["usage"]["prompt_tokens"] == 254  # 256 less [CLS] and [SEP]
 
 
 def test_models_endpoint(client):
@@ -124,32 +125,63 @@ def test_models_endpoint(client):
     (card,) = r.json()["data"]
     assert card["id"] == MODEL and card["object"] == "model" and card["dimensions"] == 384
     assert card["max_model_len"] == 256
+    assert card["supported_dimensions"] == [384]  # MiniLM was never trained for narrower widths
+    assert card["input_type_required"] is False  # no prefixes: queries and passages are encoded alike
 
 
 # ----------------------------------------------------------------------------- dimensions, input_type, truncate
-@pytest.mark.parametrize("dims", [1, 64, 383, 384])
-def test_dimensions_truncate_and_renormalise(client, dims):
-    full, _ = _embed(client, input=["matryoshka style truncation"])
-    got, _ = _embed(client, input=["matryoshka style truncation"], dimensions=dims)
+def _variant_server(folder: Path, meta_changes: dict, **settings):
+    """The test export with changed metadata (prefixes, trained widths), served with `settings`."""
+    src = exported_workdir() / "export" / "onnx"
+    dst = folder / "onnx"
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name != "eft_model.json":
+            (dst / f.name).symlink_to(f)
+    meta = json.loads((src / "eft_model.json").read_text())
+    meta.update(meta_changes)
+    (dst / "eft_model.json").write_text(json.dumps(meta))
+    return ServerThread(_app(dst, **settings))
+
+
+@pytest.fixture(scope="module")
+def matryoshka_server(tmp_path_factory):
+    """The export as a model trained with MatryoshkaLoss at 64 and 128 (its metadata lists the widths)."""
+    with _variant_server(tmp_path_factory.mktemp("mrl"), {"supportedDimensions": [64, 128, 384]}) as srv:
+        _wait_ready(srv.url)
+        yield srv
+
+
+@pytest.mark.parametrize("dims", [64, 128, 384])
+def test_dimensions_truncate_and_renormalise(matryoshka_server, dims):
+    with httpx.Client(base_url=matryoshka_server.url, timeout=30) as c:
+        assert c.get("/v1/models").json()["data"][0]["supported_dimensions"] == [64, 128, 384]
+        full, _ = _embed(c, input=["matryoshka style truncation"])
+        got, _ = _embed(c, input=["matryoshka style truncation"], dimensions=dims)
     assert got.shape == (1, dims)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     expected = full[:, :dims] / np.linalg.norm(full[:, :dims], axis=1, keepdims=True)
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("dims", [1, 32, 100, 383, 385])
+def test_dimensions_the_model_was_not_trained_for_are_refused(client, matryoshka_server, dims):
+    r = client.post("/v1/embeddings", json={"model": MODEL, "input": "a", "dimensions": dims})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == "dimensions" and "(384)" in err["message"], err
+    with httpx.Client(base_url=matryoshka_server.url, timeout=30) as c:
+        r = c.post("/v1/embeddings", json={"model": MODEL, "input": "a", "dimensions": dims})
+    assert r.status_code == 400 and "(64, 128, 384)" in r.json()["error"]["message"]
+
+
+PREFIXES = {"prefixes": {"query": "query: ", "passage": "passage: "}}
+
+
 @pytest.fixture(scope="module")
 def prefixed_server(tmp_path_factory):
     """The same export with query/passage prefixes in its metadata (as a model with prompts would have)."""
-    src = exported_workdir() / "export" / "onnx"
-    dst = tmp_path_factory.mktemp("prefixed") / "onnx"
-    dst.mkdir()
-    for f in src.iterdir():
-        (dst / f.name).symlink_to(f)
-    (dst / "eft_model.json").unlink()
-    meta = json.loads((src / "eft_model.json").read_text())
-    meta["prefixes"] = {"query": "query: ", "passage": "passage: "}
-    (dst / "eft_model.json").write_text(json.dumps(meta))
-    with ServerThread(_app(dst)) as srv:
+    with _variant_server(tmp_path_factory.mktemp("prefixed"), PREFIXES) as srv:
         _wait_ready(srv.url)
         yield srv
 
@@ -158,15 +190,65 @@ def test_input_type_applies_the_models_prefixes(prefixed_server):
     with httpx.Client(base_url=prefixed_server.url, timeout=30) as c:
         text = "what is the tallest mountain"
         as_query, qbody = _embed(c, input=text, input_type="query")
-        as_passage, _ = _embed(c, input=text, input_type="passage")
-        plain, pbody = _embed(c, input=text)
+        as_passage, pbody = _embed(c, input=text, input_type="passage")
         _assert_parity(as_query, _ref(["query: " + text]), 0.9999)
         _assert_parity(as_passage, _ref(["passage: " + text]), 0.9999)
-        _assert_parity(plain, _ref([text]), 0.9999)
         assert float((as_query * as_passage).sum()) < 0.9999
-        assert qbody["usage"]["prompt_tokens"] > pbody["usage"]["prompt_tokens"]
+        # The prefix is the model's, not the user's: both count the same tokens.
+        assert qbody["usage"]["prompt_tokens"] == pbody["usage"]["prompt_tokens"] == 5
         upper, _ = _embed(c, input=text, input_type="QUERY")
         np.testing.assert_allclose(upper, as_query, atol=1e-6)
+        assert c.get("/v1/models").json()["data"][0]["input_type_required"] is True
+
+
+def test_missing_input_type_on_an_asymmetric_model_is_a_400(prefixed_server):
+    with httpx.Client(base_url=prefixed_server.url, timeout=30) as c:
+        r = c.post("/v1/embeddings", json={"model": MODEL, "input": "what is the tallest mountain"})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == "input_type" and err["code"] == "missing_required_parameter"
+    assert "'input_type' is required for this model" in err["message"]
+
+
+def test_the_operator_can_choose_a_default_input_type(tmp_path):
+    with _variant_server(tmp_path, PREFIXES, default_input_type="passage") as srv:
+        _wait_ready(srv.url)
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            text = "espresso is brewed under pressure"
+            default, _ = _embed(c, input=text)
+            explicit_query, _ = _embed(c, input=text, input_type="query")
+            card = c.get("/v1/models").json()["data"][0]
+    _assert_parity(default, _ref(["passage: " + text]), 0.9999)
+    _assert_parity(explicit_query, _ref(["query: " + text]), 0.9999)
+    assert card["input_type_required"] is False and card["default_input_type"] == "passage"
+
+
+def test_truncation_never_cuts_the_prefix_and_limits_count_the_users_tokens(prefixed_server):
+    tok = st_model().tokenizer
+    with httpx.Client(base_url=prefixed_server.url, timeout=30) as c:
+        # 254 tokens of text is the limit with or without a prefix (256 less [CLS]/[SEP]).
+        fits = "word " * 254
+        assert len(tok(fits, add_special_tokens=False)["input_ids"]) == 254
+        for kind in ("query", "passage"):
+            _, body = _embed(c, input=fits, input_type=kind, truncate="NONE")
+            assert body["usage"]["prompt_tokens"] == 254
+        r = c.post("/v1/embeddings", json={"model": MODEL, "input": fits + "word", "input_type": "query"})
+        assert r.status_code == 400
+        assert r.json()["error"]["message"].startswith("input has 255 tokens, more than the limit of 254")
+        # START cuts the beginning of the user's text, never the prefix: query and passage stay different.
+        text = "apple " * 300 + "river " * 300
+        as_query, qbody = _embed(c, input=text, input_type="query", truncate="START")
+        as_passage, pbody = _embed(c, input=text, input_type="passage", truncate="START")
+        assert qbody["usage"]["prompt_tokens"] == pbody["usage"]["prompt_tokens"] == 254
+    assert float((as_query * as_passage).sum()) < 0.999
+    model = st_model()
+    saved = model.max_seq_length
+    model.max_seq_length = 512
+    try:
+        _assert_parity(as_query, _ref(["query: " + "river " * 254]), 0.9999)
+        _assert_parity(as_passage, _ref(["passage: " + "river " * 254]), 0.9999)
+    finally:
+        model.max_seq_length = saved
 
 
 def test_truncate_modes(client):
@@ -187,6 +269,19 @@ def test_truncate_modes(client):
     assert float((start * end).sum()) < 0.9
 
 
+def test_token_arrays_get_the_client_fix(server):
+    # What LangChain's OpenAIEmbeddings sends by default (tiktoken ids), through the official client.
+    import openai
+
+    oc = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    for ids in ([[15339, 1917]], [15339, 1917], ["text", [15339, 1917]]):
+        with pytest.raises(openai.BadRequestError) as exc:
+            oc.embeddings.create(model=MODEL, input=ids)
+        err = exc.value.body
+        assert err["code"] == "unsupported_input" and err["param"] == "input"
+        assert "check_embedding_ctx_length=False" in err["message"] and "another tokenizer" in err["message"]
+
+
 # ----------------------------------------------------------------------------- bad input
 BAD_REQUESTS = [
     ("empty string", {"input": ""}, 400, "input", "empty string"),
@@ -196,12 +291,13 @@ BAD_REQUESTS = [
     ("non-string item", {"input": ["a", 3]}, 400, "input[1]", "must be a string"),
     ("nested list item", {"input": ["a", ["b"]]}, 400, "input[1]", "must be a string"),
     ("input object", {"input": {"text": "a"}}, 400, "input", "string or a list of strings"),
-    ("token list", {"input": [101, 2023, 102]}, 400, "input", "token arrays are not accepted"),
-    ("token lists", {"input": [[101, 2023, 102]]}, 400, "input", "token arrays are not accepted"),
-    ("too long, truncate NONE", {"input": "word " * 400, "truncate": "NONE"}, 400, "input", "limit of 256"),
-    ("dimensions too large", {"input": "a", "dimensions": 385}, 400, "dimensions", "between 1 and 384"),
-    ("dimensions zero", {"input": "a", "dimensions": 0}, 400, "dimensions", "between 1 and 384"),
-    ("dimensions negative", {"input": "a", "dimensions": -5}, 400, "dimensions", "between 1 and 384"),
+    ("token list", {"input": [101, 2023, 102]}, 400, "input", "check_embedding_ctx_length=False"),
+    ("token lists", {"input": [[101, 2023, 102]]}, 400, "input", "check_embedding_ctx_length=False"),
+    ("too long, truncate NONE", {"input": "word " * 400, "truncate": "NONE"}, 400, "input",
+     "400 tokens, more than the limit of 254 (the model's 256 tokens less 2 special tokens)"),
+    ("dimensions too large", {"input": "a", "dimensions": 385}, 400, "dimensions", "trained for (384)"),
+    ("dimensions zero", {"input": "a", "dimensions": 0}, 400, "dimensions", "trained for (384)"),
+    ("dimensions negative", {"input": "a", "dimensions": -5}, 400, "dimensions", "trained for (384)"),
     ("dimensions string", {"input": "a", "dimensions": "12"}, 400, "dimensions", "integer"),
     ("dimensions float", {"input": "a", "dimensions": 12.5}, 400, "dimensions", "integer"),
     ("unknown model", {"input": "a", "model": "gpt-4"}, 404, "model", "does not exist"),

@@ -15,6 +15,8 @@ from typing import Any, Literal, get_args
 from eft.api.spec import DeploySpec, EmbeddingFinetuneSpec, ServingBackend, field_bounds, field_default
 
 BACKENDS: tuple[str, ...] = get_args(ServingBackend)
+InputType = Literal["query", "passage"]
+INPUT_TYPES: tuple[str, ...] = get_args(InputType)
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
@@ -47,6 +49,9 @@ class ServingSettings:
     threads: int | None = None
     #: Run a warm-up batch before reporting ready (tests switch it off).
     warmup: bool = True
+    #: `input_type` for requests that send none; None = such requests get a 400 when the model's queries and
+    #: passages are encoded differently (NIM's behaviour).
+    default_input_type: InputType | None = None
 
     @classmethod
     def for_resource(cls, name: str, spec: EmbeddingFinetuneSpec, model_dir: str) -> "ServingSettings":
@@ -54,7 +59,7 @@ class ServingSettings:
         d = spec.deploy
         return cls(model_dir=model_dir, port=d.port, backend=d.backend, served_model_names=(name,),
                    max_batch_size=d.max_batch_size, max_wait_ms=d.max_wait_ms,
-                   max_inputs_per_request=d.max_inputs_per_request)
+                   max_inputs_per_request=d.max_inputs_per_request, default_input_type=d.default_input_type)
 
     def command_line(self) -> list[str]:
         """`eft serve` with the fields carried as flags."""
@@ -108,6 +113,9 @@ SERVE_OPTIONS: tuple[ServeOption, ...] = (
     ServeOption("max_wait_ms", "--max-wait-ms", "EFT_MAX_WAIT_MS", "env",
                 "Longest wait for more requests to fill a batch (milliseconds)."),
     ServeOption("max_inputs_per_request", "--max-inputs", "EFT_MAX_INPUTS", "env", "Most texts in one request."),
+    ServeOption("default_input_type", "--default-input-type", "EFT_DEFAULT_INPUT_TYPE", "env",
+                "input_type for requests that send none. Without it, a model whose queries and passages are "
+                "encoded differently answers such requests with a 400 (as NVIDIA NIM does)."),
     ServeOption("max_request_bytes", "--max-request-bytes", "EFT_MAX_REQUEST_BYTES", None,
                 "Largest request body (bytes)."),
     ServeOption("threads", "--threads", "EFT_THREADS", None,

@@ -312,6 +312,9 @@ class DeploySpec(SpecModel):
     max_batch_size: int = Field(64, ge=1, le=4096)
     max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
     max_inputs_per_request: int = Field(2048, ge=1, le=100000)
+    default_input_type: Literal["query", "passage"] | None = Field(
+        None, description="input_type applied to requests that send none; null: such requests get a 400 when the "
+                          "model encodes queries and passages differently (as NVIDIA NIM does).")
     image: str | None = Field(None, description="Serving image; default from the operator's configuration.")
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     verification: VerificationSpec = Field(default_factory=VerificationSpec)

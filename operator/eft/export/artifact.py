@@ -4,7 +4,8 @@ An export folder (`DIR/export/onnx/`, `DIR/export/onnx-int8/`) holds:
 - `model.onnx`: inputs `input_ids`, `attention_mask` (and `token_type_ids` where the model has them), int64
   `[batch, sequence]`; output `sentence_embedding` float32 `[batch, dim]`, pooled and L2-normalised in the graph;
 - the tokenizer (`tokenizer.json` and its Hugging Face companions);
-- `eft_model.json`: the metadata below (prefixes, sequence limit, dimension, input names).
+- `eft_model.json`: the metadata below (prefixes, sequence limit, dimension and the Matryoshka widths it was
+  trained for, input names).
 
 This module needs only numpy, tokenizers and onnxruntime, so the server and the export stage share it.
 """
@@ -23,6 +24,8 @@ METADATA_FILE = "eft_model.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT = "eft-embedding/v1"
+#: Written by the train stage beside the saved model: what the model was trained for (Matryoshka widths).
+TRAINING_INFO_FILE = "eft_training.json"
 
 Truncate = Literal["NONE", "START", "END"]
 
@@ -43,7 +46,21 @@ class ModelMetadata:
     opset: int | None = None
     pooling: str | None = None
     normalized: bool = True
+    #: The longest sequence the network itself can read (position embeddings); None = `max_seq_length`. The
+    #: query/passage prefix may go beyond `max_seq_length` up to this, so users keep the whole text limit.
+    max_positions: int | None = None
+    #: Widths the model was trained to serve (Matryoshka); always includes `dimension`. Empty = only `dimension`.
+    supported_dimensions: list[int] = field(default_factory=list)
     format: str = FORMAT
+
+    def __post_init__(self) -> None:
+        self.supported_dimensions = sorted({int(d) for d in self.supported_dimensions if 0 < int(d) <= self.dimension}
+                                           | {int(self.dimension)})
+
+    @property
+    def asymmetric(self) -> bool:
+        """True when queries and passages are encoded differently (distinct prefixes)."""
+        return self.query_prefix != self.passage_prefix
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -56,6 +73,8 @@ class ModelMetadata:
             "inputNames": d.pop("input_names"),
             "outputName": d.pop("output_name"),
             "padTokenId": d.pop("pad_token_id"),
+            "supportedDimensions": d.pop("supported_dimensions"),
+            "maxPositions": d.pop("max_positions"),
             **d,
         }
 
@@ -69,6 +88,8 @@ class ModelMetadata:
             output_name=d.get("outputName", "sentence_embedding"), pad_token_id=int(d.get("padTokenId", 0)),
             precision=d.get("precision", "fp32"), opset=d.get("opset"), pooling=d.get("pooling"),
             normalized=bool(d.get("normalized", True)), format=d.get("format", FORMAT),
+            supported_dimensions=[int(x) for x in d.get("supportedDimensions") or []],
+            max_positions=int(d["maxPositions"]) if d.get("maxPositions") else None,
         )
 
     def save(self, folder: Path) -> None:
@@ -79,13 +100,44 @@ class ModelMetadata:
         return cls.from_json(json.loads((Path(folder) / METADATA_FILE).read_text(encoding="utf-8")))
 
 
-class InputTooLong(ValueError):
-    """An input exceeds the model's sequence limit and truncation is NONE."""
+def trained_dimensions(model_dir: str | Path) -> list[int]:
+    """The Matryoshka widths a saved model was trained for (`eft_training.json`), [] when none were recorded."""
+    try:
+        info = json.loads((Path(model_dir) / TRAINING_INFO_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    return [int(d) for d in info.get("matryoshkaDimensions") or []]
 
-    def __init__(self, index: int, tokens: int, limit: int):
+
+#: Architectures whose position ids start after the padding index (2 positions unusable).
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "bart", "mbart", "xlm-roberta-xl"}
+
+
+def max_positions(hf_config: dict) -> int | None:
+    """The longest sequence a transformer can read: its position embeddings, less RoBERTa's padding offset; None
+    when the config does not say (the tokenizer's `model_max_length` is no guide: sentence-transformers sets it to
+    the model's `max_seq_length`)."""
+    n = hf_config.get("max_position_embeddings")
+    if not isinstance(n, int) or n <= 0:
+        return None
+    return n - (2 if hf_config.get("model_type") in _OFFSET_POSITIONS else 0)
+
+
+class InputTooLong(ValueError):
+    """An input exceeds what the model takes and truncation is NONE. `tokens` and `limit` count the user's text
+    only: the prefix and special tokens the model's input format adds are never the user's to count."""
+
+    def __init__(self, index: int, tokens: int, limit: int, model_limit: int | None = None,
+                 special_tokens: int = 0, prefix_tokens: int = 0):
         self.index, self.tokens, self.limit = index, tokens, limit
-        super().__init__(f"input[{index}] has {tokens} tokens, more than the model's limit of {limit} "
-                         f"(send truncate=END or START to cut it)")
+        why = ""
+        if model_limit and prefix_tokens:
+            why = (f" (the model reads at most {model_limit} tokens, and its {special_tokens} special tokens and the "
+                   f"input type's {prefix_tokens}-token prefix come first)")
+        elif model_limit:
+            why = f" (the model's {model_limit} tokens less {special_tokens} special tokens)"
+        super().__init__(f"input[{index}] has {tokens} tokens, more than the limit of {limit}{why}; "
+                         f"send truncate=END or START to cut it")
 
 
 @dataclass
@@ -101,33 +153,72 @@ class Batch:
 
 
 class TextTokenizer:
-    """A fast (Rust) tokenizer with the three truncation modes of the NIM API and padding to numpy."""
+    """A fast (Rust) tokenizer with the three truncation modes of the NIM API and padding to numpy.
 
-    def __init__(self, path: str | Path, max_length: int, pad_token_id: int = 0):
+    A prefix (the model's query/passage instruction) is part of the model's input format: it is tokenised together
+    with the text, exactly as in training, but it is never truncated and never counted as the user's tokens.
+    The user's text may have `max_length` tokens less the special tokens, whatever the input type; the prefix goes
+    on top as long as the whole fits `hard_limit` (what the network or engine can read: its position embeddings,
+    a TensorRT profile). Where it does not, the prefix's room comes out of the user's limit, and the error says so.
+    """
+
+    def __init__(self, path: str | Path, max_length: int, pad_token_id: int = 0, hard_limit: int | None = None):
         from tokenizers import Tokenizer
 
         self.tok = Tokenizer.from_file(str(path))
         self.tok.no_truncation()
         self.tok.no_padding()
         self.max_length = int(max_length)
+        self.hard_limit = max(self.max_length, int(hard_limit or 0))
         self.pad_token_id = int(pad_token_id)
         self.n_special = self.tok.num_special_tokens_to_add(False)
         self.budget = max(1, self.max_length - self.n_special)
+        # Where the special tokens go: post-process one known token and see what surrounds it.
+        probe = self.tok.encode("a", add_special_tokens=False).ids
+        framed = self.tok.post_process(self.tok.encode("a", add_special_tokens=False)).ids
+        at = next((i for i in range(len(framed)) if framed[i:i + len(probe)] == probe), 0)
+        self._head, self._tail = framed[:at], framed[at + len(probe):]
 
-    def encode(self, texts: Sequence[str], truncate: Truncate = "END") -> list[list[int]]:
-        """Token ids (with special tokens) of each text, cut to the sequence limit as `truncate` says.
+    def prefix_length(self, prefix: str) -> int:
+        """Tokens a prefix takes in front of a text (tokenised together with one, as in `encode_counted`)."""
+        if not prefix:
+            return 0
+        enc = self.tok.encode(prefix + " x", add_special_tokens=False)
+        return sum(1 for start, _ in enc.offsets if start < len(prefix))
+
+    def user_limit(self, n_prefix: int) -> int:
+        """The most tokens of user text one input may have after a prefix of `n_prefix` tokens."""
+        return max(0, min(self.budget, self.hard_limit - self.n_special - n_prefix))
+
+    def encode_counted(self, texts: Sequence[str], truncate: Truncate = "END",
+                       prefix: str = "") -> tuple[list[list[int]], list[int]]:
+        """(token ids with prefix and special tokens, the user's token count after truncation) per text.
 
         Raises `InputTooLong` for the first text over the limit when `truncate` is NONE.
         """
-        encs = self.tok.encode_batch(list(texts), add_special_tokens=False)
-        out: list[list[int]] = []
+        encs = self.tok.encode_batch([prefix + t for t in texts], add_special_tokens=False)
+        cut = len(prefix)
+        seqs: list[list[int]] = []
+        counts: list[int] = []
         for i, enc in enumerate(encs):
-            if len(enc.ids) > self.budget:
+            ids = enc.ids
+            # Tokens that start inside the prefix belong to it (the tokenizer saw prefix and text together).
+            n_prefix = sum(1 for start, _ in enc.offsets if start < cut) if cut else 0
+            allowed = self.user_limit(n_prefix)
+            user = ids[n_prefix:]
+            if len(user) > allowed:
                 if truncate == "NONE":
-                    raise InputTooLong(i, len(enc.ids) + self.n_special, self.max_length)
-                enc.truncate(self.budget, 0, "left" if truncate == "START" else "right")
-            out.append(self.tok.post_process(enc).ids)
-        return out
+                    squeezed = allowed < self.budget  # the prefix does not fit on top of the user's limit
+                    raise InputTooLong(i, len(user), allowed, self.hard_limit if squeezed else self.max_length,
+                                       self.n_special, n_prefix if squeezed else 0)
+                user = user[len(user) - allowed:] if truncate == "START" else user[:allowed]
+            seqs.append(self._head + ids[:n_prefix] + user + self._tail)
+            counts.append(len(user))
+        return seqs, counts
+
+    def encode(self, texts: Sequence[str], truncate: Truncate = "END", prefix: str = "") -> list[list[int]]:
+        """Token ids (with prefix and special tokens) of each text; see `encode_counted`."""
+        return self.encode_counted(texts, truncate, prefix)[0]
 
     def pad(self, seqs: Sequence[Sequence[int]]) -> Batch:
         width = max(len(s) for s in seqs)
@@ -176,7 +267,8 @@ class OnnxEncoder:
     def __init__(self, folder: str | Path, threads: int | None = None, prefer_gpu: bool = True):
         self.folder = Path(folder)
         self.meta = ModelMetadata.load(self.folder)
-        self.tokenizer = TextTokenizer(self.folder / TOKENIZER_FILE, self.meta.max_seq_length, self.meta.pad_token_id)
+        self.tokenizer = TextTokenizer(self.folder / TOKENIZER_FILE, self.meta.max_seq_length, self.meta.pad_token_id,
+                                       self.meta.max_positions)
         self.session = ort_session(self.folder / MODEL_FILE, threads, prefer_gpu)
         self.providers = self.session.get_providers()
 
@@ -189,7 +281,7 @@ class OnnxEncoder:
         """Embeddings of `prefix + text`, in batches sorted by length (order restored)."""
         if not texts:
             return np.zeros((0, self.meta.dimension), dtype=np.float32)
-        seqs = self.tokenizer.encode([prefix + t for t in texts], truncate=truncate)
+        seqs = self.tokenizer.encode(texts, truncate=truncate, prefix=prefix)
         order = np.argsort([len(s) for s in seqs], kind="stable")
         out = np.empty((len(seqs), self.meta.dimension), dtype=np.float32)
         for start in range(0, len(seqs), batch_size):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from eft.errors import EftError, InvalidInput
-from eft.export.artifact import MODEL_FILE, TOKENIZER_FILE, ModelMetadata
+from eft.export.artifact import MODEL_FILE, TOKENIZER_FILE, ModelMetadata, max_positions
 
 log = logging.getLogger("eft.export")
 
@@ -79,8 +79,10 @@ def _wrapper(st_model, input_names: list[str]):
 
 
 def export_onnx(st_model, out_dir: Path, opset: int = 17, name: str = "model", query_prefix: str = "",
-                passage_prefix: str = "", max_seq_length: int | None = None) -> ModelMetadata:
-    """Write `model.onnx`, the tokenizer and `eft_model.json` to `out_dir`."""
+                passage_prefix: str = "", max_seq_length: int | None = None,
+                supported_dimensions: list[int] | None = None) -> ModelMetadata:
+    """Write `model.onnx`, the tokenizer and `eft_model.json` to `out_dir`. `supported_dimensions`: the
+    Matryoshka widths the model was trained for (the full width is always added)."""
     import torch
 
     out_dir = Path(out_dir)
@@ -131,7 +133,8 @@ def export_onnx(st_model, out_dir: Path, opset: int = 17, name: str = "model", q
         name=name, dimension=int(dim), max_seq_length=int(max_seq_length or st_model.max_seq_length),
         query_prefix=query_prefix or "", passage_prefix=passage_prefix or "", input_names=input_names,
         output_name=OUTPUT_NAME, pad_token_id=int(tokenizer.pad_token_id or 0), precision="fp32", opset=opset,
-        pooling=pooling_name(st_model), normalized=True,
+        pooling=pooling_name(st_model), normalized=True, supported_dimensions=list(supported_dimensions or []),
+        max_positions=max_positions(hf.config.to_dict()),
     )
     meta.save(out_dir)
     return meta

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from eft.errors import EXIT_INVALID_INPUT, InvalidInput
-from eft.export.artifact import MODEL_FILE, OnnxEncoder
+from eft.export.artifact import MODEL_FILE, OnnxEncoder, trained_dimensions
 from eft.export.onnx_export import ExportFailed, cosines, export_onnx, ffn_output_matmuls, quantize_int8
 from eft.stages.contract import StageContext, write_json_atomic
 
@@ -124,9 +124,11 @@ def run(ctx: StageContext) -> dict:
     with ctx.progress.task("export: onnx", total=1) as task:
         meta = export_onnx(st_model, out / "onnx", opset=onnx_spec.opset, name=ctx.resource.metadata.name,
                            query_prefix=prefixes.query, passage_prefix=prefixes.passage,
-                           max_seq_length=st_model.max_seq_length)
+                           max_seq_length=st_model.max_seq_length,
+                           supported_dimensions=trained_dimensions(model_dir))
         task.advance()
     summary["onnx"] = {"path": f"onnx/{MODEL_FILE}", "opset": onnx_spec.opset, "dimension": meta.dimension,
+                       "supportedDimensions": meta.supported_dimensions,
                        "maxSeqLength": meta.max_seq_length, "pooling": meta.pooling, "inputs": meta.input_names,
                        "bytes": _dir_bytes(out / "onnx"), "seconds": round(time.monotonic() - started, 1)}
 

@@ -83,6 +83,12 @@ def build_engine(onnx_dir: Path, out_dir: Path, precision: str = "fp16", min_bat
     work.mkdir(exist_ok=True)
     meta = ModelMetadata.load(onnx_dir)
     max_sequence = min(max_sequence, meta.max_seq_length)
+    # Room for the query/passage prefix on top of the user's limit (the server never cuts the prefix).
+    from eft.export.artifact import TextTokenizer
+
+    tok = TextTokenizer(onnx_dir / "tokenizer.json", max_sequence)
+    prefix_room = max(tok.prefix_length(meta.query_prefix), tok.prefix_length(meta.passage_prefix))
+    max_sequence = min(max_sequence + prefix_room, meta.max_positions or max_sequence + prefix_room)
     min_sequence = min(min_sequence, max_sequence)
     opt = (max(min_batch, max_batch // 2), max(min_sequence, max_sequence // 2))
     started = time.monotonic()
@@ -177,7 +183,8 @@ class TensorRTEncoder:
         self.profile = info["profile"]
         self.max_batch = int(self.profile["maxBatch"])
         max_len = min(self.meta.max_seq_length, int(self.profile["maxSequence"]))
-        self.tokenizer = TextTokenizer(self.folder / TOKENIZER_FILE, max_len, self.meta.pad_token_id)
+        self.tokenizer = TextTokenizer(self.folder / TOKENIZER_FILE, max_len, self.meta.pad_token_id,
+                                       int(self.profile["maxSequence"]))
         self._torch = torch
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine((self.folder / ENGINE_FILE).read_bytes())

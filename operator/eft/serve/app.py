@@ -145,8 +145,7 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
         {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
          "maxItems": settings.max_inputs_per_request},
     ]
-    for key in ("dimensions",):
-        props[key]["anyOf"] = [{"type": "integer", "minimum": 1, "maximum": meta.dimension}, {"type": "null"}]
+    props["dimensions"]["anyOf"] = [{"type": "integer", "enum": list(meta.supported_dimensions)}, {"type": "null"}]
     error_responses = {code: {"model": ErrorResponse, "description": why} for code, why in (
         (400, "Invalid request"), (404, "Unknown model"), (413, "Request body too large"),
         (415, "Content type is not JSON"), (503, "Model not loaded yet"))}
@@ -173,20 +172,21 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError as err:
                 raise ApiError(400, f"the request body is not valid JSON: {err}", None, "invalid_json") from None
-            req = validate(payload, set(state.names), settings.max_inputs_per_request, state.meta.dimension)
+            meta = state.meta
+            req = validate(payload, set(state.names), settings.max_inputs_per_request, meta.supported_dimensions,
+                           meta.asymmetric, settings.default_input_type)
             prefix = ""
             if req.input_type == "query":
-                prefix = state.meta.query_prefix
+                prefix = meta.query_prefix
             elif req.input_type == "passage":
-                prefix = state.meta.passage_prefix
-            texts = [prefix + t for t in req.texts] if prefix else req.texts
+                prefix = meta.passage_prefix
             tokenizer = state.backend.tokenizer
             try:
-                if len(texts) > TOKENIZE_OFFLOAD:
-                    seqs = await asyncio.get_running_loop().run_in_executor(
-                        state.tokenize_pool, tokenizer.encode, texts, req.truncate)
+                if len(req.texts) > TOKENIZE_OFFLOAD:
+                    seqs, counts = await asyncio.get_running_loop().run_in_executor(
+                        state.tokenize_pool, tokenizer.encode_counted, req.texts, req.truncate, prefix)
                 else:
-                    seqs = tokenizer.encode(texts, req.truncate)
+                    seqs, counts = tokenizer.encode_counted(req.texts, req.truncate, prefix)
             except InputTooLong as err:
                 param = "input" if isinstance(payload.get("input"), str) else f"input[{err.index}]"
                 raise ApiError(400, str(err).replace(f"input[{err.index}]", param), param,
@@ -199,7 +199,7 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
         if req.dimensions is not None and req.dimensions < emb.shape[1]:
             emb = emb[:, : req.dimensions]
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        n_tokens = sum(len(s) for s in seqs)
+        n_tokens = sum(counts)  # the user's tokens: never the prefix or special tokens the model format adds
         metrics.inputs.inc(len(seqs))
         metrics.tokens.inc(n_tokens)
         if req.encoding_format == "base64":
@@ -216,7 +216,10 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
     async def models():
         return {"object": "list", "data": [
             {"id": name, "object": "model", "created": state.created, "owned_by": "embedding-finetune-operator",
-             "root": state.names[0], "max_model_len": state.meta.max_seq_length, "dimensions": state.meta.dimension}
+             "root": state.names[0], "max_model_len": state.meta.max_seq_length, "dimensions": state.meta.dimension,
+             "supported_dimensions": list(state.meta.supported_dimensions),
+             "input_type_required": state.meta.asymmetric and settings.default_input_type is None,
+             "default_input_type": settings.default_input_type}
             for name in state.names]}
 
     @app.get("/v1/health/live", response_model=HealthResponse, responses={503: {"model": HealthResponse}})

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from eft.errors import InvalidInput
-from eft.export.artifact import METADATA_FILE, MODEL_FILE, TOKENIZER_FILE, Batch, ModelMetadata, TextTokenizer
+from eft.export.artifact import (METADATA_FILE, MODEL_FILE, TOKENIZER_FILE, Batch, ModelMetadata, TextTokenizer,
+                                 max_positions, trained_dimensions)
 
 log = logging.getLogger("eft.serve")
 
@@ -147,7 +148,8 @@ def _torch_metadata(folder: Path) -> ModelMetadata:
     dim = dim or hf_cfg.get("hidden_size") or 0
     return ModelMetadata(name=folder.name if folder.name != "model" else folder.parent.parent.name or "model",
                          dimension=int(dim), max_seq_length=int(max_len), query_prefix=prompts.get("query", ""),
-                         passage_prefix=prompts.get("passage", prompts.get("document", "")), precision="fp32")
+                         passage_prefix=prompts.get("passage", prompts.get("document", "")), precision="fp32",
+                         supported_dimensions=trained_dimensions(folder), max_positions=max_positions(hf_cfg))
 
 
 class TorchBackend:
@@ -164,6 +166,8 @@ class TorchBackend:
         self.meta = _torch_metadata(folder)
         self.meta.dimension = int((getattr(self.model, "get_embedding_dimension", None)
                                    or self.model.get_sentence_embedding_dimension)() or self.meta.dimension)
+        self.meta.supported_dimensions = trained_dimensions(folder)
+        self.meta.__post_init__()  # the full width is always supported
         self.meta.max_seq_length = int(self.model.max_seq_length or self.meta.max_seq_length)
         tok = self.model.tokenizer
         tok_file = folder / TOKENIZER_FILE
@@ -172,7 +176,9 @@ class TorchBackend:
         self.meta.pad_token_id = int(tok.pad_token_id or 0)
         self.meta.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
                                  if n in ("input_ids", "attention_mask") or n in tok.model_input_names]
-        self.tokenizer = TextTokenizer(tok_file, self.meta.max_seq_length, self.meta.pad_token_id)
+        self.meta.max_positions = max_positions(self.model[0].auto_model.config.to_dict()) or self.meta.max_positions
+        self.tokenizer = TextTokenizer(tok_file, self.meta.max_seq_length, self.meta.pad_token_id,
+                                       self.meta.max_positions)
         self.device = device
         self.name = "torch"
         self.providers = [f"torch-{device}"]

@@ -16,6 +16,7 @@ from eft.api.serving import (
     BACKENDS,
     DEFAULT_HOST,
     DEFAULT_MAX_REQUEST_BYTES,
+    INPUT_TYPES,
     ServingSettings,
     deploy_bounds,
     deploy_default,
@@ -50,6 +51,7 @@ def _deploy_range(name: str, kind: type[click.IntRange] | type[click.FloatRange]
          type=_deploy_range("max_inputs_per_request", click.IntRange))
 @_option("max_request_bytes", default=DEFAULT_MAX_REQUEST_BYTES, show_default=True, type=click.IntRange(1024))
 @_option("threads", default=None, type=click.IntRange(1, 1024))
+@_option("default_input_type", default=None, type=click.Choice(INPUT_TYPES))
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(access_log: bool, **params: Any) -> None:
     """Serve POST /v1/embeddings (OpenAI + NIM), GET /v1/models, /v1/health/{live,ready} and /metrics."""

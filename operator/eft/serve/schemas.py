@@ -7,7 +7,7 @@ error naming the exact parameter (`input[3]`, `dimensions`, ...) and a 4xx statu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,13 +40,18 @@ class EmbeddingRequest(BaseModel):
     """`POST /v1/embeddings` (OpenAI schema plus NIM's `input_type` and `truncate`)."""
 
     model_config = ConfigDict(extra="allow")
-    input: str | list[str] = Field(..., description="A text or a list of texts (token arrays are not accepted).")
+    input: str | list[str] = Field(..., description="A text or a list of texts. Token arrays are refused: ids from "
+                                                    "another tokenizer would be embedded as nonsense (LangChain: "
+                                                    "OpenAIEmbeddings(check_embedding_ctx_length=False)).")
     model: str = Field(..., description="The served model id (see GET /v1/models).")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="`base64`: little-endian float32 bytes, as the OpenAI API.")
-    dimensions: int | None = Field(None, ge=1, description="Keep the first N dimensions, re-normalised.")
+    dimensions: int | None = Field(None, ge=1, description="One of the widths the model was trained for (see "
+                                                           "GET /v1/models `supported_dimensions`): the first N "
+                                                           "dimensions, re-normalised.")
     input_type: Literal["query", "passage"] | None = Field(
-        None, description="NIM extension: applies the model's query or passage prefix; absent = text as given.")
+        None, description="NIM extension: applies the model's query or passage prefix. Required for a model whose "
+                          "queries and passages are encoded differently, unless the server sets a default.")
     truncate: Literal["NONE", "START", "END"] = Field(
         "NONE", description="NIM extension: an input over the model's limit is an error (NONE) or cut (START/END).")
     user: str | None = Field(None, description="Accepted and ignored.")
@@ -78,6 +83,9 @@ class ModelCard(BaseModel):
     root: str | None = None
     max_model_len: int | None = None
     dimensions: int | None = None
+    supported_dimensions: list[int] | None = None
+    input_type_required: bool | None = None
+    default_input_type: str | None = None
 
 
 class ModelList(BaseModel):
@@ -102,17 +110,30 @@ class ParsedRequest:
     truncate: str
 
 
+def _is_token_ids(value: Any) -> bool:
+    """A non-empty list of token ids (`[15339, 1917]`)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                           for v in value)
+
+
 def _is_token_list(value: Any) -> bool:
-    if isinstance(value, list) and value:
-        first = value[0]
-        if isinstance(first, int) and not isinstance(first, bool):
-            return True
-        if isinstance(first, list) and (not first or isinstance(first[0], int)):
-            return True
-    return False
+    """`input` given as ids: one id list, or a list whose items include id lists (as tiktoken clients send)."""
+    return _is_token_ids(value) or (isinstance(value, list) and any(_is_token_ids(v) for v in value))
 
 
-def validate(body: Any, served_names: set[str], max_inputs: int, dimension: int) -> ParsedRequest:
+#: What a client that sent token ids (LangChain's OpenAIEmbeddings does by default) must change.
+TOKEN_ARRAY_MESSAGE = (
+    "'input' holds token ids; this server only embeds text, because ids from another tokenizer (such as "
+    "tiktoken's, which LangChain's OpenAIEmbeddings sends by default) would be embedded as nonsense. Send the "
+    "text itself: with LangChain use OpenAIEmbeddings(..., check_embedding_ctx_length=False); with the openai "
+    "client pass strings as 'input'")
+
+
+def validate(body: Any, served_names: set[str], max_inputs: int, dimensions: Sequence[int],
+             input_type_required: bool = False, default_input_type: str | None = None) -> ParsedRequest:
+    """Check one `/v1/embeddings` body. `dimensions`: the widths the model was trained for (the last is its full
+    width); `input_type_required`: the model encodes queries and passages differently, so a request without
+    `input_type` is refused unless the server's operator chose `default_input_type`."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", None, "invalid_body")
 
@@ -136,8 +157,7 @@ def validate(body: Any, served_names: set[str], max_inputs: int, dimension: int)
         if not raw:
             raise ApiError(400, "'input' must not be an empty list", "input", "invalid_value")
         if _is_token_list(raw):
-            raise ApiError(400, "token arrays are not accepted by this server: send 'input' as text "
-                                "(a string or a list of strings)", "input", "unsupported_input")
+            raise ApiError(400, TOKEN_ARRAY_MESSAGE, "input", "unsupported_input")
         if len(raw) > max_inputs:
             raise ApiError(400, f"'input' has {len(raw)} items, more than the maximum of {max_inputs} per request",
                            "input", "too_many_inputs")
@@ -163,9 +183,10 @@ def validate(body: Any, served_names: set[str], max_inputs: int, dimension: int)
     if dims is not None:
         if isinstance(dims, bool) or not isinstance(dims, int):
             raise ApiError(400, "'dimensions' must be an integer", "dimensions", "invalid_type")
-        if dims < 1 or dims > dimension:
-            raise ApiError(400, f"'dimensions' must be between 1 and {dimension} (the model's width), got {dims}",
-                           "dimensions", "invalid_value")
+        if dims not in dimensions:
+            widths = ", ".join(str(d) for d in sorted(dimensions))
+            raise ApiError(400, f"'dimensions' must be one of the widths this model was trained for ({widths}), "
+                                f"got {dims}", "dimensions", "invalid_value")
 
     input_type = body.get("input_type")
     if input_type is not None:
@@ -173,6 +194,12 @@ def validate(body: Any, served_names: set[str], max_inputs: int, dimension: int)
             raise ApiError(400, f"'input_type' must be 'query' or 'passage', got {str(input_type)[:50]!r}",
                            "input_type", "invalid_value")
         input_type = input_type.lower()
+    elif input_type_required:
+        if default_input_type is None:
+            raise ApiError(400, "'input_type' is required for this model: it encodes queries and passages "
+                                "differently; send input_type 'query' or 'passage'", "input_type",
+                           "missing_required_parameter")
+        input_type = default_input_type
 
     truncate = body.get("truncate")
     if truncate is None:
