@@ -30,6 +30,13 @@ KNOWN_PREFIXES: dict[str, tuple[str, str]] = {
     "BAAI/bge-base-en-v1.5": ("Represent this sentence for searching relevant passages: ", ""),
 }
 
+#: Embedding widths well-known models were trained to serve (Matryoshka); the full width is implied.
+KNOWN_MATRYOSHKA_DIMS: dict[str, tuple[int, ...]] = {
+    "nvidia/llama-nemotron-embed-1b-v2": (384, 512, 768, 1024, 2048),
+    "nvidia/llama-3.2-nv-embedqa-1b-v2": (384, 512, 768, 1024, 2048),
+    "nomic-ai/nomic-embed-text-v1.5": (64, 128, 256, 512, 768),
+}
+
 FIELD = "spec.baseModel.name"
 
 
@@ -84,6 +91,24 @@ def prefixes_for(spec: BaseModelSpec, model=None) -> Prefixes:
         prompts.get("passage", prompts.get("document", known[1]))
     )
     return Prefixes(query=q, passage=p)
+
+
+def matryoshka_dims(spec: BaseModelSpec, requested: list[int] | None, full_dim: int) -> list[int]:
+    """Widths to train for below the full one: `training.matryoshkaDims` when given, else the base model's own
+    (`KNOWN_MATRYOSHKA_DIMS`, or `eft_training.json` of a model this project trained); ascending, < full_dim."""
+    if requested is None:
+        from eft.export.artifact import trained_dimensions
+
+        requested = list(KNOWN_MATRYOSHKA_DIMS.get(spec.name, ()))
+        location = Path(os.path.expanduser(spec.name))
+        if not requested and location.is_dir():
+            requested = trained_dimensions(location)
+    return sorted({int(d) for d in requested if 0 < int(d) < full_dim})
+
+
+def embedding_dimension(model) -> int:
+    """A SentenceTransformer's output width (the method was renamed in sentence-transformers 5)."""
+    return int((getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)())
 
 
 def best_device() -> str:

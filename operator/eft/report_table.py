@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from eft.evaluate.report import relative_text
 from eft.stages.contract import StageOutcome, read_success
 
 console = Console(stderr=False)
@@ -33,10 +34,16 @@ def print_metrics_table(workdir: Path, outcomes: list[StageOutcome]) -> None:
     for m in SHOWN_METRICS:
         if m in base and m in tuned:
             b, t = base[m], tuned[m]
-            rel = (t - b) / b * 100 if b else float("nan")
             color = "green" if t > b else ("red" if t < b else "white")
-            table.add_row(m, f"{b:.4f}", f"{t:.4f}", f"[{color}]{rel:+.1f}%[/{color}]")
+            table.add_row(m, f"{b:.4f}", f"{t:.4f}", f"[{color}]{relative_text(b, t)}[/{color}]")
     console.print(table)
+    mrl = summary.get("matryoshka")
+    if mrl:
+        widths = ", ".join(f"{d}: {mrl['base'][str(d)]:.4f} → {mrl['finetuned'][str(d)]:.4f}"
+                           for d in mrl["dimensions"])
+        console.print(f"nDCG@10 by width: {widths}")
+    for warning in summary.get("warnings") or []:
+        console.print(f"[bold yellow]warning:[/bold yellow] {warning}")
     promo = summary.get("promotion", {})
     if promo:
         verdict = "[green]promoted[/green]" if promo.get("promoted") else "[red]not promoted[/red]"

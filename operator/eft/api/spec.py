@@ -227,6 +227,19 @@ class TrainingSpec(SpecModel):
     seed: int = Field(42, ge=0)
     gpus: int = Field(1, ge=0, le=64, description="GPUs per node (0 = CPU).")
     nodes: int = Field(1, ge=1, le=64)
+    matryoshka_dims: list[int] | None = Field(
+        None, description="Embedding widths to train for with sentence-transformers' MatryoshkaLoss (the full "
+                          "width is always trained); the server accepts `dimensions` only for these. null: the base "
+                          "model's own supported widths (none for most models); []: off.")
+
+    @model_validator(mode="after")
+    def _matryoshka_positive(self) -> "TrainingSpec":
+        if self.matryoshka_dims is not None:
+            bad = [d for d in self.matryoshka_dims if d < 1 or d > 65536]
+            if bad:
+                raise ValueError(f"matryoshkaDims must be between 1 and 65536 (got {bad})")
+            self.matryoshka_dims = sorted(set(self.matryoshka_dims))
+        return self
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -234,6 +247,9 @@ class ExtraDataset(SpecModel):
     name: str = Field(..., pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
     path: str = Field(..., min_length=1, description="Folder with a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/).")
     split: str = Field("test", min_length=1)
+    ignore_identical_ids: bool = Field(
+        True, description="Skip a retrieved document whose id equals the query's id, as BEIR does by default "
+                          "(needed for sets like ArguAna and Quora whose queries are also corpus documents).")
 
 
 PromotionMetric = Literal[
@@ -249,6 +265,10 @@ class PromotionSpec(SpecModel):
         0.0, ge=-1.0, le=10.0,
         description="Fine-tuned must beat base by more than this relative margin (0.02 = 2%) to be promoted.",
     )
+    min_test_queries: int = Field(
+        30, ge=1, le=100000,
+        description="A test split with fewer queries is too small for the promotion decision to mean anything: "
+                    "the report and the resource's status warn, and the model is not promoted.")
 
 
 class EvaluationSpec(SpecModel):

@@ -60,6 +60,8 @@ class MetricsStatus(_StatusModel):
     finetuned: dict[str, float] | None = None
     relative: dict[str, float] | None = None
     promotion: dict[str, Any] | None = Field(None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    warnings: list[str] | None = Field(None, description="Why the figures may not mean much (e.g. a test split "
+                                                         "below promotion.minTestQueries).")
 
 
 class ModelStatus(_StatusModel):

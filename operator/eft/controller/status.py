@@ -86,6 +86,8 @@ def metrics_from_eval(summary: dict[str, Any] | None) -> dict[str, Any] | None:
             out[key] = {k: float(v) for k, v in vals.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if isinstance(summary.get("promotion"), dict):
         out["promotion"] = summary["promotion"]
+    if summary.get("warnings"):
+        out["warnings"] = [str(w) for w in summary["warnings"]]
     b, f = base.get("ndcg@10"), ft.get("ndcg@10")
     if isinstance(b, (int, float)) and isinstance(f, (int, float)):
         rel = f"{(f - b) / b:+.1%}" if b else "n/a"

@@ -1,5 +1,6 @@
 """The promotion rule: deploy the fine-tuned model only when it beats the base model by the configured margin
-on the test split, and does not regress on any extra dataset the user named (those guard general ability)."""
+on a test split large enough to mean something (`minTestQueries`), and does not regress on any extra dataset the
+user named (those guard general ability)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,19 @@ def relative_change(base: float, tuned: float) -> float:
     return (tuned - base) / base
 
 
+def too_few_queries(rule: PromotionSpec, queries: int | None) -> str | None:
+    """The warning for a test split below `minTestQueries` (None when it is large enough or unknown)."""
+    if queries is None or queries >= rule.min_test_queries:
+        return None
+    return (f"the test split has only {queries} quer{'y' if queries == 1 else 'ies'}, fewer than "
+            f"promotion.minTestQueries ({rule.min_test_queries}): too few for the base-vs-fine-tuned comparison "
+            f"to mean anything; add documents or questions, or raise prep.testFraction")
+
+
 def decide(rule: PromotionSpec, base: dict[str, float], tuned: dict[str, float],
-           extra: dict[str, dict[str, dict[str, float]]] | None = None) -> dict:
+           extra: dict[str, dict[str, dict[str, float]]] | None = None, queries: int | None = None) -> dict:
+    """The decision and its reason. `queries`: the test split's size (the gate refuses a split below
+    `rule.min_test_queries`)."""
     m = rule.metric
     b, t = base[m], tuned[m]
     rel = relative_change(b, t)
@@ -35,6 +47,10 @@ def decide(rule: PromotionSpec, base: dict[str, float], tuned: dict[str, float],
     if promoted and regressions:
         promoted = False
         reason += f", but it regresses on extra datasets ({'; '.join(regressions)})"
+    small = too_few_queries(rule, queries)
+    if small:
+        promoted = False
+        reason = f"not decided: {small} (measured: {reason})"
     return {
         "promoted": promoted,
         "metric": m,
@@ -43,5 +59,7 @@ def decide(rule: PromotionSpec, base: dict[str, float], tuned: dict[str, float],
         "relativeChange": round(rel, 5) if rel != float("inf") else None,
         "minRelativeImprovement": rule.min_relative_improvement,
         "extraRegressions": regressions,
+        "testQueries": queries,
+        "minTestQueries": rule.min_test_queries,
         "reason": reason,
     }

@@ -12,6 +12,8 @@ def markdown_report(report: dict) -> str:
     lines = [f"# Evaluation: {report['name']}", ""]
     promo = report["promotion"]
     lines += [f"**Promotion: {'promoted' if promo['promoted'] else 'not promoted'}** ({promo['reason']})", ""]
+    for warning in report.get("warnings") or []:
+        lines += [f"> **Warning:** {warning}", ""]
     boot = report.get("significance")
     if boot:
         lines += [f"Per-query nDCG@10 change: mean {boot['meanDelta']:+.4f}, 95% CI "
@@ -22,10 +24,22 @@ def markdown_report(report: dict) -> str:
                   "| metric | base | fine-tuned | change |", "| --- | ---: | ---: | ---: |"]
         for m in sorted(ds["base"], key=lambda x: (x.split("@")[0], int(x.split("@")[1]))):
             b, t = ds["base"][m], ds["finetuned"][m]
-            rel = f"{(t - b) / b:+.1%}" if b else "n/a"
-            lines.append(f"| {m} | {b:.4f} | {t:.4f} | {rel} |")
+            lines.append(f"| {m} | {b:.4f} | {t:.4f} | {relative_text(b, t)} |")
+        lines.append("")
+    mrl = report.get("matryoshka")
+    if mrl:
+        lines += ["## nDCG@10 by embedding width (test split)", "", "| width | base | fine-tuned | change |",
+                  "| ---: | ---: | ---: | ---: |"]
+        for d in mrl["dimensions"]:
+            b, t = mrl["base"][str(d)], mrl["finetuned"][str(d)]
+            lines.append(f"| {d} | {b:.4f} | {t:.4f} | {relative_text(b, t)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def relative_text(base: float, tuned: float) -> str:
+    """The relative change as `+12.3%`, or `n/a` when the base is 0 (never `nan`/`inf`)."""
+    return f"{(tuned - base) / base:+.1%}" if base else "n/a"
 
 
 def chart(report: dict, path: Path) -> None:

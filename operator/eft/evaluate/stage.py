@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from eft.embedding import encode_passages, encode_queries
 from eft.errors import InvalidInput
 from eft.evaluate.paired import paired_bootstrap, per_query_ndcg
-from eft.evaluate.promotion import decide, relative_change
+from eft.evaluate.promotion import decide, relative_change, too_few_queries
+from eft.export.artifact import trained_dimensions
 from eft.evaluate.report import write_report
 from eft.models import load_sentence_transformer, prefixes_for
 from eft.retrieval.scoring import evaluate_encoder
 from eft.stages.contract import StageContext
+
+log = logging.getLogger("eft.eval")
 
 
 def model_encoder(model, prefixes, max_query_length: int, max_passage_length: int, batch_size: int, progress=None):
@@ -33,27 +37,39 @@ def run(ctx: StageContext) -> dict:
     model_dir = ctx.input_dir("train") / "model"
     tuned_model = load_sentence_transformer(bm, location=str(model_dir))
 
-    datasets = {"test": (ctx.input_dir("prep") / "beir", "test")}
+    # Our own split: query ids never name corpus documents, so nothing is ignored. Extra datasets: BEIR's own
+    # default (ignore a hit whose id is the query's), unless the dataset says otherwise.
+    datasets = {"test": (ctx.input_dir("prep") / "beir", "test", False)}
     for extra in ev.extra_datasets:
         folder = Path(extra.path)
         if not (folder / "corpus.jsonl").is_file():
             raise InvalidInput(f"no BEIR dataset at {folder} (corpus.jsonl missing)",
                                f"spec.evaluation.extraDatasets[{extra.name}].path")
-        datasets[extra.name] = (folder, extra.split)
+        datasets[extra.name] = (folder, extra.split, extra.ignore_identical_ids)
+    widths = trained_dimensions(model_dir)  # Matryoshka widths the model was trained for (with its full width)
 
     results_by_ds: dict[str, dict] = {}
     significance = None
-    for name, (folder, split) in datasets.items():
+    matryoshka: dict | None = None
+    for name, (folder, split, ignore_identical) in datasets.items():
         res: dict = {}
         runs = {}
+        by_dim = {}
         for label, model in (("base", base_model), ("finetuned", tuned_model)):
             with ctx.progress.task(f"{name}: {label} evaluated", total=1) as task:
                 encode = model_encoder(model, prefixes, bm.max_query_length, bm.max_passage_length,
                                        ev.batch_size, ctx.progress)
-                scored = evaluate_encoder(encode, folder, ev.k_values, split=split)
+                scored = evaluate_encoder(encode, folder, ev.k_values, split=split,
+                                          ignore_identical_ids=ignore_identical,
+                                          dimensions=widths if name == "test" and len(widths) > 1 else None)
                 res.update(queries=scored["queries"], corpus=scored["corpus"])
                 res[label], runs[label], qrels = scored["metrics"], scored["results"], scored["qrels"]
+                by_dim[label] = scored.get("byDimension")
                 task.advance()
+        if name == "test" and by_dim.get("finetuned"):
+            matryoshka = {"metric": "ndcg@10", "dimensions": sorted(by_dim["finetuned"]),
+                          "base": {str(d): round(v, 5) for d, v in by_dim["base"].items()},
+                          "finetuned": {str(d): round(v, 5) for d, v in by_dim["finetuned"].items()}}
         res["relative"] = {m: round(relative_change(res["base"][m], res["finetuned"][m]), 5)
                            for m in res["base"] if res["base"][m]}
         results_by_ds[name] = res
@@ -62,9 +78,12 @@ def run(ctx: StageContext) -> dict:
                                             per_query_ndcg(qrels, runs["finetuned"], 10))
 
     test = results_by_ds.pop("test")
-    promotion = decide(ev.promotion, test["base"], test["finetuned"], results_by_ds)
+    promotion = decide(ev.promotion, test["base"], test["finetuned"], results_by_ds, queries=test["queries"])
+    warnings = [w for w in [too_few_queries(ev.promotion, test["queries"])] if w]
+    for w in warnings:
+        log.warning("%s", w)
     report = {"name": ctx.resource.metadata.name, **test, "significance": significance,
-              "extra": results_by_ds, "promotion": promotion}
+              "extra": results_by_ds, "promotion": promotion, "warnings": warnings, "matryoshka": matryoshka}
     write_report(ctx.out_dir, report)
     rounded = lambda d: {k: round(v, 5) for k, v in d.items()}  # noqa: E731
     return {
@@ -78,4 +97,7 @@ def run(ctx: StageContext) -> dict:
                       "finetuned": {ev.promotion.metric: r["finetuned"][ev.promotion.metric]}}
                   for n, r in results_by_ds.items()},
         "promotion": promotion,
+        "warnings": warnings,
+        **({"matryoshka": {"dimensions": matryoshka["dimensions"], "base": matryoshka["base"],
+                           "finetuned": matryoshka["finetuned"]}} if matryoshka else {}),
     }

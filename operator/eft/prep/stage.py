@@ -10,6 +10,7 @@ from eft.embedding import encode_passages, encode_queries
 from eft.errors import InvalidInput
 from eft.models import load_sentence_transformer, prefixes_for
 from eft.retrieval.beir import write_beir
+from eft.prep.merge import merge_identical_questions
 from eft.prep.mining import mine_hard_negatives
 from eft.prep.split import split_questions
 from eft.prep.unroll import unroll
@@ -27,6 +28,7 @@ def run(ctx: StageContext) -> dict:
     chunk_index = {c.id: i for i, c in enumerate(chunks)}
     unknown = sum(1 for q in questions for s in q.segment_ids if s not in chunk_index)
     questions = [q for q in questions if all(s in chunk_index for s in q.segment_ids)]
+    questions, merge_stats = merge_identical_questions(questions)
     try:
         train_q, test_q = split_questions(questions, prep.test_fraction, prep.seed)
     except ValueError as err:
@@ -55,6 +57,7 @@ def run(ctx: StageContext) -> dict:
     return {
         "questions": len(questions),
         "questionsWithUnknownChunks": unknown,
+        **merge_stats,
         "trainQuestions": len(train_q),
         "testQuestions": len(test_q),
         "trainExamples": len(examples),

@@ -2,8 +2,12 @@
 
 - Loss: InfoNCE with scale = 1/temperature (0.02 -> 50): each query against its positive, its hard negatives and
   every other passage in the batch, computed with GradCache (`CachedMultipleNegativesRankingLoss`) so a global
-  batch of 128 queries x 5 passages fits in memory (`miniBatchSize` texts at a time) with the exact same loss. The no-duplicates batch sampler keeps a question's
-  unrolled twins (and repeated passages) out of one another's batches, so they are never in-batch false negatives.
+  batch of 128 queries x 5 passages fits in memory (`miniBatchSize` texts at a time) with the exact same loss.
+  `training.matryoshkaDims` (default: the base model's own widths) wraps it in `MatryoshkaLoss`.
+- Batches: the positive-aware sampler (`eft.train.sampler`) keeps every labelled positive of a question out of
+  its batch as a negative (a multi-hop question's other positives, another question's positive or hard negative
+  that is one of its own), and repeated passages and questions out of one batch, so there are no in-batch false
+  negatives; hard negatives were mined with all of a question's positives masked.
 - Prefixes: the base model's query/passage prefixes are applied through the trainer's `prompts` and saved into
   the output model, so `SentenceTransformer(path)` encodes exactly as trained.
 - Precision: bf16 on a GPU that supports it (fp16 otherwise), fp32 on CPU; `precision` overrides.
@@ -15,13 +19,17 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import shutil
 
-from eft.models import load_sentence_transformer, prefixes_for
+from eft.export.artifact import TRAINING_INFO_FILE
+from eft.models import embedding_dimension, load_sentence_transformer, matryoshka_dims, prefixes_for
 from eft.stages.contract import StageContext
 from eft.train.batching import effective_global_batch, per_device_batch, world_size
 from eft.train.dataset import load_examples
+from eft.train.sampler import PositiveAwareBatchSampler
 
 log = logging.getLogger("eft.train")
 
@@ -51,16 +59,25 @@ def _progress_callback(task):
 GRADCACHE_ABOVE_TOKENS = 32768
 
 
-def make_loss(model, tr, per_device: int, max_length: int):
+def make_loss(model, tr, per_device: int, max_length: int, matryoshka: list[int] | None = None):
     """InfoNCE over (query, positive, negatives, in-batch). Small steps run the plain loss; larger ones GradCache,
-    which gives the same loss and gradients with memory bounded by `miniBatchSize` texts."""
-    from sentence_transformers.losses import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
+    which gives the same loss and gradients with memory bounded by `miniBatchSize` texts. With `matryoshka`
+    widths the loss is wrapped in sentence-transformers' `MatryoshkaLoss` (Kusupati et al., 2022, "Matryoshka
+    Representation Learning"): the same InfoNCE on the full embedding and on each truncated prefix, equally
+    weighted, so the model keeps serving those widths."""
+    from sentence_transformers.losses import (CachedMultipleNegativesRankingLoss, MatryoshkaLoss,
+                                              MultipleNegativesRankingLoss)
 
     scale = 1.0 / tr.temperature
     if per_device * (tr.passages_per_query + 1) * max_length <= GRADCACHE_ABOVE_TOKENS:
-        return MultipleNegativesRankingLoss(model, scale=scale)
-    return CachedMultipleNegativesRankingLoss(model, scale=scale, mini_batch_size=tr.mini_batch_size,
-                                              show_progress_bar=False)
+        loss = MultipleNegativesRankingLoss(model, scale=scale)
+    else:
+        loss = CachedMultipleNegativesRankingLoss(model, scale=scale, mini_batch_size=tr.mini_batch_size,
+                                                  show_progress_bar=False)
+    if matryoshka:
+        full = embedding_dimension(model)
+        loss = MatryoshkaLoss(model, loss, matryoshka_dims=[full, *sorted(matryoshka, reverse=True)])
+    return loss
 
 
 def latest_checkpoint(folder) -> str | None:
@@ -71,11 +88,10 @@ def latest_checkpoint(folder) -> str | None:
 def run(ctx: StageContext) -> dict:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.training_args import BatchSamplers
 
     spec, tr = ctx.spec, ctx.spec.training
     n_neg = min(tr.passages_per_query - 1, spec.prep.negatives_used)
-    columns, data_stats = load_examples(ctx.input_dir("prep"), n_neg, tr.seed)
+    columns, data_stats, rows = load_examples(ctx.input_dir("prep"), n_neg, tr.seed)
     n = len(columns["anchor"])
     dataset = Dataset.from_dict(columns)
 
@@ -104,7 +120,7 @@ def run(ctx: StageContext) -> dict:
         warmup_steps=tr.warmup_steps,
         weight_decay=tr.weight_decay,
         lr_scheduler_type="linear",
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        batch_sampler=functools.partial(PositiveAwareBatchSampler, rows=rows),
         save_strategy="steps",
         save_steps=tr.save_steps,
         save_total_limit=2,
@@ -117,11 +133,14 @@ def run(ctx: StageContext) -> dict:
         prompts=prompts or None,
         **_precision_flags(tr.precision),
     )
-    loss = make_loss(model, tr, per_device, spec.base_model.max_passage_length)
+    full_dim = embedding_dimension(model)
+    widths = matryoshka_dims(spec.base_model, tr.matryoshka_dims, full_dim)
+    loss = make_loss(model, tr, per_device, spec.base_model.max_passage_length, widths)
     resume = latest_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming training from %s", resume)
-    steps_per_epoch = -(-n // global_batch)
+    batches = len(PositiveAwareBatchSampler(dataset, per_device, False, seed=tr.seed, rows=rows))
+    steps_per_epoch = -(-batches // (accumulation * world_size()))
     total_steps = tr.max_steps or steps_per_epoch * tr.epochs
     with ctx.progress.task("training steps", total=total_steps) as task:
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
@@ -137,6 +156,8 @@ def run(ctx: StageContext) -> dict:
     final = ctx.out_dir / "model"
     if trainer.is_world_process_zero():
         model.save(str(final))
+        (final / TRAINING_INFO_FILE).write_text(json.dumps({"matryoshkaDimensions": [*widths, full_dim]}),
+                                                encoding="utf-8")
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
@@ -151,6 +172,7 @@ def run(ctx: StageContext) -> dict:
         "negativesPerExample": n_neg,
         "temperature": tr.temperature,
         "loss": type(loss).__name__,
+        "matryoshkaDimensions": [*widths, full_dim] if widths else None,
         "learningRate": tr.learning_rate,
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "firstLoss": round(losses[0], 4) if losses else None,
