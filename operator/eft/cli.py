@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -53,15 +52,14 @@ def _fail(err: EftError) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpcore", "openai", "urllib3", "filelock", "sentence_transformers", "transformers",
-                  "faiss", "datasets", "accelerate"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from eft.terminal import configure
+
+    configure(verbose)
 
 
 @click.group(cls=LazyGroup)
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Debug logging, with the libraries' own progress bars and INFO messages.")
 @click.version_option(package_name="embedding-finetune-operator")
 def main(verbose: bool) -> None:
     """Fine-tune, evaluate and serve a domain embedding model (embedding-finetune-operator)."""

@@ -31,32 +31,62 @@ class Task:
 
 
 class Progress:
-    """Creates tasks; uses rich when stderr is a terminal (or `force_rich`), logging otherwise."""
+    """Creates tasks; uses rich when stderr is a terminal (or `force_rich`), logging otherwise.
 
-    def __init__(self, enabled: bool = True, force_rich: bool = False):
+    On a terminal each stage gets one clean display: `stage(name)` prints a heading rule, the stage's bars live
+    under it, and the display is closed (its final bars kept) when the stage ends, before the caller prints the
+    stage's summary line. Log records and stray writes to stderr during a stage are printed above the bars by
+    rich (see `eft.terminal`). Without a terminal (a Job's log) every step is one log line, as before.
+    """
+
+    def __init__(self, enabled: bool = True, force_rich: bool = False, console=None):
         self.rich = None
         self._enabled = enabled
         self._use_rich = enabled and (force_rich or sys.stderr.isatty())
+        self.console = console
+        if self._use_rich and self.console is None:
+            from eft.terminal import stderr_console
+
+            self.console = stderr_console()
 
     def __enter__(self) -> "Progress":
-        if self._use_rich:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            self.rich = RichProgress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
-            )
-            self.rich.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stop(*exc)
+
+    def _start(self) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.rich = RichProgress(
+            TextColumn("  [bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), transient=False, console=self.console,
+        )
+        self.rich.__enter__()
+
+    def _stop(self, *exc) -> None:
         if self.rich is not None:
-            self.rich.__exit__(*exc)
+            self.rich.__exit__(*(exc or (None, None, None)))
             self.rich = None
 
     @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """One stage's display: a heading, then its bars (closed when the stage ends)."""
+        if self._use_rich:
+            self._stop()
+            self.console.rule(f"[bold]{name}", align="left")
+        elif self._enabled:
+            log.info("stage %s: started", name)
+        try:
+            yield
+        finally:
+            self._stop()
+
+    @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[Task]:
+        if self._use_rich and self.rich is None:
+            self._start()
         task_id = self.rich.add_task(description, total=total) if self.rich is not None else None
         t = Task(self, description, total, task_id)
         try:

@@ -35,9 +35,11 @@ def run_one(resource: EmbeddingFinetune, name: str, workdir: Path, progress: Pro
             force: bool = False, hashes: dict[str, str] | None = None) -> StageOutcome:
     """Run (or skip, when current) one stage under the stage contract."""
     hashes = hashes or compute_hashes(resource)
+    progress = progress or Progress(enabled=False)
     ctx = StageContext(resource=resource, workdir=workdir, name=name, config_hash=hashes[name], hashes=hashes,
-                       progress=progress or Progress(enabled=False))
-    return execute_stage(stage_function(name), ctx, force=force)
+                       progress=progress)
+    with progress.stage(name):
+        return execute_stage(stage_function(name), ctx, force=force)
 
 
 def run_pipeline(resource: EmbeddingFinetune, workdir: Path, progress: Progress | None = None,

@@ -47,10 +47,10 @@ def decide(rule: PromotionSpec, base: dict[str, float], tuned: dict[str, float],
     if promoted and regressions:
         promoted = False
         reason += f", but it regresses on extra datasets ({'; '.join(regressions)})"
-    small = too_few_queries(rule, queries)
-    if small:
+    if too_few_queries(rule, queries):
         promoted = False
-        reason = f"not decided: {small} (measured: {reason})"
+        reason = (f"not decided: the test split has only {queries} quer{'y' if queries == 1 else 'ies'}, fewer "
+                  f"than promotion.minTestQueries ({rule.min_test_queries}); measured: {reason}")
     return {
         "promoted": promoted,
         "metric": m,

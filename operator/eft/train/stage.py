@@ -44,6 +44,12 @@ def _precision_flags(precision: str) -> dict[str, bool]:
     return {"bf16": False, "fp16": True}
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _progress_callback(task):
     from transformers import TrainerCallback
 
@@ -130,6 +136,7 @@ def run(ctx: StageContext) -> dict:
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        dataloader_pin_memory=_has_cuda(),
         prompts=prompts or None,
         **_precision_flags(tr.precision),
     )
