@@ -152,3 +152,22 @@ def test_int8_keeps_ffn_outputs_in_fp32_when_ndcg_drops(tmp_path, monkeypatch):
              if n.op_type == "MatMul"}
     assert "/hf/encoder/layer.0/output/dense/MatMul" in names  # left as a float MatMul
     cleanup(tmp_path)
+
+
+def test_metadata_records_trained_widths_and_the_networks_position_limit(wd, tmp_path):
+    from eft.export.artifact import ModelMetadata, max_positions, trained_dimensions
+
+    for sub in ("onnx", "onnx-int8"):
+        meta = json.loads((wd / "export" / sub / "eft_model.json").read_text())
+        assert meta["supportedDimensions"] == [384]  # never trained with MatryoshkaLoss
+        assert meta["maxPositions"] == 512 and meta["maxSeqLength"] == 256  # BERT's 512 positions
+    assert max_positions({"max_position_embeddings": 514, "model_type": "xlm-roberta"}) == 512
+    assert max_positions({}) is None
+    assert trained_dimensions(tmp_path) == []
+    (tmp_path / "eft_training.json").write_text(json.dumps({"matryoshkaDimensions": [64, 128, 384]}))
+    assert trained_dimensions(tmp_path) == [64, 128, 384]
+    meta = ModelMetadata(name="m", dimension=384, max_seq_length=256, supported_dimensions=[128, 64, 999])
+    assert meta.supported_dimensions == [64, 128, 384]
+    again = ModelMetadata.from_json(meta.to_json())
+    assert again.supported_dimensions == [64, 128, 384] and again.max_positions is None
+    assert ModelMetadata(name="m", dimension=8, max_seq_length=8, query_prefix="q: ").asymmetric

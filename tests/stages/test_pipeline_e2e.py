@@ -20,7 +20,8 @@ def finished_run(tmp_path_factory, tiny_corpus):
     from pipeline_helpers import write_resource
 
     tmp = tmp_path_factory.mktemp("e2e")
-    spec_file = write_resource(tmp / "resource.yaml", tiny_corpus)
+    # MiniLM has no Matryoshka widths of its own: ask for two, so the run trains with MatryoshkaLoss.
+    spec_file = write_resource(tmp / "resource.yaml", tiny_corpus, training={"matryoshkaDims": [64, 128]})
     workdir = tmp / "work"
     result = CliRunner().invoke(main, ["run", str(spec_file), "--workdir", str(workdir)])
     assert result.exit_code == 0, result.output
@@ -63,6 +64,19 @@ def test_training_changed_the_weights(finished_run):
     delta = max(float(np.abs(base[k] - tuned[k]).max()) for k in base if k in tuned)
     assert delta > 1e-6
     assert read_success(workdir / "train")["summary"]["steps"] >= 1
+
+
+def test_matryoshka_training_is_recorded_and_evaluated_per_width(finished_run):
+    _, workdir, output = finished_run
+    train = read_success(workdir / "train")["summary"]
+    assert train["loss"] == "MatryoshkaLoss" and train["matryoshkaDimensions"] == [64, 128, 384]
+    info = json.loads((workdir / "train" / "model" / "eft_training.json").read_text())
+    assert info == {"matryoshkaDimensions": [64, 128, 384]}
+    mrl = read_success(workdir / "eval")["summary"]["matryoshka"]
+    assert mrl["dimensions"] == [64, 128, 384]
+    for side in ("base", "finetuned"):
+        assert all(0.0 < mrl[side][str(d)] <= 1.0 for d in (64, 128, 384))
+    assert "nDCG@10 by width: 64:" in output
 
 
 def test_rerun_skips_everything_and_epochs_edit_reruns_train_and_eval(finished_run, tmp_path):
