@@ -74,6 +74,7 @@ def test_navigation_by_landmarks_roles_and_link_density():
         <p hidden>Hidden paragraph</p><p style="display: none">Invisible paragraph</p>
         <h2><a href="failover.html">Failover</a></h2>
         <p>Promote a standby with the promote command.</p>
+        <aside><p>Note: fencing the old primary comes first.</p></aside>
         <footer><p>Last reviewed in spring.</p></footer>
       </article>
     </main>
@@ -84,7 +85,8 @@ def test_navigation_by_landmarks_roles_and_link_density():
         "Replication": ["Posted under operations.",
                         "Streaming replication ships WAL records to standbys as they are written."],
         # A heading whose text is a link is still a heading (link density never drops headings).
-        "Replication > Failover": ["Promote a standby with the promote command.", "Last reviewed in spring."],
+        "Replication > Failover": ["Promote a standby with the promote command.",
+                                   "Note: fencing the old primary comes first.", "Last reviewed in spring."],
     }
 
 

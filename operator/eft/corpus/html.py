@@ -7,9 +7,9 @@ WAI-ARIA landmark model, boilerplate removal by link density), never by guessing
 
 1. The main region: the `<main>` element or `role="main"` (the one with the most text when there are several);
    the `<body>` when the page has none.
-2. Landmarks that are not content are removed inside it: `<nav>`, `<aside>`, elements whose `role` is
-   navigation, banner, contentinfo, complementary, search, menu/menubar/toolbar/tablist, and `<header>`/`<footer>`
-   that belong to the page rather than to an article or section (HTML's own rule for banner/contentinfo); also
+2. Landmarks that are not content are removed inside it: `<nav>`, elements whose `role` is navigation, banner,
+   contentinfo, complementary, search, menu/menubar/toolbar/tablist, and `<header>`/`<footer>`/`<aside>` that
+   belong to the page rather than to an article or section (HTML's own rule for banner/contentinfo); also
    hidden elements (`hidden`, `aria-hidden="true"`, `display:none`), and blocks whose `aria-label` or table
    `summary` declares them navigation (DocBook's "Navigation header" tables, Sphinx's breadcrumbs).
 3. Link density: a block without a heading whose text is mostly link text (a menu, a table of contents, a row of
@@ -62,9 +62,10 @@ def _declared_navigation(el) -> bool:
     return bool(label and _NAV_LABEL.search(label))
 
 
-def _is_page_header_or_footer(el, root) -> bool:
-    """A <header>/<footer> is the page's banner/contentinfo unless it sits in an article, section, main, ..."""
-    if el.name not in ("header", "footer"):
+def _is_page_landmark(el, root) -> bool:
+    """A <header>/<footer>/<aside> is the page's banner/contentinfo/complementary region unless it sits in an
+    article, section, main, ... (then it is that content's own: a byline, a note)."""
+    if el.name not in ("header", "footer", "aside"):
         return False
     for parent in el.parents:
         if parent is root:
@@ -87,8 +88,8 @@ def _remove_boilerplate(root) -> None:
     for el in root.find_all(True):
         if el.decomposed:
             continue
-        if (el.name in ("nav", "aside") or _role(el) in _NON_CONTENT_ROLES or _is_hidden(el)
-                or _declared_navigation(el) or _is_page_header_or_footer(el, root)):
+        if (el.name == "nav" or _role(el) in _NON_CONTENT_ROLES or _is_hidden(el)
+                or _declared_navigation(el) or _is_page_landmark(el, root)):
             if el.name in HEADING_TAGS:
                 continue
             el.decompose()
