@@ -38,6 +38,8 @@ KNOWN_MATRYOSHKA_DIMS: dict[str, tuple[int, ...]] = {
 }
 
 FIELD = "spec.baseModel.name"
+#: Written by the train stage beside the saved model: what the model was trained for (Matryoshka widths).
+TRAINING_INFO_FILE = "eft_training.json"
 
 
 def _resolve_package(package: str) -> str:
@@ -93,12 +95,21 @@ def prefixes_for(spec: BaseModelSpec, model=None) -> Prefixes:
     return Prefixes(query=q, passage=p)
 
 
+def trained_dimensions(model_dir: str | Path) -> list[int]:
+    """The Matryoshka widths a saved model was trained for (`eft_training.json`), [] when none were recorded."""
+    import json
+
+    try:
+        info = json.loads((Path(model_dir) / TRAINING_INFO_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    return [int(d) for d in info.get("matryoshkaDimensions") or []]
+
+
 def matryoshka_dims(spec: BaseModelSpec, requested: list[int] | None, full_dim: int) -> list[int]:
     """Widths to train for below the full one: `training.matryoshkaDims` when given, else the base model's own
     (`KNOWN_MATRYOSHKA_DIMS`, or `eft_training.json` of a model this project trained); ascending, < full_dim."""
     if requested is None:
-        from eft.export.artifact import trained_dimensions
-
         requested = list(KNOWN_MATRYOSHKA_DIMS.get(spec.name, ()))
         location = Path(os.path.expanduser(spec.name))
         if not requested and location.is_dir():

@@ -155,7 +155,8 @@ def test_int8_keeps_ffn_outputs_in_fp32_when_ndcg_drops(tmp_path, monkeypatch):
 
 
 def test_metadata_records_trained_widths_and_the_networks_position_limit(wd, tmp_path):
-    from eft.export.artifact import ModelMetadata, max_positions, trained_dimensions
+    from eft.export.artifact import ModelMetadata, max_positions
+    from eft.models import trained_dimensions
 
     for sub in ("onnx", "onnx-int8"):
         meta = json.loads((wd / "export" / sub / "eft_model.json").read_text())

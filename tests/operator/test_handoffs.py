@@ -48,6 +48,7 @@ SERVING_CASES = {
     "tuned": {"deploy": {"backend": "onnx-int8", "port": 9000, "maxBatchSize": 32, "maxWaitMs": 2.5,
                          "maxInputsPerRequest": 100}},
     "pytorch-model": {"deploy": {"backend": "torch"}, "export": {"onnx": {"enabled": False}}},
+    "default-input-type": {"deploy": {"defaultInputType": "query"}},
 }
 
 
@@ -64,8 +65,10 @@ def test_server_deployment_is_what_eft_serve_reads(case, monkeypatch):
     assert got == ServingSettings.for_resource("demo", spec, manifests.model_dir(spec))
     # Spelled out, so the comparison above cannot be vacuous.
     d = spec.deploy
-    assert (got.backend, got.port, got.max_batch_size, got.max_wait_ms, got.max_inputs_per_request) == (
-        d.backend, d.port, d.max_batch_size, d.max_wait_ms, d.max_inputs_per_request)
+    assert (got.backend, got.port, got.max_batch_size, got.max_wait_ms, got.max_inputs_per_request,
+            got.default_input_type) == (d.backend, d.port, d.max_batch_size, d.max_wait_ms,
+                                        d.max_inputs_per_request, d.default_input_type)
+    assert ("EFT_DEFAULT_INPUT_TYPE" in _plain_env(container)) == (d.default_input_type is not None)
     assert got.served_model_names == ("demo",)
     assert got.model_dir == manifests.model_dir(spec)
     assert container["ports"][0]["containerPort"] == got.port
@@ -82,6 +85,7 @@ def test_eft_serve_offers_the_spec_choices_and_bounds():
     opts = {p.name: p for p in serve.params}
     assert list(opts["backend"].type.choices) == list(DeploySpec.model_json_schema()["properties"]["backend"]["enum"])
     schema = DeploySpec.model_json_schema()["properties"]
+    assert list(opts["default_input_type"].type.choices) == ["query", "passage"]
     for field, key in (("max_inputs_per_request", "maxInputsPerRequest"), ("max_batch_size", "maxBatchSize")):
         assert (opts[field].type.min, opts[field].type.max) == (schema[key]["minimum"], schema[key]["maximum"])
         assert opts[field].default == schema[key]["default"]

@@ -9,9 +9,8 @@ from eft.embedding import encode_passages, encode_queries
 from eft.errors import InvalidInput
 from eft.evaluate.paired import paired_bootstrap, per_query_ndcg
 from eft.evaluate.promotion import decide, relative_change, too_few_queries
-from eft.export.artifact import trained_dimensions
 from eft.evaluate.report import write_report
-from eft.models import load_sentence_transformer, prefixes_for
+from eft.models import load_sentence_transformer, prefixes_for, trained_dimensions
 from eft.retrieval.scoring import evaluate_encoder
 from eft.stages.contract import StageContext
 

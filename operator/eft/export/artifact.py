@@ -24,8 +24,6 @@ METADATA_FILE = "eft_model.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT = "eft-embedding/v1"
-#: Written by the train stage beside the saved model: what the model was trained for (Matryoshka widths).
-TRAINING_INFO_FILE = "eft_training.json"
 
 Truncate = Literal["NONE", "START", "END"]
 
@@ -98,15 +96,6 @@ class ModelMetadata:
     @classmethod
     def load(cls, folder: Path) -> "ModelMetadata":
         return cls.from_json(json.loads((Path(folder) / METADATA_FILE).read_text(encoding="utf-8")))
-
-
-def trained_dimensions(model_dir: str | Path) -> list[int]:
-    """The Matryoshka widths a saved model was trained for (`eft_training.json`), [] when none were recorded."""
-    try:
-        info = json.loads((Path(model_dir) / TRAINING_INFO_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
-    return [int(d) for d in info.get("matryoshkaDimensions") or []]
 
 
 #: Architectures whose position ids start after the padding index (2 positions unusable).

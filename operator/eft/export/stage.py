@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from eft.errors import EXIT_INVALID_INPUT, InvalidInput
-from eft.export.artifact import MODEL_FILE, OnnxEncoder, trained_dimensions
+from eft.export.artifact import MODEL_FILE, OnnxEncoder
 from eft.export.onnx_export import ExportFailed, cosines, export_onnx, ffn_output_matmuls, quantize_int8
 from eft.stages.contract import StageContext, write_json_atomic
 
@@ -101,7 +101,7 @@ def run(ctx: StageContext) -> dict:
     from sentence_transformers import SentenceTransformer
 
     from eft.export import tensorrt as trt_build
-    from eft.models import prefixes_for
+    from eft.models import prefixes_for, trained_dimensions
 
     spec = ctx.spec
     onnx_spec, trt_spec = spec.export.onnx, spec.export.tensorrt

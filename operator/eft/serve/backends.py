@@ -17,7 +17,8 @@ import numpy as np
 
 from eft.errors import InvalidInput
 from eft.export.artifact import (METADATA_FILE, MODEL_FILE, TOKENIZER_FILE, Batch, ModelMetadata, TextTokenizer,
-                                 max_positions, trained_dimensions)
+                                 max_positions)
+from eft.models import trained_dimensions
 
 log = logging.getLogger("eft.serve")
 

@@ -24,8 +24,7 @@ import json
 import logging
 import shutil
 
-from eft.export.artifact import TRAINING_INFO_FILE
-from eft.models import embedding_dimension, load_sentence_transformer, matryoshka_dims, prefixes_for
+from eft.models import TRAINING_INFO_FILE, embedding_dimension, load_sentence_transformer, matryoshka_dims, prefixes_for
 from eft.stages.contract import StageContext
 from eft.train.batching import effective_global_batch, per_device_batch, world_size
 from eft.train.dataset import load_examples

@@ -15,7 +15,7 @@ from eft.corpus.decoding import UndecodableDocument, decode_bytes
 from eft.corpus.documents import parse_document, parse_html, parse_markdown
 from eft.corpus.reader import read_text
 
-PUBLISHED = Path(__file__).parent / "fixtures" / "published"
+PUBLISHED = Path(__file__).parents[1] / "fixtures" / "published"
 
 
 def _parse(name: str):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest_serve import fake_workdir, resource
+from model_workspace import fake_workdir, resource
 
 pytestmark = pytest.mark.slow
 
