@@ -109,7 +109,7 @@ def test_matryoshka_widths_default_to_the_base_models_own():
 
 
 def test_matryoshka_loss_wraps_the_infonce_loss():
-    from sentence_transformers.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
 
     from eft.api.spec import TrainingSpec
     from eft.train.stage import make_loss

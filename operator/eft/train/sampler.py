@@ -19,7 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from sentence_transformers.base.sampler import DefaultBatchSampler
+try:
+    from sentence_transformers.base.sampler import DefaultBatchSampler
+except ImportError:  # sentence-transformers 5.x
+    from sentence_transformers.sampler import DefaultBatchSampler
 
 
 @dataclass(frozen=True)

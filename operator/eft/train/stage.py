@@ -70,8 +70,12 @@ def make_loss(model, tr, per_device: int, max_length: int, matryoshka: list[int]
     widths the loss is wrapped in sentence-transformers' `MatryoshkaLoss` (Kusupati et al., 2022, "Matryoshka
     Representation Learning"): the same InfoNCE on the full embedding and on each truncated prefix, equally
     weighted, so the model keeps serving those widths."""
-    from sentence_transformers.losses import (CachedMultipleNegativesRankingLoss, MatryoshkaLoss,
-                                              MultipleNegativesRankingLoss)
+    try:
+        from sentence_transformers.sentence_transformer.losses import (CachedMultipleNegativesRankingLoss,
+                                                                       MatryoshkaLoss, MultipleNegativesRankingLoss)
+    except ImportError:  # sentence-transformers 5.x
+        from sentence_transformers.losses import (CachedMultipleNegativesRankingLoss, MatryoshkaLoss,
+                                                  MultipleNegativesRankingLoss)
 
     scale = 1.0 / tr.temperature
     if per_device * (tr.passages_per_query + 1) * max_length <= GRADCACHE_ABOVE_TOKENS:
