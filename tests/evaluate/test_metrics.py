@@ -92,6 +92,10 @@ def test_promotion_requires_the_margin():
     default = PromotionSpec()
     assert decide(default, m(0.5), m(0.5001))["promoted"] is True
     assert decide(default, m(0.5), m(0.5))["promoted"] is False
+    tolerant = PromotionSpec(metric="ndcg@10", min_relative_improvement=-0.02)   # a drop of at most 2%
+    assert decide(tolerant, m(1.0), m(1.0))["promoted"] is True
+    assert "within the tolerated -2.00%" in decide(tolerant, m(0.50), m(0.495))["reason"]
+    assert decide(tolerant, m(0.50), m(0.48))["promoted"] is False   # -4%
     out = decide(default, m(0.50), m(0.60))
     assert out["relativeChange"] == pytest.approx(0.2) and out["metric"] == "ndcg@10"
 

@@ -7,7 +7,7 @@ lacks, and what this harness plays explicitly (the list is also in docs/operator
   grows when `spec` changes and `resourceVersion` on every write;
 * no status subresource semantics: a PATCH to `/status` changes only `status`, a PATCH to the object leaves
   `status` alone;
-* no garbage collector: objects whose owners (by uid) are gone are deleted by `collect_garbage`;
+* no garbage collector (deletion through owner references is tested on the real control plane, tests/cluster);
 * no Job controller or kubelet: tests mark Jobs Complete/Failed and create their Pods with termination
   messages (`Cluster.complete_job` / `fail_job`), and make Deployments available;
 * label selectors on list/watch are ignored (the operator filters again on its side);
@@ -123,27 +123,6 @@ class ClusterEmulator(kmock.KubernetesEmulator, _DirectRouting):
                         meta["resourceVersion"] = str(next(self._rv))
         return await super()._handle(request)
 
-    async def collect_garbage(self) -> int:
-        """Delete (with DELETED events) objects whose every owner uid is gone, until nothing changes."""
-        removed = 0
-        while True:
-            async with self._lock:
-                live = {obj.raw.get("metadata", {}).get("uid") for obj in self._objects.values() if not obj.deleted}
-                orphans = []
-                for key, obj in self._objects.items():
-                    if obj.deleted:
-                        continue
-                    owners = obj.raw.get("metadata", {}).get("ownerReferences") or []
-                    if owners and not any(o.get("uid") in live for o in owners):
-                        orphans.append((key, obj))
-                for (res, _, _), obj in orphans:
-                    raw = obj.raw
-                    obj.delete()
-                    await self._buses[res].put({"type": "DELETED", "object": raw})
-            removed += len(orphans)
-            if not orphans:
-                return removed
-
 
 def _merge(base: Any, patch: Any) -> Any:
     if not isinstance(base, dict) or not isinstance(patch, dict):
@@ -165,11 +144,10 @@ def free_port() -> int:
 class EmulatorThread:
     """Runs the emulator and its HTTP server in a background thread with its own event loop."""
 
-    def __init__(self, gc_interval: float = 0.2):
+    def __init__(self):
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.stop_event: asyncio.Event | None = None
-        self.gc_interval = gc_interval
         self.emulator: ClusterEmulator | None = None
         self.url = ""
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -204,12 +182,7 @@ class EmulatorThread:
         async with emulator, kmock.Server(emulator, host="127.0.0.1") as server:
             self.url = str(server.url).rstrip("/")
             self.ready.set()
-            while not self.stop_event.is_set():
-                try:
-                    await asyncio.wait_for(self.stop_event.wait(), self.gc_interval)
-                except asyncio.TimeoutError:
-                    pass
-                await emulator.collect_garbage()
+            await self.stop_event.wait()
 
     def call(self, fn: Callable[[ClusterEmulator], Any]) -> Any:
         """Run `fn(emulator)` (sync) on the emulator's loop and return its result."""

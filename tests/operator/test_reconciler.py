@@ -134,15 +134,26 @@ def test_a_finished_job_moves_the_chain_on_with_its_termination_summary():
     assert status["currentStage"] == "prep" and api.created("jobs")[-1].startswith("demo-prep-")
 
 
-def test_a_missing_secret_blocks_every_job_with_a_named_reason():
+def test_a_pod_waiting_for_a_missing_secret_gives_secret_not_found_without_reading_secrets():
     reconciler, api = _setup()
     del api.objects[("secrets", NS, "llm-api")]
     asyncio.run(reconciler.reconcile((NS, NAME)))
-    assert not api.created("jobs")
+    [sdg] = api.created("jobs")  # nothing blocks the Job: the operator cannot (and does not) read Secrets
+    assert not [c for c in api.calls if "secrets" in str(c)]
+    # The kubelet reports the pod waiting in CreateContainerConfigError (the Kopf pod index holds it).
+    reconciler.pods_index = {(NS, NAME): [(f"{sdg}-x", "sdg", 'secret "llm-api" not found')]}
+    reconciler.bodies[(NS, NAME)] = api.objects[("embeddingfinetunes", NS, NAME)]
+    asyncio.run(reconciler.reconcile((NS, NAME)))
     status = _status(api)
-    ready = next(c for c in status["conditions"] if c["type"] == "SpecValid")
-    assert (status["phase"], ready["status"], ready["reason"]) == ("Failed", "False", "SecretNotFound")
-    assert "spec.sdg.apiKeySecretRef" in ready["message"]
+    cond = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (status["phase"], cond["status"], cond["reason"]) == ("Failed", "True", "SecretNotFound")
+    assert 'secret "llm-api" not found' in cond["message"] and "spec.sdg.apiKeySecretRef" in cond["message"]
+    # The Secret appears, the pod starts: the condition clears.
+    reconciler.pods_index = {(NS, NAME): []}
+    reconciler.bodies[(NS, NAME)] = api.objects[("embeddingfinetunes", NS, NAME)]
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    cond = next(c for c in _status(api)["conditions"] if c["type"] == "Degraded")
+    assert cond["reason"] != "SecretNotFound"
 
 
 def test_workers_reconcile_each_enqueued_key_once():

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from eftpkg_gotemplate import manifests, render_chart
+from eftpkg_helm import manifests, render_chart
 from eftpkg_rbac_scan import kopf_framework, scan_controller
 from eftpkg_support import CHART, ROOT
 
@@ -152,7 +152,14 @@ def test_scanner_sees_the_controllers_calls():
     assert ("batch", "jobs", "create") in calls
     assert ("finetune.embeddings.io", "embeddingfinetunes/status", "patch") in calls
     assert ("finetune.embeddings.io", "embeddingfinetunes", "watch") in calls
-    assert ("", "secrets", "get") in calls  # through a helper taking the resource as a parameter
+    assert ("", "persistentvolumeclaims", "get") in calls  # through a helper taking the resource as a parameter
+    assert ("", "pods", "watch") in calls  # Kopf's index of pods waiting for a missing Secret
+
+
+def test_operator_never_reads_secrets():
+    """A missing Secret is found from the pod's CreateContainerConfigError, never by reading Secrets."""
+    assert not [t for t in scan_controller().calls if t[1] == "secrets"]
+    assert not [t for t in _required() if t[1] == "secrets"]
 
 
 def test_required_rules_cover_every_call_in_the_code():

@@ -8,7 +8,7 @@ import click
 import pytest
 import yaml
 
-from eftpkg_gotemplate import manifests, render_chart
+from eftpkg_helm import manifests, render_chart
 from eftpkg_support import CHART
 
 CASES = {

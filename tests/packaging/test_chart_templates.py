@@ -1,6 +1,5 @@
-"""The chart's templates, rendered without helm by tests/packaging/eftpkg_gotemplate.py (a strict subset
-renderer), parsed, and checked against the Kubernetes OpenAPI schemas (kubernetes-validate) and the
-operator's contracts."""
+"""The chart's templates, rendered by the real `helm template` (tests/packaging/eftpkg_helm.py), parsed, and
+checked against the Kubernetes OpenAPI schemas (kubernetes-validate) and the operator's contracts."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from eftpkg_gotemplate import Renderer, TemplateError, deep_merge, manifests, render_chart
+from eftpkg_helm import manifests, render_chart
 from eftpkg_support import CHART, IMAGES, pyproject, read_env_file
 
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -47,9 +46,7 @@ def _one(docs, kind):
 
 @pytest.mark.parametrize("case", CASES)
 def test_every_template_renders_parses_and_validates(case):
-    rendered = _render(case)
-    assert "templates/NOTES.txt" in rendered and "eft-system" in rendered["templates/NOTES.txt"]
-    docs = manifests(rendered)
+    docs = manifests(_render(case))
     assert docs
     names = set()
     for template, doc in docs:
@@ -265,43 +262,6 @@ def test_service_account_wiring():
 
 
 # ----------------------------------------------------------------------------- the renderer itself
-def _r(src, values=None, name="t.yaml"):
-    return Renderer({name: src}).render(name, {"Values": values or {}, "Release": {"Name": "r"}})
-
-
-def test_renderer_follows_go_template_semantics():
-    assert _r("a\n  {{- if .Values.x }}yes{{ else }}no{{ end }}\n", {"x": 0}) == "ano\n"
-    assert _r("{{ range $i, $v := .Values.l }}{{ $i }}={{ $v }};{{ else }}empty{{ end }}", {"l": ["a", "b"]}) == "0=a;1=b;"
-    assert _r("{{ range .Values.l }}{{ . }}{{ else }}empty{{ end }}", {"l": []}) == "empty"
-    assert _r("{{ range $k, $v := .Values.m }}{{ $k }}{{ end }}", {"m": {"b": 1, "a": 2}}) == "ab"
-    assert _r("{{ with .Values.m }}{{ .a }}{{ end }}", {"m": {"a": 3}}) == "3"
-    assert _r("{{ default \"d\" .Values.x }}|{{ default \"d\" .Values.y }}", {"x": "", "y": "v"}) == "d|v"
-    assert _r("{{ .Values.m | toYaml | nindent 2 }}", {"m": {"b": [1], "a": "2"}}) == "\n  a: '2'\n  b:\n  - 1"
-    assert _r("{{ printf \"%s-%s\" .Release.Name \"x\" | trunc 3 }}") == "r-x"
-    assert _r("{{ .Values.missing }}") == ""
-    assert _r("{{ if and .Values.a (not .Values.b) }}t{{ end }}", {"a": 1, "b": False}) == "t"
-    assert _r("{{- $x := 1 }}{{ if true }}{{ $x = 2 }}{{ end }}{{ $x }}") == "1"  # block scope of assignments
-
-
-@pytest.mark.parametrize("src, error", [
-    ("{{ lookup \"v1\" \"Pod\" \"\" \"\" }}", "outside the supported subset"),
-    ("{{ .Values.a.b }}", "nil pointer"),
-    ("{{ .Values.m }}", "printing a dict"),
-    ("{{ eq .Values.n \"1\" }}", "incompatible types"),
-    ("{{ if true }}x", "missing {{ end }}"),
-    ("{{ template \"x\" . }}", "outside the supported subset"),
-    ("{{ required \"need a\" .Values.a }}", "need a"),
-])
-def test_renderer_is_loud_outside_its_subset(src, error):
-    with pytest.raises(TemplateError, match=re.escape(error)):
-        _r(src, {"m": {"a": 1}, "n": 1})
-
-
-def test_deep_merge_like_helm():
-    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}, "d": 4}) == {"a": {"b": 3, "c": 2}, "d": 4}
-    assert deep_merge({"a": {"b": 1}}, {"a": None}) == {}
-
-
 def test_operator_applies_the_chart_stage_defaults(tmp_path):
     """End to end: the defaults file the chart mounts changes the Jobs the operator builds."""
     from eft.api.spec import EmbeddingFinetuneSpec

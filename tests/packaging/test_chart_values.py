@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from eftpkg_gotemplate import deep_merge
+from eftpkg_helm import deep_merge
 from eftpkg_support import CHART
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())

@@ -263,7 +263,8 @@ class PromotionSpec(SpecModel):
     metric: PromotionMetric = Field("ndcg@10")
     min_relative_improvement: float = Field(
         0.0, ge=-1.0, le=10.0,
-        description="Fine-tuned must beat base by more than this relative margin (0.02 = 2%) to be promoted.",
+        description="Fine-tuned must beat base by at least this relative margin (0.02 = 2%) to be promoted; a negative "
+                    "value instead tolerates a drop of at most that much (-0.01: within 1% of base).",
     )
     min_test_queries: int = Field(
         30, ge=1, le=100000,
@@ -400,11 +401,18 @@ class EmbeddingFinetuneSpec(SpecModel):
     suspend: bool = Field(False, description="Stop starting new stage Jobs.")
 
 
+#: Children are named after the resource (`<name>-<stage>-<hash8>`, `<name>-server`, ...): a name must leave room
+#: for the longest (a Job name is also a 63-character label value) and be a DNS-1035 label, because the Service
+#: `<name>-server` must be one (a leading digit is refused there). The CRD enforces the same at admission.
+RESOURCE_NAME_MAX = 40
+RESOURCE_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
 class ObjectMeta(BaseModel):
     """The parts of metadata the pipeline uses; everything else is kept as given."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field("local", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    name: str = Field("local", pattern=RESOURCE_NAME_PATTERN, max_length=RESOURCE_NAME_MAX)
     namespace: str | None = None
     generation: int | None = None
     uid: str | None = None

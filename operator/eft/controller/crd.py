@@ -19,7 +19,8 @@ import yaml
 from pydantic import BaseModel
 
 from eft.api import spec as spec_module
-from eft.api.spec import API_GROUP, API_VERSION, KIND, PLURAL, SHORT_NAME, EmbeddingFinetuneSpec
+from eft.api.spec import (API_GROUP, API_VERSION, KIND, PLURAL, RESOURCE_NAME_MAX, RESOURCE_NAME_PATTERN, SHORT_NAME,
+                          EmbeddingFinetuneSpec)
 from eft.api import status as status_module
 from eft.api.status import EmbeddingFinetuneStatus
 
@@ -181,6 +182,18 @@ def build_crd() -> dict[str, Any]:
                     "description": "A domain embedding model to fine-tune, evaluate and serve "
                                    "(generated from eft.api.spec; do not edit).",
                     "required": ["spec"],
+                    # Children are named after the resource: refuse names they cannot carry at admission
+                    # (the same rule as the model's metadata.name, eft.api.spec.ObjectMeta).
+                    "x-kubernetes-validations": [
+                        {"rule": f"size(self.metadata.name) <= {RESOURCE_NAME_MAX}",
+                         "message": f"metadata.name must be at most {RESOURCE_NAME_MAX} characters: the Jobs are "
+                                    "named <name>-<stage>-<hash8>, at most 63 characters",
+                         "reason": "FieldValueInvalid"},
+                        {"rule": f"self.metadata.name.matches('{RESOURCE_NAME_PATTERN}')",
+                         "message": "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', "
+                                    "starting with a letter, no dots): the Service <name>-server must be one",
+                         "reason": "FieldValueInvalid"},
+                    ],
                     "properties": {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},

@@ -19,7 +19,7 @@ import kopf
 from eft.api.spec import API_GROUP, API_VERSION, PLURAL
 from eft.controller.config import OPERATOR_NAME
 from eft.controller.kube import KubeApi
-from eft.controller.manifests import LABEL_MANAGED_BY, LABEL_RESOURCE
+from eft.controller.manifests import LABEL_MANAGED_BY, LABEL_RESOURCE, LABEL_STAGE
 from eft.controller.plan import DeploymentObs, JobObs, observe_deployment, observe_job
 from eft.controller.reconciler import Key, Reconciler
 
@@ -43,7 +43,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=API_GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # our own Events mark transitions; Kopf posts only its problems
     settings.posting.reporting_component = f"{API_GROUP}/{OPERATOR_NAME}"
-    settings.watching.server_timeout = reconciler.config.watch_timeout_seconds
+    # An integer: kube-apiserver refuses `timeoutSeconds=300.0` on watches (400, strconv.ParseInt).
+    settings.watching.server_timeout = int(reconciler.config.watch_timeout_seconds)
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 4
@@ -89,12 +90,32 @@ def eft_deployments(namespace: str, labels: dict[str, str], body: kopf.Body, **_
     return {(namespace, owner): observe_deployment(body)} if owner else {}
 
 
+@kopf.index("", "v1", "pods", labels=MANAGED)
+def eft_waiting_pods(namespace: str, name: str, labels: dict[str, str], status: dict[str, Any],
+                     **_: Any) -> dict[Key, tuple[str, str, str]]:
+    """Our pods that cannot start for a missing Secret (or key): (pod, stage, the kubelet's message). The
+    operator never reads Secrets; this is how it learns that a referenced one is missing."""
+    owner = labels.get(LABEL_RESOURCE)
+    for cs in (status or {}).get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if owner and waiting.get("reason") == "CreateContainerConfigError":
+            return {(namespace, owner): (name, labels.get(LABEL_STAGE, "server"), waiting.get("message") or "")}
+    return {}
+
+
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+def pod_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+    if labels.get(LABEL_RESOURCE):
+        _reconciler(memo).enqueue((namespace, labels[LABEL_RESOURCE]))
+
+
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
 def resource_event(event: dict[str, Any], namespace: str, name: str, eft_jobs: JobsIndex,
-                   eft_deployments: DeploymentsIndex, memo: kopf.Memo, **_: Any) -> None:
+                   eft_deployments: DeploymentsIndex, eft_waiting_pods: Any, memo: kopf.Memo, **_: Any) -> None:
     """Create, resume (the initial listing) and every change: remember the latest body and enqueue it."""
     reconciler = _reconciler(memo)
     reconciler.jobs_index, reconciler.deployments_index = eft_jobs, eft_deployments
+    reconciler.pods_index = eft_waiting_pods
     if event.get("type") == "DELETED":
         reconciler.resource_deleted((namespace, name))
     else:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from eft.api.serving import ServingSettings
-from eft.api.spec import API_GROUP, API_VERSION, KIND, EmbeddingFinetuneSpec, StageRuntime
+from eft.api.spec import API_GROUP, API_VERSION, KIND, RESOURCE_NAME_MAX, EmbeddingFinetuneSpec, StageRuntime
 from eft.controller.config import OPERATOR_NAME, OperatorConfig
 from eft.hashing import digest
 
@@ -73,6 +73,10 @@ class Owner:
 
 
 # ----------------------------------------------------------------------------- names
+# The longest child name, a Job `<resource>-verify-<hash8>`, must fit a 63-character label value.
+assert RESOURCE_NAME_MAX + len("-verify-") + 8 <= 63
+
+
 def child_name(resource: str, stage: str, config_hash: str) -> str:
     """`<resource>-<stage>-<hash8>`: deterministic, so a restarted operator finds what it created."""
     return f"{resource}-{stage}-{config_hash[:8]}"

@@ -27,10 +27,10 @@ REQUIRED_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": [""], "resources": ["services", "configmaps"], "verbs": ["create"]},
     # The workspace claim: created for the stages, or (spec.storage.claimName) checked to exist.
     {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "create"]},
-    # Termination messages of finished stage pods (listed by the job-name label).
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
-    # Checking that the referenced Secrets (LLM API key, HF token) exist; never their content beyond the key.
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    # Termination messages of finished stage pods (listed by the job-name label); Kopf watches our labelled pods
+    # for `CreateContainerConfigError` (a referenced Secret or key missing).
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+    # No Secrets: reading one to check it exists would let the operator read every credential in its scope.
 ]
 
 

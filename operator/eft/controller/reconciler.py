@@ -21,7 +21,7 @@ from eft.api.spec import API_GROUP, API_VERSION, PLURAL
 from eft.clock import now_iso
 from eft.controller import kube, manifests, metrics
 from eft.controller.config import OperatorConfig
-from eft.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, PODS, PVCS, SECRETS, SERVICES, Res
+from eft.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, PODS, PVCS, SERVICES, Res
 from eft.controller.manifests import Owner
 from eft.controller.plan import (
     ActionKind,
@@ -81,6 +81,8 @@ class Reconciler:
         self.bodies: dict[Key, dict[str, Any]] = {}
         self.jobs_index: JobsIndex | None = None
         self.deployments_index: DeploymentsIndex | None = None
+        #: (pod, stage, kubelet message) of our pods waiting in CreateContainerConfigError, per resource key.
+        self.pods_index: Any = None
         self.queue: asyncio.Queue[Key] | None = None
         self.queued: set[Key] = set()
         self.processing: set[Key] = set()
@@ -185,7 +187,7 @@ class Reconciler:
             spec_problem = ("InvalidSpec", format_problems(problems))
         else:
             spec = resource.spec
-            spec_problem = await self._check_references(ns, spec)
+            spec_problem = await self._check_references(ns, spec) or self._pod_config_problem(key, spec)
             if spec_problem is None:
                 owner = Owner.from_body(body)
                 hashes = plan_hashes(spec, None)
@@ -218,18 +220,25 @@ class Reconciler:
             await self._event(body, type_, reason, message, now)
 
     async def _check_references(self, ns: str, spec) -> tuple[str, str] | None:
-        """SecretNotFound / ClaimNotFound for references that do not resolve (cached briefly)."""
-        for field, secret, key in secret_refs(spec):
-            obj = await self._cached_get(SECRETS, ns, secret)
-            if obj is None:
-                return "SecretNotFound", f"{field}: Secret {secret!r} not found in namespace {ns!r}"
-            if key not in (obj.get("data") or {}) and key not in (obj.get("stringData") or {}):
-                return "SecretNotFound", f"{field}: Secret {secret!r} has no key {key!r}"
+        """ClaimNotFound for a workspace claim that does not exist (cached briefly).
+
+        Secrets are never read (the operator has no access to them): a missing Secret or key shows up as a stage
+        or server pod waiting in `CreateContainerConfigError`, which `_pod_config_problem` reports."""
         if spec.storage.claim_name:
             if await self._cached_get(PVCS, ns, spec.storage.claim_name) is None:
                 return "ClaimNotFound", (f"spec.storage.claimName: PersistentVolumeClaim "
                                          f"{spec.storage.claim_name!r} not found in namespace {ns!r}")
         return None
+
+    def _pod_config_problem(self, key: Key, spec) -> tuple[str, str] | None:
+        """SecretNotFound when one of our pods cannot start because a Secret (or key) it names is missing: the
+        kubelet's `CreateContainerConfigError` message, e.g. `secret "llm-key" not found`, names it."""
+        waiting = sorted(self._children(self.pods_index, key))
+        if not waiting:
+            return None
+        pod, stage, message = waiting[0]
+        fields = ", ".join(sorted({f for f, _, _ in secret_refs(spec)})) or "a Secret reference"
+        return "SecretNotFound", f"{stage} pod {pod} cannot start: {message} (check {fields})"
 
     async def _cached_get(self, res: Res, ns: str, name: str) -> dict[str, Any] | None:
         ck = (res.plural, ns, name)

@@ -32,14 +32,23 @@ def decide(rule: PromotionSpec, base: dict[str, float], tuned: dict[str, float],
     m = rule.metric
     b, t = base[m], tuned[m]
     rel = relative_change(b, t)
-    promoted = t > b and rel >= rule.min_relative_improvement
-    if not t > b:
+    # A negative margin tolerates a drop of at most that much (e.g. -0.01: within 1% of base); otherwise the
+    # fine-tuned model must beat the base model, by at least the margin.
+    tolerant = rule.min_relative_improvement < 0
+    promoted = (t > b or tolerant) and rel >= rule.min_relative_improvement
+    if promoted and t > b:
+        reason = f"fine-tuned {m} {t:.4f} beats base {b:.4f} by {rel:+.2%}"
+    elif promoted:
+        reason = (f"fine-tuned {m} {t:.4f} is within the tolerated {rule.min_relative_improvement:+.2%} "
+                  f"of base {b:.4f}")
+    elif tolerant:
+        reason = (f"fine-tuned {m} {t:.4f} is {rel:+.2%} from base {b:.4f}, beyond the tolerated "
+                  f"{rule.min_relative_improvement:+.2%}")
+    elif not t > b:
         reason = f"fine-tuned {m} {t:.4f} does not beat base {b:.4f}"
-    elif not promoted:
+    else:
         reason = (f"fine-tuned {m} {t:.4f} beats base {b:.4f} by {rel:+.2%}, "
                   f"less than the required {rule.min_relative_improvement:+.2%}")
-    else:
-        reason = f"fine-tuned {m} {t:.4f} beats base {b:.4f} by {rel:+.2%}"
     regressions = []
     for name, res in (extra or {}).items():
         if res["finetuned"][m] < res["base"][m] - EXTRA_REGRESSION_TOLERANCE:
