@@ -124,6 +124,7 @@ def test_resource_names_work_or_are_rejected_up_front(operator_release, corpus_c
     dry run (the stage Job, the Service), as admin."""
     from eft.api.loader import parse_resource
     from eft.controller import manifests
+    from eft.controller.config import OperatorConfig
     from eft.hashing import plan_hashes
 
     kube = operator_release
@@ -139,8 +140,8 @@ def test_resource_names_work_or_are_rejected_up_front(operator_release, corpus_c
         spec = parse_resource(body, source=name).spec
         owner = manifests.Owner.from_body(body)
         hashes = plan_hashes(spec, None)
-        cfg = manifests.OperatorConfig()
-        children = [("/apis/batch/v1", "jobs", manifests.verify_job(owner, spec, hashes, cfg)),
+        cfg = OperatorConfig()
+        children = [("/apis/batch/v1", "jobs", manifests.verify_job(owner, spec, hashes, "x", cfg)),
                     ("/apis/batch/v1", "jobs", manifests.stage_job(owner, spec, "export", hashes, "x", cfg)),
                     ("/api/v1", "services", manifests.server_service(owner, spec)),
                     ("/apis/apps/v1", "deployments", manifests.server_deployment(owner, spec, hashes, cfg)),
