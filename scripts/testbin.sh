@@ -32,6 +32,9 @@ ROOT="${EFT_TESTBIN_DIR:-$HOME/.cache/eft-testbin}"
 BIN="$ROOT/bin-k8s-$K8S_VERSION-etcd-$ETCD_VERSION-layer-$LAYER_VERSION"
 if [ "${1:-}" = "--dir" ]; then echo "$BIN"; exit 0; fi
 
+for tool in openssl unshare; do  # the suite's PKI and the node agent's mount namespaces
+  command -v "$tool" >/dev/null || { echo "testbin: $tool is missing (apt-get install openssl util-linux)" >&2; exit 1; }
+done
 GO="${GO:-go}"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 mkdir -p "$ROOT" "$BIN"
