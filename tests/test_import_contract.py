@@ -5,7 +5,7 @@ Layers, bottom up; a package may import its own modules and those of the layers 
     errors, clock        nothing from eft
     api                  errors                       (the resource model sits at the bottom)
     shared               api + shared                 records, retrieval, corpus, stages, hashing, progress,
-                                                      terminal, models, embedding
+                                                      terminal, models, embedding, embedding_cache
     stage packages       api + shared                 sdg, prep, train, evaluate, export, verify: none
                                                       imports another
     serve                api + shared + export's artifact readers (export.artifact, export.tensorrt)
@@ -25,7 +25,8 @@ import pytest
 EFT = Path(__file__).resolve().parents[1] / "operator" / "eft"
 
 FOUNDATION = {"errors", "clock"}
-SHARED = {"records", "retrieval", "corpus", "stages", "hashing", "progress", "terminal", "models", "embedding"}
+SHARED = {"records", "retrieval", "corpus", "stages", "hashing", "progress", "terminal", "models", "embedding",
+          "embedding_cache"}
 STAGE_PACKAGES = {"sdg", "prep", "train", "evaluate", "export", "verify"}
 ENTRY_POINTS = {"cli", "runner", "report_table"}
 

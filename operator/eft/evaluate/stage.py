@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from eft.embedding import encode_passages, encode_queries
+from eft.embedding import ModelEncoder
 from eft.errors import InvalidInput
 from eft.evaluate.paired import paired_bootstrap, per_query_ndcg
 from eft.evaluate.promotion import decide, relative_change, too_few_queries
@@ -15,17 +15,6 @@ from eft.retrieval.scoring import evaluate_encoder
 from eft.stages.contract import StageContext
 
 log = logging.getLogger("eft.eval")
-
-
-def model_encoder(model, prefixes, max_query_length: int, max_passage_length: int, batch_size: int, progress=None):
-    """An `EncodeFn` over a SentenceTransformer with the base model's prefixes and per-side length limits."""
-
-    def encode(texts: list[str], kind: str):
-        if kind == "query":
-            return encode_queries(model, texts, prefixes, max_query_length, batch_size, progress)
-        return encode_passages(model, texts, prefixes, max_passage_length, batch_size, progress)
-
-    return encode
 
 
 def run(ctx: StageContext) -> dict:
@@ -47,6 +36,11 @@ def run(ctx: StageContext) -> dict:
         datasets[extra.name] = (folder, extra.split, extra.ignore_identical_ids)
     widths = trained_dimensions(model_dir)  # Matryoshka widths the model was trained for (with its full width)
 
+    # Through the shared cache: the base model's passages were encoded by prep; the fine-tuned model's test
+    # split becomes export's fp32 reference for its int8 check.
+    encoders = {label: ModelEncoder(model, prefixes, bm.max_query_length, bm.max_passage_length, ev.batch_size,
+                                    ctx.embedding_cache, ctx.progress, label)
+                for label, model in (("base", base_model), ("finetuned", tuned_model))}
     results_by_ds: dict[str, dict] = {}
     significance = None
     matryoshka: dict | None = None
@@ -54,10 +48,8 @@ def run(ctx: StageContext) -> dict:
         res: dict = {}
         runs = {}
         by_dim = {}
-        for label, model in (("base", base_model), ("finetuned", tuned_model)):
+        for label, encode in encoders.items():
             with ctx.progress.task(f"{name}: {label} evaluated", total=1) as task:
-                encode = model_encoder(model, prefixes, bm.max_query_length, bm.max_passage_length,
-                                       ev.batch_size, ctx.progress)
                 scored = evaluate_encoder(encode, folder, ev.k_values, split=split,
                                           ignore_identical_ids=ignore_identical,
                                           dimensions=widths if name == "test" and len(widths) > 1 else None)
@@ -99,4 +91,5 @@ def run(ctx: StageContext) -> dict:
         "warnings": warnings,
         **({"matryoshka": {"dimensions": matryoshka["dimensions"], "base": matryoshka["base"],
                            "finetuned": matryoshka["finetuned"]}} if matryoshka else {}),
+        "embeddingCache": ctx.embedding_cache.stats(),
     }

@@ -179,9 +179,11 @@ class TextTokenizer:
         """The most tokens of user text one input may have after a prefix of `n_prefix` tokens."""
         return max(0, min(self.budget, self.hard_limit - self.n_special - n_prefix))
 
-    def encode_counted(self, texts: Sequence[str], truncate: Truncate = "END",
-                       prefix: str = "") -> tuple[list[list[int]], list[int]]:
+    def encode_counted(self, texts: Sequence[str], truncate: Truncate = "END", prefix: str = "",
+                       max_length: int | None = None) -> tuple[list[list[int]], list[int]]:
         """(token ids with prefix and special tokens, the user's token count after truncation) per text.
+        `max_length` (optional) caps the whole sequence (prefix and special tokens included) below the
+        model's limit, as sentence-transformers' `max_seq_length` does (eval's query length).
 
         Raises `InputTooLong` for the first text over the limit when `truncate` is NONE.
         """
@@ -194,6 +196,8 @@ class TextTokenizer:
             # Tokens that start inside the prefix belong to it (the tokenizer saw prefix and text together).
             n_prefix = sum(1 for start, _ in enc.offsets if start < cut) if cut else 0
             allowed = self.user_limit(n_prefix)
+            if max_length:
+                allowed = min(allowed, max(0, max_length - self.n_special - n_prefix))
             user = ids[n_prefix:]
             if len(user) > allowed:
                 if truncate == "NONE":
@@ -205,9 +209,10 @@ class TextTokenizer:
             counts.append(len(user))
         return seqs, counts
 
-    def encode(self, texts: Sequence[str], truncate: Truncate = "END", prefix: str = "") -> list[list[int]]:
+    def encode(self, texts: Sequence[str], truncate: Truncate = "END", prefix: str = "",
+               max_length: int | None = None) -> list[list[int]]:
         """Token ids (with prefix and special tokens) of each text; see `encode_counted`."""
-        return self.encode_counted(texts, truncate, prefix)[0]
+        return self.encode_counted(texts, truncate, prefix, max_length)[0]
 
     def pad(self, seqs: Sequence[Sequence[int]]) -> Batch:
         width = max(len(s) for s in seqs)
@@ -266,12 +271,14 @@ class OnnxEncoder:
         return np.asarray(out, dtype=np.float32)
 
     def encode(self, texts: Sequence[str], prefix: str = "", batch_size: int = 32,
-               truncate: Truncate = "END") -> np.ndarray:
-        """Embeddings of `prefix + text`, in batches sorted by length (order restored)."""
+               truncate: Truncate = "END", max_length: int | None = None) -> np.ndarray:
+        """Embeddings [len(texts), dim] of `prefix + text` cut at `max_length` tokens (default: the model's
+        limit), in batches sorted by length, ties by token ids, so the batches depend only on the set of texts
+        (order restored)."""
         if not texts:
             return np.zeros((0, self.meta.dimension), dtype=np.float32)
-        seqs = self.tokenizer.encode(texts, truncate=truncate, prefix=prefix)
-        order = np.argsort([len(s) for s in seqs], kind="stable")
+        seqs = self.tokenizer.encode(texts, truncate=truncate, prefix=prefix, max_length=max_length)
+        order = np.array(sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), seqs[i])), dtype=np.int64)
         out = np.empty((len(seqs), self.meta.dimension), dtype=np.float32)
         for start in range(0, len(seqs), batch_size):
             sel = order[start:start + batch_size]

@@ -6,7 +6,8 @@
    prefix, plus a few edge cases such as a text over the sequence limit): the minimum cosine must reach
    `spec.export.onnx.parityMinCosine` (0.999) or the stage fails.
 3. int8 (onnxruntime dynamic quantisation) with its own parity figures and its nDCG@10 (and the other metrics)
-   on the test split next to the fp32 graph's.
+   on the test split next to the fp32 model's (the fine-tuned PyTorch model's vectors, from the embedding cache
+   that eval filled; the fp32 graph reproduces them to the parity threshold).
 4. TensorRT where a GPU and TensorRT exist (`spec.export.tensorrt`); otherwise the summary says why not.
 """
 
@@ -77,20 +78,30 @@ def check_parity(st_model, folder: Path, texts: list[str]) -> dict:
             "worstText": texts[worst][:80]}
 
 
-def _ndcg_comparison(beir_dir: Path, folders: dict[str, Path], prefixes, k_values: list[int]) -> dict:
-    """BEIR metrics of the test split for each exported variant (same tokenizer, same truncation)."""
+def onnx_encode_fn(folder: Path, prefixes, max_query_length: int, cache, label: str, batch_size: int = 32):
+    """An `EncodeFn` over an exported graph (queries cut at `max_query_length`, passages at the graph's limit,
+    as the PyTorch model is evaluated), through the embedding cache keyed by the folder's bytes."""
+    from eft.embedding_cache import EncodeSettings, files_identity
+
+    enc = OnnxEncoder(folder)
+    identity = files_identity(folder) if cache.enabled else "-"
+
+    def encode(texts, kind):
+        prefix = prefixes.query if kind == "query" else prefixes.passage
+        limit = min(max_query_length, enc.meta.max_seq_length) if kind == "query" else enc.meta.max_seq_length
+        settings = EncodeSettings(model=identity, pooling="in-graph", prefix=prefix, max_length=limit,
+                                  truncation="END", batch_size=batch_size)
+        return cache.encode(settings, texts, lambda missing: enc.encode(
+            missing, prefix=prefix, batch_size=batch_size, truncate="END", max_length=limit), f"{label}/{kind}")
+
+    return encode
+
+
+def _ndcg_comparison(beir_dir: Path, encoders: dict, k_values: list[int]) -> dict:
+    """BEIR metrics of the test split for each encoder (`{label: EncodeFn}`)."""
     from eft.retrieval.scoring import evaluate_encoder
 
-    out = {}
-    for label, folder in folders.items():
-        enc = OnnxEncoder(folder)
-
-        def encode(texts, kind, enc=enc):
-            prefix = prefixes.query if kind == "query" else prefixes.passage
-            return enc.encode(texts, prefix=prefix, batch_size=32, truncate="END")
-
-        out[label] = evaluate_encoder(encode, beir_dir, k_values)
-    return out
+    return {label: evaluate_encoder(encode, beir_dir, k_values) for label, encode in encoders.items()}
 
 
 def _dir_bytes(folder: Path) -> int:
@@ -147,8 +158,14 @@ def run(ctx: StageContext) -> dict:
             f"over {parity['texts']} held-out texts (worst: {parity['worstText']!r})")
 
     # 3. int8: all MatMuls first (fastest); if nDCG@10 drops more than INT8_MAX_RELATIVE_LOSS, keep the
-    # feed-forward output projections in fp32 and measure again.
+    # feed-forward output projections in fp32 and measure again. The fp32 reference is the fine-tuned PyTorch
+    # model with eval's settings, so its vectors come from the embedding cache eval filled (the exported fp32
+    # graph matches it to the parity threshold above); without a cache it is encoded here once.
     if onnx_spec.int8:
+        from eft.embedding import ModelEncoder
+
+        reference = ModelEncoder(st_model, prefixes, bm.max_query_length, bm.max_passage_length,
+                                 spec.evaluation.batch_size, ctx.embedding_cache, ctx.progress, "finetuned")
         has_test = (beir_dir / "qrels" / "test.tsv").exists()
         k_values = sorted(set(spec.evaluation.k_values) | {10})
         fp32_eval = None
@@ -170,8 +187,11 @@ def run(ctx: StageContext) -> dict:
                 int8["note"] = f"no test split at {beir_dir}: nDCG delta not measured"
                 break
             with ctx.progress.task("export: int8 nDCG on the test split", total=1) as task:
-                variants = {"int8": out / "onnx-int8"} if fp32_eval else {"fp32": out / "onnx", "int8": out / "onnx-int8"}
-                evals = _ndcg_comparison(beir_dir, variants, prefixes, k_values)
+                variants = {"int8": onnx_encode_fn(out / "onnx-int8", prefixes, bm.max_query_length,
+                                                   ctx.embedding_cache, f"int8-{label}")}
+                if not fp32_eval:
+                    variants["fp32"] = reference
+                evals = _ndcg_comparison(beir_dir, variants, k_values)
                 fp32_eval = fp32_eval or evals["fp32"]
                 evals["fp32"] = fp32_eval
                 task.advance()
@@ -210,5 +230,6 @@ def run(ctx: StageContext) -> dict:
     summary["backends"] = [b for b, ok in (("tensorrt", summary["tensorrt"].get("built")), ("onnx", True),
                                            ("onnx-int8", "int8" in summary)) if ok]
     summary["prefixes"] = {"query": prefixes.query, "passage": prefixes.passage}
+    summary["embeddingCache"] = ctx.embedding_cache.stats()
     (out / "export.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary

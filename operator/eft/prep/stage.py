@@ -6,7 +6,7 @@ import json
 import logging
 import shutil
 
-from eft.embedding import encode_passages, encode_queries
+from eft.embedding import ModelEncoder
 from eft.errors import InvalidInput
 from eft.models import load_sentence_transformer, prefixes_for
 from eft.retrieval.beir import write_beir
@@ -42,10 +42,11 @@ def run(ctx: StageContext) -> dict:
     model = load_sentence_transformer(spec.base_model)
     prefixes = prefixes_for(spec.base_model, model)
     bm = spec.base_model
-    p_emb = encode_passages(model, [c.text for c in chunks], prefixes, bm.max_passage_length,
-                            prep.encode_batch_size, ctx.progress)
-    q_emb = encode_queries(model, [q.question for q in train_q], prefixes, bm.max_query_length,
-                           prep.encode_batch_size, ctx.progress)
+    # Through the shared cache: eval's base run finds these passage vectors instead of encoding again.
+    encode = ModelEncoder(model, prefixes, bm.max_query_length, bm.max_passage_length, prep.encode_batch_size,
+                          ctx.embedding_cache, ctx.progress, "base")
+    p_emb = encode([c.text for c in chunks], "passage")
+    q_emb = encode([q.question for q in train_q], "query")
     positives = [[chunk_index[s] for s in q.segment_ids] for q in train_q]
     with ctx.progress.task("hard negatives mined", total=len(train_q)) as task:
         mined = mine_hard_negatives(q_emb, p_emb, positives, prep.negatives_mined, prep.max_negative_score_ratio)
@@ -68,4 +69,5 @@ def run(ctx: StageContext) -> dict:
         "questionsShortOfNegatives": mined.short,
         "meanPositiveScore": round(float(mined.positive_min_scores.mean()), 4) if len(train_q) else None,
         "meanNegativeScore": round(sum(mined_scores) / len(mined_scores), 4) if mined_scores else None,
+        "embeddingCache": ctx.embedding_cache.stats(),
     }

