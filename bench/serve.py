@@ -1,18 +1,27 @@
-"""Serving benchmark: our server (fp32 and int8 ONNX) vs in-process sentence-transformers vs Infinity.
+"""Serving benchmark: our server (fp32 and int8 ONNX) against the machine's limit and the strongest peer.
 
-    python bench/serve.py [--export DIR] [--seconds 8] [--skip-infinity]
+    python bench/serve.py [--export DIR] [--seconds 8] [--skip-infinity] [--infinity-engines torch,optimum]
 
-Every HTTP server gets the same requests (one text per request, as online traffic) from a light raw-socket
-HTTP/1.1 client over loopback, at concurrency 1, 8 and 32, for short (~16 tokens) and medium (~128 tokens) texts;
-it prints sentences/s and p50/p99 latency, then the ratios the project targets:
-  fp32 >= 1.5x Infinity at c=32 (both lengths); int8 >= 3x Infinity with nDCG@10 within 1% of fp32;
-  batch-1 p50 within 2 ms of in-process encoding.
-Infinity (`infinity-emb`) is installed into its own virtualenv (default ~/.cache/eft-bench/infinity-venv, which
-reuses this environment's torch through a .pth file instead of downloading another) and run on the same model
-directory with `--engine torch` and telemetry off. If it cannot be installed or started the benchmark says so
-and prints the rest. Each run is bounded by a request count and `--seconds`. Without `--export` the packaged
-MiniLM is exported to a temporary folder first. nDCG@10 of int8 vs fp32 comes from the export's summary when
-`--export` points into a workspace (DIR/export/_SUCCESS.json), else from `--beir DIR` through both servers.
+1. The roofline (bench/roofline.py): FLOPs per sentence at each text length from the model's config, the
+   measured fp32 GEMM rate (torch.matmul) and, where the CPU has VNNI, the int8 rate (onnxruntime
+   MatMulInteger), at the server's thread count; the sentences/s each allows.
+2. Every HTTP server gets the same requests (one text per request, as online traffic) from a light raw-socket
+   HTTP/1.1 client over loopback, at concurrency 1, 8 and 32, for short (~16 tokens) and medium (~128 tokens)
+   texts; in-process sentence-transformers gets batches of the same size. It prints sentences/s, p50/p99
+   latency and each run's share of the roofline.
+3. Peers: in-process sentence-transformers, and Infinity (`infinity-emb`) with its torch engine and with its
+   ONNX Runtime engine (`--engine optimum`). Infinity is installed by this script into its own virtualenv
+   (default ~/.cache/eft-bench/infinity-venv; it reuses this environment's torch through a .pth file) and given
+   a model folder it can read with the same weights (`peer_model_folder`: the classic sentence-transformers
+   layout, plus `model.onnx` of the transformer for the optimum engine). A peer that cannot be installed,
+   does not start, or whose vectors differ from the same weights' is reported as NOT MEASURED and never
+   enters a ratio; the strongest peer is the fastest of those that ran.
+4. The targets: medium c=32 fp32 >= 85% of the fp32 GEMM roofline; int8 >= 2.5x our fp32 with nDCG@10 within
+   1%; short c=32 >= 2x the strongest peer; batch-1 p50 within 2 ms of in-process encoding. Each line says
+   met / NOT met, and where the roofline itself puts a target out of reach it says so.
+Without `--export` the packaged MiniLM is exported to a temporary folder first. nDCG@10 of int8 vs fp32 comes
+from the export's summary when `--export` points into a workspace (DIR/export/_SUCCESS.json), else from
+`--beir DIR` through both servers.
 """
 
 from __future__ import annotations
@@ -34,12 +43,18 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 WORDS = ("the model reads each passage and maps its meaning to a vector so that similar questions land near "
          "the documents that answer them while unrelated text ends up far away in the embedding space").split()
 CONCURRENCY = (1, 8, 32)
 LENGTHS = {"short": 16, "medium": 128}
 INFINITY_VERSION = "0.0.78"
+#: Targets of issue 11.
+TARGET_ROOFLINE_SHARE = 0.85
+TARGET_INT8_SPEEDUP = 2.5
+TARGET_PEER_RATIO = 2.0
+TARGET_BATCH1_MS = 2.0
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -79,7 +94,6 @@ async def _drive(port: int, path: str, bodies: list[bytes], concurrency: int, se
     latencies: list[float] = []
     errors = 0
     next_i = 0
-    deadline = time.perf_counter() + seconds
 
     async def worker():
         nonlocal next_i, errors
@@ -99,6 +113,7 @@ async def _drive(port: int, path: str, bodies: list[bytes], concurrency: int, se
     warm = bodies[: concurrency * 2]
     await asyncio.gather(*[_warm(port, path, warm[i::concurrency]) for i in range(concurrency)])
     started = time.perf_counter()
+    deadline = started + seconds  # after the warm-up, which can take long on a loaded machine
     await asyncio.gather(*[worker() for _ in range(concurrency)])
     wall = time.perf_counter() - started
     lat = np.array(latencies) * 1000
@@ -141,11 +156,11 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> bool:
 
 
 class Server:
-    def __init__(self, label, cmd, port, ready_url, path, model, env=None, log=None):
+    def __init__(self, label, cmd, port, ready_url, path, model, env=None, log=None, cwd=None):
         self.label, self.port, self.path, self.model = label, port, path, model
         self.log = open(log or os.devnull, "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=cwd)
         self.ready_url = ready_url
 
     def stop(self):
@@ -177,13 +192,13 @@ def infinity_python(venv: Path) -> Path:
 
 
 def install_infinity(venv: Path) -> tuple[bool, str]:
-    """A virtualenv with infinity-emb; this environment's site-packages are visible to it through a .pth file so
-    torch is shared (pip never uninstalls outside its own environment, so ours is left alone)."""
+    """A virtualenv with infinity-emb (server and optimum extras); this environment's site-packages are visible
+    to it through a .pth file so torch is shared (pip never uninstalls outside its own environment, so ours is
+    left alone)."""
     py = infinity_python(venv)
-    if py.exists():
-        ok = subprocess.run([str(py), "-c", "import infinity_emb"], capture_output=True).returncode == 0
-        if ok:
-            return True, "already installed"
+    probe = "import infinity_emb, optimum.onnxruntime"
+    if py.exists() and subprocess.run([str(py), "-c", probe], capture_output=True).returncode == 0:
+        return True, "already installed"
     try:
         import site
 
@@ -191,44 +206,144 @@ def install_infinity(venv: Path) -> tuple[bool, str]:
         sp = next((venv / "lib").glob("python*/site-packages"))
         ours = [p for p in site.getsitepackages() if p.endswith("site-packages")][0]
         (sp / "zz_shared_torch.pth").write_text(ours + "\n")
-        r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"infinity-emb[server]=={INFINITY_VERSION}"],
-                           capture_output=True, text=True, timeout=900)
+        pip = [str(venv / "bin" / "pip"), "install", "-q"]
+        r = subprocess.run(pip + [f"infinity-emb[server,optimum]=={INFINITY_VERSION}"], capture_output=True,
+                           text=True, timeout=900)
         if r.returncode != 0:
             return False, f"pip install infinity-emb failed: {r.stderr.strip()[-400:]}"
         # infinity-emb 0.0.78 predates transformers 5 / huggingface-hub 1.x: give its venv the versions it was
         # built for, and drop the numpy<2 it pins so the shared torch keeps the numpy it was built with.
-        r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "transformers>=4.44,<5",
-                            "sentence-transformers>=3.1,<5", "datasets>=2.20,<4"],
+        r = subprocess.run(pip + ["transformers>=4.44,<5", "sentence-transformers>=3.1,<5", "datasets>=2.20,<4"],
                            capture_output=True, text=True, timeout=900)
         if r.returncode != 0:
             return False, f"pip install of infinity's transformers failed: {r.stderr.strip()[-400:]}"
         subprocess.run([str(venv / "bin" / "pip"), "uninstall", "-y", "-q", "numpy"], capture_output=True)
-        r = subprocess.run([str(py), "-c", "import infinity_emb"], capture_output=True, text=True)
+        r = subprocess.run([str(py), "-c", probe], capture_output=True, text=True)
         if r.returncode != 0:
-            return False, f"infinity_emb does not import: {r.stderr.strip()[-400:]}"
+            return False, f"infinity_emb / optimum do not import: {r.stderr.strip()[-400:]}"
         return True, "installed"
     except Exception as err:  # noqa: BLE001
         return False, f"{type(err).__name__}: {err}"
 
 
+#: Files of a sentence-transformers folder that older releases (Infinity's) read as they are.
+_HF_FILES = ("config.json", "tokenizer.json", "vocab.txt", "special_tokens_map.json")
+
+
+def peer_model_folder(model_dir: Path, dest: Path) -> tuple[Path, str]:
+    """The same weights in a folder that Infinity's older sentence-transformers and transformers can read
+    (a folder written by sentence-transformers >= 5 names its modules differently): the Hugging Face config,
+    weights and fast tokenizer copied; the module stack rewritten in the classic format (Transformer, Pooling
+    with the same mode, Normalize); a plain fast-tokenizer config with the same special tokens.
+    Returns the folder and the pooling mode (`mean`, `cls`, ...)."""
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(model_dir), device="cpu")
+    pooling = st[1].get_config_dict()
+    mode = pooling.get("pooling_mode") or next(
+        (k.removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token")
+         for k, v in pooling.items() if k.startswith("pooling_mode_") and v is True), "mean")
+    normalize = any(type(m).__name__ == "Normalize" for m in st)
+    tok = st.tokenizer
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in list(_HF_FILES) + [p.name for p in model_dir.glob("*.safetensors")]:
+        if (model_dir / name).exists():
+            shutil.copyfile(model_dir / name, dest / name)
+    specials = {k: getattr(tok, k) for k in ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token",
+                                              "bos_token", "eos_token") if getattr(tok, k, None)}
+    (dest / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": st.max_seq_length, **specials}))
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (dest / "2_Normalize").mkdir(exist_ok=True)
+    (dest / "modules.json").write_text(json.dumps(modules))
+    (dest / "1_Pooling").mkdir(exist_ok=True)
+    (dest / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": (getattr(st, "get_embedding_dimension", None)
+                                      or st.get_sentence_embedding_dimension)(),
+         "pooling_mode_cls_token": mode == "cls", "pooling_mode_mean_tokens": mode == "mean",
+         "pooling_mode_max_tokens": mode == "max", "pooling_mode_mean_sqrt_len_tokens": mode == "mean_sqrt_len"}))
+    (dest / "sentence_bert_config.json").write_text(json.dumps(
+        {"max_seq_length": st.max_seq_length, "do_lower_case": False}))
+    return dest, mode
+
+
+def add_transformer_onnx(venv: Path, folder: Path, log: Path) -> str:
+    """Put `model.onnx` (the transformer alone, output `last_hidden_state`, which Infinity's optimum engine
+    pools itself) into `folder`: exported by optimum inside Infinity's venv, else by torch.onnx here.
+    Returns which exporter made it."""
+    code = ("import sys; from optimum.onnxruntime import ORTModelForFeatureExtraction as M; "
+            "M.from_pretrained(sys.argv[1], export=True).save_pretrained(sys.argv[1])")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+    r = subprocess.run([str(infinity_python(venv)), "-c", code, str(folder)], capture_output=True, text=True,
+                       env=env, timeout=900)
+    log.write_text(r.stdout + r.stderr)
+    if r.returncode == 0 and (folder / "model.onnx").exists():
+        return "optimum in Infinity's venv"
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(folder)).eval()
+
+    class Hidden(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).last_hidden_state
+
+    ids = torch.ones(2, 8, dtype=torch.long)
+    axes = {0: "batch", 1: "sequence"}
+    torch.onnx.export(Hidden(model), (ids, ids, torch.zeros_like(ids)), str(folder / "model.onnx"),
+                      input_names=["input_ids", "attention_mask", "token_type_ids"],
+                      output_names=["last_hidden_state"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes,
+                                    "last_hidden_state": axes})
+    return f"torch.onnx here (optimum's export failed: {log})"
+
+
+def start_infinity(venv: Path, model_dir: Path, engine: str, log: Path, hub_cache: Path,
+                   pooling: str = "mean") -> Server:
+    """Infinity's server on `model_dir` with `engine` (`torch`, or `optimum` = ONNX Runtime), telemetry off, its
+    ONNX optimisation cache in `hub_cache` (fresh per run, so a graph of other weights is never picked up).
+    It runs inside `model_dir` with model id `.`: Infinity 0.0.78 hands optimum the ONNX file's path as it
+    globbed it, and optimum only accepts a name relative to the model folder. The pooling is given
+    (`--pooling-method`): the optimum engine's `auto` falls back to CLS pooling."""
+    port = free_port()
+    cmd = [str(venv / "bin" / "infinity_emb"), "v2", "--model-id", ".", "--served-model-name", "bench",
+           "--engine", engine, "--device", "cpu", "--port", str(port), "--host", "127.0.0.1", "--batch-size", "32",
+           "--no-bettertransformer", "--url-prefix", ""]
+    if pooling in ("mean", "cls"):
+        cmd += ["--pooling-method", pooling]
+    env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_CACHE": str(hub_cache),
+           "HUGGINGFACE_HUB_CACHE": str(hub_cache)}
+    srv = Server(f"infinity ({engine})", cmd, port, f"http://127.0.0.1:{port}/health", "/embeddings", "bench", env,
+                 log, cwd=str(model_dir))
+    if not wait_http(srv.ready_url, srv.proc, 300):
+        srv.stop()
+        raise RuntimeError(f"Infinity ({engine}) did not become ready (log: {log})")
+    return srv
+
+
+def min_cosine_to(port: int, path: str, texts: list[str], reference: np.ndarray) -> float:
+    """Smallest cosine between a server's embeddings of `texts` and `reference` (rows L2-normalised)."""
+    import httpx
+
+    r = httpx.post(f"http://127.0.0.1:{port}{path}", json={"model": "bench", "input": texts}, timeout=120)
+    r.raise_for_status()
+    got = np.array([d["embedding"] for d in sorted(r.json()["data"], key=lambda d: d["index"])], dtype=np.float32)
+    got /= np.linalg.norm(got, axis=1, keepdims=True)
+    return float((got * reference).sum(axis=1).min())
+
+
 def _base_python() -> str:
     base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
     return str(base if base.exists() else shutil.which("python3"))
-
-
-def start_infinity(venv: Path, model_dir: Path, log: Path) -> Server:
-    port = free_port()
-    exe = venv / "bin" / "infinity_emb"
-    cmd = [str(exe), "v2", "--model-id", str(model_dir), "--served-model-name", "bench", "--engine", "torch",
-           "--device", "cpu", "--port", str(port), "--host", "127.0.0.1", "--batch-size", "32",
-           "--no-bettertransformer", "--url-prefix", ""]
-    env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
-    srv = Server("infinity (torch)", cmd, port, f"http://127.0.0.1:{port}/health", "/embeddings", "bench", env, log)
-    if not wait_http(srv.ready_url, srv.proc, 240):
-        srv.stop()
-        raise RuntimeError(f"Infinity did not become ready (log: {log})")
-    return srv
 
 
 # ----------------------------------------------------------------------------- in-process reference
@@ -280,7 +395,7 @@ def ndcg_through(port_fp32: int, port_int8: int, beir: Path) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------------- the default export
 def prepare_export(tmp: Path) -> Path:
     from sentence_transformers import SentenceTransformer
 
@@ -293,13 +408,97 @@ def prepare_export(tmp: Path) -> Path:
     return tmp / "export"
 
 
-def fmt_row(label, r):
+# ----------------------------------------------------------------------------- report
+OURS_FP32, OURS_INT8 = "ours fp32 (onnx)", "ours int8 (onnx)"
+IN_PROCESS = "in-process sentence-transformers"
+
+
+def fmt_row(label, r, share: float | None = None):
     if r is None:
-        return f"  {label:<24} {'n/a':>10}"
+        return f"  {label:<30} {'n/a':>10}"
     err = f"  errors={r['errors']}" if r.get("errors") else ""
-    return f"  {label:<24} {r['sent_s']:>10.1f} {r['p50']:>9.2f} {r['p99']:>9.2f} {r['n']:>7}{err}"
+    roof = f" {share * 100:>8.0f}%" if share is not None else ""
+    return f"  {label:<30} {r['sent_s']:>10.1f} {r['p50']:>9.2f} {r['p99']:>9.2f} {r['n']:>7}{roof}{err}"
 
 
+def roofline_share(roof: dict, length: str, sent_s: float, precision: str = "fp32") -> float | None:
+    """sentences/s as a share of what the GEMM rate of `precision` allows at that length."""
+    limit = roof["lengths"][length][f"{precision}_sent_s"]
+    return sent_s / limit if limit else None
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: list[int], nd: dict | None,
+                  peers_ran: list[str]) -> None:
+    cmax = max(concurrency)
+    ours, q8, ip = results.get(OURS_FP32, {}), results.get(OURS_INT8, {}), results.get(IN_PROCESS, {})
+    print(f"\nshare of the roofline at c={cmax} (fp32 GEMM {roof['fp32']['flops'] / 1e9:.0f} GFLOP/s"
+          + (f", int8 {roof['int8']['ops'] / 1e9:.0f} GOP/s" if roof["int8"] else "") + ")")
+    for length in lengths:
+        key = f"{length}/c{cmax}"
+        for label in [OURS_FP32, OURS_INT8] + peers_ran:
+            r = results.get(label, {}).get(key)
+            if not r:
+                continue
+            s32 = roofline_share(roof, length, r["sent_s"])
+            s8 = roofline_share(roof, length, r["sent_s"], "int8") if label == OURS_INT8 and roof["int8"] else None
+            extra = f", {s8 * 100:.0f}% of the int8 roofline" if s8 is not None else ""
+            print(f"  {length:<6} {label:<34} {r['sent_s']:8.1f} sent/s = {s32 * 100:5.1f}% of the fp32 roofline{extra}")
+
+    print("\ntargets:")
+    med, short = f"medium/c{cmax}", f"short/c{cmax}"
+    if med in ours and "medium" in roof["lengths"]:
+        share = roofline_share(roof, "medium", ours[med]["sent_s"])
+        print(f"  medium c={cmax} fp32 at {share * 100:.1f}% of the fp32 GEMM roofline "
+              f"[>= {TARGET_ROOFLINE_SHARE * 100:.0f}%]: {verdict(share >= TARGET_ROOFLINE_SHARE)}")
+    if med in ours and med in q8:
+        speed = q8[med]["sent_s"] / ours[med]["sent_s"]
+        line = f"  medium c={cmax} int8 / our fp32 = {speed:.2f}x [>= {TARGET_INT8_SPEEDUP}x]: " \
+               f"{verdict(speed >= TARGET_INT8_SPEEDUP)}"
+        if roof["int8"]:
+            reach = roof["lengths"]["medium"]["int8_sent_s"] / ours[med]["sent_s"]
+            line += (f"; at 100% of the int8 GEMM roofline it would be {reach:.2f}x"
+                     + (" -> out of reach on this CPU" if reach < TARGET_INT8_SPEEDUP else ""))
+        else:
+            line += "; no VNNI, int8 GEMMs are not faster than fp32 here -> out of reach on this CPU"
+        print(line)
+    if nd:
+        rel = (nd["int8"] - nd["fp32"]) / nd["fp32"] if nd["fp32"] else 0.0
+        print(f"  nDCG@10 int8 {nd['int8']:.4f} vs fp32 {nd['fp32']:.4f}: {rel * 100:+.2f}% [within 1%]: "
+              f"{verdict(rel >= -0.01)} ({nd['source']})")
+    else:
+        print("  nDCG@10 int8 vs fp32: not measured here (pass --beir DIR, or --export DIR/export of a workspace)")
+    for length in lengths:
+        key = f"{length}/c{cmax}"
+        ran = {p: results[p][key]["sent_s"] for p in peers_ran if key in results.get(p, {})}
+        if key not in ours:
+            continue
+        if not ran:
+            print(f"  {length} c={cmax}: NO PEER RAN: no ratio printed")
+            continue
+        best = max(ran, key=ran.get)
+        ratio = ours[key]["sent_s"] / ran[best]
+        limit = roof["lengths"][length]["fp32_sent_s"] / ran[best]
+        others = ", ".join(f"{p} {v:.0f}" for p, v in ran.items())
+        line = (f"  {length} c={cmax} fp32 / strongest peer ({best}) = {ratio:.2f}x"
+                + (f" [>= {TARGET_PEER_RATIO}x]: {verdict(ratio >= TARGET_PEER_RATIO)}" if length == "short" else "")
+                + f"; int8 {q8[key]['sent_s'] / ran[best]:.2f}x" * (key in q8)
+                + f"; peers sent/s: {others}")
+        if length == "short" and limit < TARGET_PEER_RATIO:
+            line += f"; the fp32 roofline itself is {limit:.2f}x that peer -> out of reach on this CPU"
+        print(line)
+    for length in lengths:
+        k1 = f"{length}/c1"
+        if k1 in ours and k1 in ip:
+            d = ours[k1]["p50"] - ip[k1]["p50"]
+            print(f"  {length} batch-1 p50: ours fp32 {ours[k1]['p50']:.2f} ms vs in-process {ip[k1]['p50']:.2f} ms "
+                  f"-> {d:+.2f} ms [<= +{TARGET_BATCH1_MS:.0f} ms]: {verdict(d <= TARGET_BATCH1_MS)}")
+
+
+# ----------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--export", type=Path, default=None, help="Export folder (with onnx/ and onnx-int8/).")
@@ -310,18 +509,22 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="Request limit of each run.")
     ap.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)))
     ap.add_argument("--skip-infinity", action="store_true")
+    ap.add_argument("--infinity-engines", default="torch,optimum",
+                    help="Infinity engines, comma-separated: torch, optimum (ONNX Runtime).")
     ap.add_argument("--infinity-venv", type=Path, default=Path.home() / ".cache" / "eft-bench" / "infinity-venv")
     ap.add_argument("--beir", type=Path, default=None, help="BEIR folder for nDCG@10 of fp32 vs int8.")
-    ap.add_argument("--threads", type=int, default=None, help="Inference threads of our server.")
+    ap.add_argument("--threads", type=int, default=None, help="Inference threads (ours, in-process, roofline).")
     ap.add_argument("--json", type=Path, default=None, help="Also write all figures here.")
     args = ap.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from eft.export.artifact import cpu_threads
+    from roofline import print_roofline, refresh, roofline
 
+    threads = args.threads or cpu_threads()
     tmp = Path(tempfile.mkdtemp(prefix="eft-bench-"))
     export = args.export or prepare_export(tmp)
-    # The same weights for in-process and Infinity: the workspace's trained model, else the packaged MiniLM (whose
-    # folder older sentence-transformers releases, such as Infinity's, can also read).
+    # The same weights for in-process and Infinity: the workspace's trained model, else the packaged MiniLM.
     model_dir = args.model_dir or (export.parent / "train" / "model" if args.export and
                                    (export.parent / "train" / "model").is_dir() else None)
     if model_dir is None:
@@ -332,12 +535,19 @@ def main() -> None:
 
     tok = Tokenizer.from_file(str(export / "onnx" / "tokenizer.json"))
     texts = {name: make_texts(tok, n, 4 * args.requests if n < 64 else args.requests) for name, n in LENGTHS.items()}
+    mean_tokens = {}
     for name, ts in texts.items():
-        mean = np.mean([len(tok.encode(t).ids) for t in ts[:64]])
-        print(f"{name}: {len(ts)} distinct texts, ~{mean:.0f} tokens each")
+        mean_tokens[name] = int(round(np.mean([len(tok.encode(t).ids) for t in ts[:64]])))
+        print(f"{name}: {len(ts)} distinct texts, ~{mean_tokens[name]} tokens each")
 
+    roof = roofline(model_dir, threads, mean_tokens)
+    print_roofline(roof)
     results: dict[str, dict] = {}
     notes: list[str] = []
+
+    def show(label, length, c, r, prefix=""):
+        share = roofline_share(roof, length, r["sent_s"])
+        print(fmt_row(f"{prefix or label} {length} c={c}", r, share), flush=True)
 
     def run_http(srv: Server):
         for name, ts in texts.items():
@@ -345,79 +555,84 @@ def main() -> None:
             for c in concurrency:
                 r = drive(srv.port, srv.path, bodies, c, args.seconds)
                 results.setdefault(srv.label, {})[f"{name}/c{c}"] = r
-                print(fmt_row(f"{srv.label} {name} c={c}", r), flush=True)
+                show(srv.label, name, c, r)
 
-    print("\n  run                        sent/s   p50 ms    p99 ms       n")
-    for label, backend in (("ours fp32 (onnx)", "onnx"), ("ours int8 (onnx)", "onnx-int8")):
-        srv = start_ours(label, export, backend, args.threads)
+    print(f"\n  {'run':<30} {'sent/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'n':>7} {'roof*':>9}")
+    print("  (* share of the fp32 roofline measured so far; the final shares are below)")
+    for label, backend in ((OURS_FP32, "onnx"), (OURS_INT8, "onnx-int8")):
+        srv = start_ours(label, export, backend, threads)
         try:
             run_http(srv)
             if backend == "onnx-int8" and args.beir:
-                fp32 = start_ours("fp32 for nDCG", export, "onnx", args.threads)
+                fp32 = start_ours("fp32 for nDCG", export, "onnx", threads)
                 try:
                     results["ndcg@10"] = ndcg_through(fp32.port, srv.port, args.beir)
                 finally:
                     fp32.stop()
         finally:
             srv.stop()
+        refresh(roof)
 
+    import torch
     from sentence_transformers import SentenceTransformer
 
+    torch.set_num_threads(threads)
     st = SentenceTransformer(str(model_dir), device="cpu")
     for name, ts in texts.items():
         for c in concurrency:
             r = inprocess(st, ts[: args.requests], c, args.seconds)
-            results.setdefault("in-process sentence-transformers", {})[f"{name}/c{c}"] = r
-            print(fmt_row(f"in-process ST {name} {'b' if c > 1 else 'c'}={c}", r), flush=True)
+            results.setdefault(IN_PROCESS, {})[f"{name}/c{c}"] = r
+            show(IN_PROCESS, name, c, r, f"in-process ST {'b' if c > 1 else 'c'}")
+    probe = texts["medium"][:16]
+    reference = np.asarray(st.encode(probe, normalize_embeddings=True), dtype=np.float32)
     del st
+    refresh(roof)
+    peers_ran = [IN_PROCESS]
 
+    engines = [] if args.skip_infinity else [e for e in args.infinity_engines.split(",") if e]
     if args.skip_infinity:
-        notes.append("Infinity: skipped (--skip-infinity)")
-    else:
+        notes.append("Infinity: NOT MEASURED (--skip-infinity); the strongest peer is in-process ST")
+    elif engines:
         ok, why = install_infinity(args.infinity_venv)
         if not ok:
             notes.append(f"Infinity: NOT MEASURED, could not be installed: {why}")
-        else:
-            try:
-                srv = start_infinity(args.infinity_venv, model_dir, tmp / "infinity.log")
-            except RuntimeError as err:
-                log = (tmp / "infinity.log").read_text(errors="replace")[-1500:] if (tmp / "infinity.log").exists() else ""
-                notes.append(f"Infinity: NOT MEASURED, it did not start: {err}\n{log}")
-            else:
-                try:
-                    run_http(srv)
-                finally:
-                    srv.stop()
+            engines = []
+    if engines:
+        peer_dir, pooling = peer_model_folder(model_dir, tmp / "peer-model")
+        if "optimum" in engines:
+            who = add_transformer_onnx(args.infinity_venv, peer_dir, tmp / "onnx-export.log")
+            notes.append(f"Infinity (optimum): model.onnx of the same weights exported by {who}")
+    for engine in engines:
+        log = tmp / f"infinity-{engine}.log"
+        try:
+            srv = start_infinity(args.infinity_venv, peer_dir, engine, log, tmp / f"hub-{engine}", pooling)
+        except RuntimeError as err:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            notes.append(f"Infinity ({engine}): NOT MEASURED, it did not start: {err}\n{tail}")
+            continue
+        try:
+            cos = min_cosine_to(srv.port, srv.path, probe, reference)
+            if cos < 0.999:
+                notes.append(f"Infinity ({engine}): NOT MEASURED, its vectors differ from in-process ST on the "
+                             f"same weights (min cosine {cos:.4f} over {len(probe)} texts)")
+                continue
+            notes.append(f"Infinity ({engine}): same vectors as in-process ST (min cosine {cos:.5f})")
+            run_http(srv)
+            peers_ran.append(srv.label)
+        finally:
+            srv.stop()
+        refresh(roof)
 
     nd = results.get("ndcg@10") or ndcg_from_export(export)
     print()
     for n in notes:
         print(n)
-    print("\nratios (targets in brackets):")
-    ours, q8 = results.get("ours fp32 (onnx)", {}), results.get("ours int8 (onnx)", {})
-    inf, ip = results.get("infinity (torch)", {}), results.get("in-process sentence-transformers", {})
-    cmax = max(concurrency)
-    for name in texts:
-        key = f"{name}/c{cmax}"
-        if key in inf and inf[key]["sent_s"] > 0:
-            print(f"  {name} c={cmax}: fp32 / Infinity = {ours[key]['sent_s'] / inf[key]['sent_s']:.2f}x  [>= 1.5x]   "
-                  f"int8 / Infinity = {q8[key]['sent_s'] / inf[key]['sent_s']:.2f}x  [>= 3x]")
-        else:
-            print(f"  {name} c={cmax}: Infinity not measured; fp32 / in-process(batch {cmax}) = "
-                  f"{ours[key]['sent_s'] / ip[key]['sent_s']:.2f}x, int8 / fp32 = "
-                  f"{q8[key]['sent_s'] / ours[key]['sent_s']:.2f}x")
-        k1 = f"{name}/c1"
-        if k1 in ours and k1 in ip:
-            print(f"  {name} batch-1 p50: ours fp32 {ours[k1]['p50']:.2f} ms vs in-process {ip[k1]['p50']:.2f} ms "
-                  f"-> {ours[k1]['p50'] - ip[k1]['p50']:+.2f} ms  [<= +2 ms]")
-    if nd:
-        rel = (nd["int8"] - nd["fp32"]) / nd["fp32"] if nd["fp32"] else 0.0
-        print(f"  nDCG@10 int8 {nd['int8']:.4f} vs fp32 {nd['fp32']:.4f}: {rel * 100:+.2f}%  [within 1%] "
-              f"({nd['source']})")
-    else:
-        print("  nDCG@10 int8 vs fp32: not measured here (pass --beir DIR, or --export DIR/export of a workspace)")
+    print()
+    print_roofline(roof)
+    print_summary(results, roof, list(texts), concurrency, nd, peers_ran)
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "notes": notes}, indent=2))
+        args.json.write_text(json.dumps({"results": results, "roofline": roof, "notes": notes,
+                                         "peers": peers_ran}, indent=2))
     shutil.rmtree(tmp, ignore_errors=True)
 
 
