@@ -209,13 +209,14 @@ def test_model_encoder_is_identical_with_and_without_cache(minilm, tmp_path):
 
 # ----------------------------------------------------------------------------- through the stages
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two eval+export runs on a 2-core CI machine
 def test_stages_encode_each_corpus_once_and_metrics_match_without_cache(make_resource, tmp_path, monkeypatch):
     from eft.api import load_resource
     from eft.runner import run_one
     from eft.stages.contract import read_success
 
     spec_file = make_resource(export={"onnx": {"enabled": True, "int8": True}},
-                              training={"epochs": 1, "globalBatchSize": 16})
+                              training={"epochs": 1, "globalBatchSize": 16, "maxSteps": 2})
     resource = load_resource(spec_file)
     cached_dir = tmp_path / "cached"
     for stage in ("sdg", "prep", "train", "eval", "export"):
