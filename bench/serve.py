@@ -630,6 +630,12 @@ def main() -> None:
     print()
     print_roofline(roof)
     print_summary(results, roof, list(texts), concurrency, nd, peers_ran)
+    load = os.getloadavg()
+    print(f"\nload average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")
+    if load[1] > (os.cpu_count() or 1):
+        print("WARNING: other work shared the CPU during this run; every rate above (the roofline included) is "
+              "the share this run got, not the machine's, and the met / NOT met lines are not verdicts. "
+              "Re-run on an idle machine.")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "roofline": roof, "notes": notes,
                                          "peers": peers_ran}, indent=2))
