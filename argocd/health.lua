@@ -1,6 +1,8 @@
 -- Argo CD health check for finetune.embeddings.io/EmbeddingFinetune (embedding-finetune-operator).
 -- Order (docs/architecture.md): generation not yet observed -> Progressing; suspended -> Suspended;
--- Degraded=True or phase Failed -> Degraded; Ready=True -> Healthy; anything else -> Progressing.
+-- Degraded=True or phase Failed -> Degraded; Ready=True -> Healthy; finished without becoming Ready
+-- (phase Succeeded or Progressing=False, e.g. not promoted: EvalBelowThreshold) -> Degraded, a final state;
+-- anything else -> Progressing.
 -- A status of an unexpected shape never raises: it answers Progressing with a message saying so.
 local function evaluate(obj)
   local hs = {}
@@ -105,7 +107,16 @@ local function evaluate(obj)
     return hs
   end
 
-  -- 5. Anything else: pending or running.
+  -- 5. Finished, but not Ready: nothing more happens until the spec changes (e.g. the fine-tuned model was not
+  -- promoted). A final state, so `argocd app wait --health` and sync waves stop instead of waiting forever.
+  local progressing = conditions["Progressing"]
+  if phase == "Succeeded" or (progressing ~= nil and progressing.status == "False") then
+    hs.status = "Degraded"
+    hs.message = conditionMessage("Ready", "Finished without becoming ready")
+    return hs
+  end
+
+  -- 6. Anything else: pending or running.
   hs.status = "Progressing"
   if badConditions then
     hs.message = "Unexpected status.conditions (not a list); waiting for the operator"

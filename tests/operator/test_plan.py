@@ -52,7 +52,8 @@ def test_plan_uses_recorded_success_when_the_job_is_gone_and_rolls_the_server():
                 for s in ("sdg", "prep", "train", "eval", "export")}
     new_dep = f"demo-deploy-{h['deploy'][:8]}"
     deps = {"demo-deploy-old": DeploymentObs("demo-deploy-old", "x", True),
-            new_dep: DeploymentObs(new_dep, h["deploy"], True, 1, 1)}
+            new_dep: DeploymentObs(new_dep, h["deploy"], True, 1, 1, updated_replicas=1, available_replicas=1,
+                                   status_replicas=1)}
     p = plan_stages("demo", 3, spec, h, recorded, Observed(deployments=deps), False, False, "http://e")
     kinds = [(a.kind, a.name) for a in p.actions]
     assert ("delete_deployment", "demo-deploy-old") in kinds
@@ -70,3 +71,46 @@ def test_termination_message_parsing():
                                        "summary": {"a": 1}}
     assert parse_termination(pods[1:])["message"] == "Traceback ... OOM"
     assert parse_termination([]) is None
+
+
+def test_plan_a_recorded_failure_without_its_job_waits_for_a_spec_change_or_a_new_retry_value():
+    spec = sample_spec()
+    h = plan_hashes(spec)
+    name = f"demo-sdg-{h['sdg'][:8]}"
+    rec = {"sdg": {"phase": "Failed", "job": name, "configHash": h["sdg"], "reason": "BackoffLimitExceeded",
+                   "message": "stage sdg failed (BackoffLimitExceeded, exit code 1): boom", "generation": 3,
+                   "retry": "a"}}
+    p = plan_stages("demo", 3, spec, h, rec, Observed(), False, False, None, retry="a")
+    assert p.outcome == "Failed" and not p.actions and p.stages["sdg"].message.endswith("boom")
+    for generation, retry in ((4, "a"), (3, "b")):
+        p = plan_stages("demo", generation, spec, h, rec, Observed(), False, False, None, retry=retry)
+        assert [(a.kind, a.name) for a in p.actions] == [("create_job", name)]
+    # With the failed Job still there, a new retry value deletes it first.
+    obs = Observed(jobs={name: _job(name, "sdg", h["sdg"], "Failed", generation=3, reason="BackoffLimitExceeded")})
+    obs.jobs[name].retry = "a"
+    p = plan_stages("demo", 3, spec, h, rec, obs, False, False, None, retry="b")
+    assert [(a.kind, a.name) for a in p.actions] == [("delete_job", name)] and "retry" in p.stages["sdg"].message
+
+
+def test_server_pod_problems_and_rollout_rules():
+    from eft.controller.plan import rollout_wait, server_pod_problem
+
+    def pod(name, **cs):
+        return {"metadata": {"name": name}, "status": {"containerStatuses": [{"name": "server", **cs}]}}
+
+    assert server_pod_problem([pod("a", ready=True, restartCount=9)]) is None  # recovered: ready again
+    assert server_pod_problem([pod("a", ready=False, restartCount=1)]) is None
+    reason, message = server_pod_problem([pod("a", ready=False, state={"waiting": {
+        "reason": "ImagePullBackOff", "message": 'Back-off pulling image "srv:9"'}})])
+    assert reason == "ImagePullBackOff" and "srv:9" in message
+    reason, message = server_pod_problem([pod("b", ready=False, restartCount=3, lastState={"terminated": {
+        "exitCode": 1, "message": "OSError: no model"}})])
+    assert reason == "CrashLoopBackOff" and "restarted 3 times" in message and "no model" in message
+    done = DeploymentObs("d", "h", True, 2, 2, generation=2, observed_generation=2, updated_replicas=2,
+                         available_replicas=2, status_replicas=2)
+    assert rollout_wait(done, 2) is None
+    assert rollout_wait(done, 3) == "2 replicas requested on the Deployment, 3 in the spec"
+    old_pods = DeploymentObs("d", "h", True, 2, 2, generation=2, observed_generation=2, updated_replicas=2,
+                             available_replicas=2, status_replicas=3)
+    assert rollout_wait(old_pods, 2) == "1 old replicas pending termination"
+    assert "not yet seen" in rollout_wait(DeploymentObs("d", "h", True, generation=3, observed_generation=2), 1)

@@ -4,13 +4,16 @@ observed through plain dictionaries (what Kopf's indices hold in the running ope
 from __future__ import annotations
 
 import asyncio
+import copy
 import subprocess
 import sys
 from typing import Any
 
 from eft.controller.config import OperatorConfig
 from eft.controller.kube import Res
-from eft.controller.plan import JobObs
+from eft.api import parse_resource
+from eft.controller.plan import JobObs, observe_deployment
+from eft.hashing import plan_hashes
 from eft.controller.reconciler import Reconciler
 from eftop_harness import STAGE_SUMMARIES, sample_resource
 
@@ -42,9 +45,9 @@ class MemoryApi:
 
     async def list(self, res: Res, namespace: str | None, label_selector: str | None = None) -> list[dict]:
         self.calls.append(("list", res.plural, label_selector or ""))
-        key, _, value = (label_selector or "").partition("=")
+        wanted = [term.partition("=")[::2] for term in (label_selector or "").split(",") if term]
         return [o for (p, ns, _), o in self.objects.items() if p == res.plural and ns == namespace
-                and (not key or (o["metadata"].get("labels") or {}).get(key) == value)]
+                and all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted)]
 
     async def create(self, res: Res, namespace: str, body: dict) -> tuple[dict | None, bool]:
         self.calls.append(("create", res.plural, body["metadata"].get("name", "")))
@@ -70,6 +73,9 @@ class MemoryApi:
     def created(self, plural: str) -> list[str]:
         return [n for verb, p, n in self.calls if verb == "create" and p == plural]
 
+    def did(self, verb: str, plural: str) -> list[str]:
+        return [n for v, p, n in self.calls if v == verb and p == plural]
+
 
 def _setup(**spec_overrides: Any) -> tuple[Reconciler, MemoryApi]:
     body = sample_resource(NAME, NS, **spec_overrides)
@@ -81,6 +87,12 @@ def _setup(**spec_overrides: Any) -> tuple[Reconciler, MemoryApi]:
     reconciler.jobs_index, reconciler.deployments_index = {}, {}
     reconciler.resource_changed((NS, NAME), body)
     return reconciler, api
+
+
+def _job_obs(name: str, stage: str, state: str, owner_uid: str = "u-1", **kw: Any) -> JobObs:
+    """A Job as Kopf's index holds it: owned (controller reference) by the resource incarnation `owner_uid`."""
+    return JobObs(name=name, stage=stage, config_hash="", generation=kw.pop("generation", 1), state=state,
+                  uid=f"{name}-uid", owner_uid=owner_uid, **kw)
 
 
 def _status(api: MemoryApi) -> dict:
@@ -102,8 +114,7 @@ def test_first_reconcile_creates_the_first_job_and_writes_status_once():
     assert "StageStarted" in [o["reason"] for (p, _, _), o in api.objects.items() if p == "events"]
 
     # The Job shows up in the index: no second Job; once nothing changes, no status write either.
-    reconciler.jobs_index = {(NS, NAME): [JobObs(name=job, stage="sdg", config_hash="", generation=1,
-                                                 state="Pending")]}
+    reconciler.jobs_index = {(NS, NAME): [_job_obs(job, "sdg", "Pending")]}
     for _ in range(2):
         reconciler.bodies[(NS, NAME)] = api.objects[("embeddingfinetunes", NS, NAME)]
         asyncio.run(reconciler.reconcile((NS, NAME)))
@@ -118,13 +129,13 @@ def test_a_finished_job_moves_the_chain_on_with_its_termination_summary():
     reconciler, api = _setup()
     asyncio.run(reconciler.reconcile((NS, NAME)))
     [sdg] = api.created("jobs")
-    pod = {"metadata": {"name": f"{sdg}-x", "namespace": NS, "labels": {"job-name": sdg}},
+    pod = {"metadata": {"name": f"{sdg}-x", "namespace": NS, "labels": {"job-name": sdg},
+                        "ownerReferences": [{"kind": "Job", "name": sdg, "uid": f"{sdg}-uid", "controller": True}]},
            "status": {"containerStatuses": [{"name": "stage", "state": {"terminated": {
                "exitCode": 0, "finishedAt": "2026-01-01T00:00:00Z",
                "message": '{"summary": {"chunks": 1500, "questions": 600}, "durationSeconds": 12.5}'}}}]}}
     api.objects[("pods", NS, pod["metadata"]["name"])] = pod
-    reconciler.jobs_index = {(NS, NAME): [JobObs(name=sdg, stage="sdg", config_hash="", generation=1,
-                                                 state="Succeeded", attempts=1)]}
+    reconciler.jobs_index = {(NS, NAME): [_job_obs(sdg, "sdg", "Succeeded", attempts=1)]}
     reconciler.bodies[(NS, NAME)] = api.objects[("embeddingfinetunes", NS, NAME)]
     asyncio.run(reconciler.reconcile((NS, NAME)))
     status = _status(api)
@@ -176,3 +187,199 @@ def test_workers_reconcile_each_enqueued_key_once():
 def test_the_reconciler_imports_no_kopf():
     code = "import sys, eft.controller.reconciler; sys.exit(1 if 'kopf' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ----------------------------------------------------------------------------- lifecycle truths (issue 13)
+def _again(reconciler: Reconciler, api: MemoryApi) -> dict:
+    """Reconcile once more from a copy of the stored body (as the next watch event delivers it); the new status."""
+    reconciler.bodies[(NS, NAME)] = copy.deepcopy(api.objects[("embeddingfinetunes", NS, NAME)])
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    return _status(api)
+
+
+def _events(api: MemoryApi) -> list[tuple[str, str]]:
+    return [(o["type"], o["reason"]) for (p, _, _), o in api.objects.items() if p == "events"]
+
+
+def test_children_of_an_earlier_incarnation_are_neither_counted_nor_adopted():
+    """Re-created under the same name (uid u-2) while the old sdg Job (owner u-1, succeeded) and the old
+    workspace claim still exist: nothing is counted or created; the status says what it waits for."""
+    reconciler, api = _setup()
+    body = api.objects[("embeddingfinetunes", NS, NAME)]
+    body["metadata"]["uid"] = "u-2"
+    reconciler.bodies[(NS, NAME)] = body
+    h = plan_hashes(parse_resource(body).spec)
+    old_job = f"{NAME}-sdg-{h['sdg'][:8]}"
+    reconciler.jobs_index = {(NS, NAME): [_job_obs(old_job, "sdg", "Succeeded", owner_uid="u-1", attempts=1)]}
+    api.objects[("persistentvolumeclaims", NS, "demo-workspace")] = {
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "demo-workspace", "namespace": NS,
+                     "ownerReferences": [{"kind": "EmbeddingFinetune", "uid": "u-1", "controller": True}]}}
+    status = _again(reconciler, api)
+    assert not api.created("jobs") and not api.created("persistentvolumeclaims")
+    assert status["phase"] == "Pending" and not status.get("stages")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "WaitingForPreviousChildren"
+    assert f"Job {old_job}" in ready["message"] and "PersistentVolumeClaim demo-workspace" in ready["message"]
+    # The garbage collector removes them: the new incarnation starts clean, from sdg.
+    reconciler.jobs_index = {(NS, NAME): []}
+    del api.objects[("persistentvolumeclaims", NS, "demo-workspace")]
+    status = _again(reconciler, api)
+    assert api.created("persistentvolumeclaims") == ["demo-workspace"] and api.created("jobs") == [old_job]
+    assert status["stages"]["sdg"]["phase"] == "Running"
+
+
+def test_a_pod_of_an_earlier_job_with_the_same_name_is_not_read():
+    reconciler, api = _setup()
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    [sdg] = api.created("jobs")
+    stale = {"metadata": {"name": f"{sdg}-old", "namespace": NS, "labels": {"job-name": sdg},
+                          "ownerReferences": [{"kind": "Job", "uid": "earlier-job", "controller": True}]},
+             "status": {"containerStatuses": [{"name": "stage", "state": {"terminated": {
+                 "exitCode": 0, "finishedAt": "2026-01-01T00:00:00Z", "message": '{"summary": {"stale": 1}}'}}}]}}
+    api.objects[("pods", NS, f"{sdg}-old")] = stale
+    reconciler.jobs_index = {(NS, NAME): [_job_obs(sdg, "sdg", "Succeeded", attempts=1)]}
+    status = _again(reconciler, api)
+    # Its own pod is gone: the Job is re-run to re-read sdg/_SUCCESS.json, not the stale pod's summary taken.
+    assert status["stages"]["sdg"]["reason"] == "RereadingSummary" and "summary" not in status["stages"]["sdg"]
+    assert api.did("delete", "jobs") == [sdg]
+
+
+def test_a_result_whose_pod_is_gone_is_reread_by_running_the_stage_again():
+    """eval succeeded but its pod went before the message was read: the Job is deleted and created again (its
+    skip path re-emits the summary from eval/_SUCCESS.json), never a permanent SummaryMissing."""
+    reconciler, api = _setup()
+    body = api.objects[("embeddingfinetunes", NS, NAME)]
+    h = plan_hashes(parse_resource(body).spec)
+    body["status"] = {"stages": {s: {"phase": "Succeeded", "job": f"{NAME}-{s}-{h[s][:8]}", "configHash": h[s],
+                                     "summary": STAGE_SUMMARIES[s]} for s in ("sdg", "prep", "train")}}
+    ev = f"{NAME}-eval-{h['eval'][:8]}"
+    reconciler.jobs_index = {(NS, NAME): [_job_obs(ev, "eval", "Succeeded", attempts=1)]}
+    status = _again(reconciler, api)
+    assert status["stages"]["eval"]["reason"] == "RereadingSummary" and status["phase"] == "Running"
+    assert api.did("delete", "jobs") == [ev] and not api.created("jobs")
+    reconciler.jobs_index = {(NS, NAME): []}  # the deletion went through
+    status = _again(reconciler, api)
+    assert api.created("jobs") == [ev] and status["stages"]["eval"]["phase"] == "Running"
+    # An old status that already says SummaryMissing is re-read the same way once its Job is deleted.
+    body["status"]["stages"]["eval"] = {"phase": "Succeeded", "job": ev, "configHash": h["eval"],
+                                        "reason": "SummaryMissing", "summary": {}}
+    api.objects.pop(("jobs", NS, ev))
+    status = _again(reconciler, api)
+    assert api.created("jobs") == [ev, ev] and status["stages"]["eval"]["phase"] == "Running"
+
+
+def test_a_recorded_failure_stays_failed_when_its_job_is_deleted_until_a_spec_change_or_retry():
+    reconciler, api = _setup()
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    [sdg] = api.created("jobs")
+    reconciler.jobs_index = {(NS, NAME): [_job_obs(sdg, "sdg", "Failed", attempts=3, reason="BackoffLimitExceeded",
+                                                   message="Job has reached the specified backoff limit")]}
+    failed = _again(reconciler, api)
+    assert failed["phase"] == "Failed" and failed["stages"]["sdg"]["generation"] == 1
+    warnings = _events(api).count(("Warning", "StageFailed"))
+    # A TTL (or a person) deletes the failed Job: still failed, same reason and message, no new Job or Event.
+    reconciler.jobs_index = {(NS, NAME): []}
+    api.objects.pop(("jobs", NS, sdg))
+    for _ in range(3):
+        again = _again(reconciler, api)
+    assert api.created("jobs") == [sdg]
+    assert again["stages"]["sdg"] == failed["stages"]["sdg"] and again["conditions"] == failed["conditions"]
+    assert _events(api).count(("Warning", "StageFailed")) == warnings
+    # The documented retry annotation: one new Job.
+    body = api.objects[("embeddingfinetunes", NS, NAME)]
+    body["metadata"]["annotations"] = {"finetune.embeddings.io/retry": "1"}
+    status = _again(reconciler, api)
+    assert api.created("jobs") == [sdg, sdg] and status["stages"]["sdg"]["phase"] == "Running"
+    created = api.objects[("jobs", NS, sdg)]
+    assert created["metadata"]["annotations"]["finetune.embeddings.io/retry"] == "1"
+    assert created["spec"]["ttlSecondsAfterFinished"] == 7 * 24 * 3600
+
+
+def _served(reconciler: Reconciler, api: MemoryApi, **deploy: Any) -> tuple[dict, str]:
+    """A resource whose stages through export are recorded, reconciled until its Deployment exists."""
+    body = api.objects[("embeddingfinetunes", NS, NAME)]
+    body["spec"]["deploy"] = {"verification": {"enabled": False}, **deploy}
+    h = plan_hashes(parse_resource(body).spec)
+    body["status"] = {"stages": {s: {"phase": "Succeeded", "job": f"{NAME}-{s}-{h[s][:8]}", "configHash": h[s],
+                                     "summary": STAGE_SUMMARIES[s]} for s in ("sdg", "prep", "train", "eval", "export")}}
+    _again(reconciler, api)
+    [dn] = api.created("deployments")
+    return api.objects[("deployments", NS, dn)], dn
+
+
+def _observe_live(reconciler: Reconciler, dep: dict, **status: Any) -> None:
+    dep["metadata"].update(uid="d-1", generation=dep["metadata"].get("generation", 1))
+    dep["status"] = {"observedGeneration": dep["metadata"]["generation"], **status}
+    reconciler.deployments_index = {(NS, NAME): [observe_deployment(dep)]}
+
+
+def test_the_server_deployment_follows_replicas_image_and_resources_and_ready_counts_the_spec():
+    reconciler, api = _setup()
+    dep, dn = _served(reconciler, api)
+    n = 1
+    _observe_live(reconciler, dep, replicas=n, updatedReplicas=n, readyReplicas=n, availableReplicas=n,
+                  conditions=[{"type": "Available", "status": "True"}])
+    status = _again(reconciler, api)
+    assert (status["phase"], status["stages"]["deploy"]["message"]) == ("Succeeded", "1/1 replicas available")
+    # Edit replicas, image and resources: same Deployment name (no 409-and-done), patched in place.
+    body = api.objects[("embeddingfinetunes", NS, NAME)]
+    body["spec"]["deploy"].update(replicas=3, image="server:2", resources={"limits": {"memory": "6Gi"}})
+    body["metadata"]["generation"] = 2
+    status = _again(reconciler, api)
+    assert api.did("patch", "deployments") == [dn] and api.created("deployments") == [dn]
+    live = api.objects[("deployments", NS, dn)]
+    container = live["spec"]["template"]["spec"]["containers"][0]
+    assert live["spec"]["replicas"] == 3 and container["image"] == "server:2"
+    assert container["resources"]["limits"]["memory"] == "6Gi"
+    # Until three replicas are available, Ready is False and the message counts what the spec asks for.
+    live["metadata"]["generation"] = 2
+    _observe_live(reconciler, live, replicas=3, updatedReplicas=3, readyReplicas=1, availableReplicas=1,
+                  conditions=[{"type": "Available", "status": "True"}])
+    status = _again(reconciler, api)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and "1/3 replicas available" in ready["message"]
+    assert api.did("patch", "deployments") == [dn]  # in sync now: no second patch
+
+
+def test_an_edited_port_reaches_the_service():
+    reconciler, api = _setup()
+    _served(reconciler, api)
+    body = api.objects[("embeddingfinetunes", NS, NAME)]
+    body["spec"]["deploy"]["port"] = 9000
+    _again(reconciler, api)
+    assert api.objects[("services", NS, "demo-server")]["spec"]["ports"][0]["port"] == 9000
+    assert api.did("patch", "services") == ["demo-server"]
+
+
+def test_a_deployment_that_gives_up_is_degraded_with_its_own_reason_and_a_warning():
+    reconciler, api = _setup()
+    dep, dn = _served(reconciler, api)
+    message = f'ReplicaSet "{dn}-6b8f" has timed out progressing.'
+    _observe_live(reconciler, dep, replicas=1, updatedReplicas=1, conditions=[
+        {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": message}])
+    status = _again(reconciler, api)
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert status["phase"] == "Failed" and degraded["status"] == "True"
+    assert degraded["reason"] == "ProgressDeadlineExceeded" and message in degraded["message"]
+    assert ("Warning", "ProgressDeadlineExceeded") in _events(api)
+
+
+def test_crash_looping_server_pods_are_degraded_with_the_pod_reason():
+    reconciler, api = _setup()
+    dep, dn = _served(reconciler, api)
+    _observe_live(reconciler, dep, replicas=1, updatedReplicas=1, unavailableReplicas=1,
+                  conditions=[{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}])
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    api.objects[("pods", NS, f"{dn}-x")] = {"metadata": {"name": f"{dn}-x", "namespace": NS, "labels": labels},
+                                            "status": {"containerStatuses": [{
+                                                "name": "server", "ready": False, "restartCount": 5,
+                                                "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                                                      "message": "back-off 2m40s"}},
+                                                "lastState": {"terminated": {"exitCode": 2,
+                                                                             "message": "no model in /workspace"}}}]}}
+    status = _again(reconciler, api)
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "CrashLoopBackOff" and "no model in /workspace" in degraded["message"]
+    assert status["stages"]["deploy"]["phase"] == "Failed"

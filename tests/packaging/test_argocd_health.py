@@ -32,6 +32,9 @@ EXPECTED_STATUS = {
     "bad-conditions-entries": "Progressing",
     "bad-stages-shape": "Degraded",
     "bad-metadata": "Progressing",
+    "not-promoted": "Degraded",  # a final state (documented in docs/operator.md), never Progressing forever
+    "deploy-gave-up": "Degraded",
+    "waiting-previous-children": "Progressing",
 }
 
 
@@ -84,6 +87,12 @@ def test_ready_false_is_not_healthy():
     for c in obj["status"]["conditions"]:
         if c["type"] == "Ready":
             c["status"] = "False"
+    # Finished (phase Succeeded, Progressing=False) without being Ready: a final Degraded, never Progressing.
+    assert run_health_lua(LUA, obj)["status"] == "Degraded"
+    obj["status"]["phase"] = "Running"
+    for c in obj["status"]["conditions"]:
+        if c["type"] == "Progressing":
+            c["status"] = "True"
     assert run_health_lua(LUA, obj)["status"] == "Progressing"
 
 
@@ -151,3 +160,23 @@ def test_example_applications(path):
         assert spec["source"]["path"] == "charts/embedding-finetune-operator"
         assert (ROOT / spec["source"]["path"] / "Chart.yaml").exists()
         assert "ServerSideApply=true" in spec["syncPolicy"]["syncOptions"]
+
+
+#: Argo CD health of the status the controller writes for each plan outcome: every ending is final (Healthy,
+#: Degraded or Suspended); only work in flight is Progressing.
+OUTCOME_HEALTH = {"Pending": "Progressing", "Running": "Progressing", "Suspended": "Suspended", "Failed": "Degraded",
+                  "NotPromoted": "Degraded", "Complete": "Healthy", "Ready": "Healthy"}
+
+
+@pytest.mark.parametrize("outcome", sorted(OUTCOME_HEALTH))
+def test_health_of_every_status_the_controller_writes(outcome):
+    from eft.controller.plan import Outcome, Plan
+    from eft.controller.status import compute_status
+
+    plan = Plan(outcome=Outcome(outcome), reason=None, message="m")
+    obj = {"metadata": {"generation": 1}, "spec": {"suspend": outcome == "Suspended"},
+           "status": compute_status({}, plan, 1, None, "T")}
+    assert run_health_lua(LUA, obj)["status"] == OUTCOME_HEALTH[outcome]
+    # An invalid spec or a missing Secret/claim: Degraded too.
+    obj["status"] = compute_status(obj["status"], plan, 1, ("SecretNotFound", "no Secret"), "T")
+    assert run_health_lua(LUA, obj)["status"] == ("Suspended" if outcome == "Suspended" else "Degraded")

@@ -337,6 +337,10 @@ class DeploySpec(SpecModel):
         None, description="input_type applied to requests that send none; null: such requests get a 400 when the "
                           "model encodes queries and passages differently (as NVIDIA NIM does).")
     image: str | None = Field(None, description="Serving image; default from the operator's configuration.")
+    progress_deadline_seconds: int = Field(
+        1200, ge=10, le=24 * 3600,
+        description="The server Deployment's progressDeadlineSeconds: a rollout that makes no progress this long "
+                    "(pods that never schedule, pull or become ready) marks the resource Degraded.")
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     verification: VerificationSpec = Field(default_factory=VerificationSpec)
 
@@ -368,6 +372,12 @@ class StageRuntime(SpecModel):
     tolerations: list[Toleration] | None = None
     active_deadline_seconds: int | None = Field(None, ge=60)
     backoff_limit: int | None = Field(None, ge=0, le=20)
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=60, le=90 * 24 * 3600,
+        description="Seconds a finished Job (and its pods) is kept before Kubernetes deletes it; default from the "
+                    "operator (7 days). At least 60 so the operator copies the result to the status first; a "
+                    "result deleted unread is re-read by re-running the stage (its skip path), a recorded failure "
+                    "stays failed.")
 
 
 #: `spec.runtime.stages.<stage>` for every stage the operator runs as a Job (from the stage table).

@@ -23,7 +23,7 @@ Workload = Literal["job", "deployment"]
 # Fields that do not change what a stage produces (runtime-only: never part of a config hash).
 _SDG_EXCLUDE = {"concurrency", "api_key_secret_ref", "api_key_env", "request_timeout_seconds", "max_retries"}
 _TRAIN_EXCLUDE = {"gpus", "nodes", "gradient_checkpointing", "save_steps", "mini_batch_size"}
-_DEPLOY_EXCLUDE = {"replicas", "resources", "image", "verification"}
+_DEPLOY_EXCLUDE = {"replicas", "resources", "image", "verification", "progress_deadline_seconds"}
 
 
 def _base_model(spec: EmbeddingFinetuneSpec) -> dict[str, Any]:

@@ -52,6 +52,10 @@ class StageStatus(_StatusModel):
     message: str | None = None
     summary: dict[str, Any] | None = Field(None, description="The stage's termination-message summary (free form).",
                                            json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    generation: int | None = Field(None, description="For a failed stage: the resource generation it failed at "
+                                                     "(a later spec change retries it).")
+    retry: str | None = Field(None, description="For a failed stage: the finetune.embeddings.io/retry annotation "
+                                                "its Job was created with (a new value retries it).")
 
 
 class MetricsStatus(_StatusModel):

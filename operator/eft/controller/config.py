@@ -89,6 +89,8 @@ class OperatorConfig:
     debug: bool = _setting(False, None, flag="--debug", doc="Debug logging, Kopf's included.")
     default_backoff_limit: int = _setting(DEFAULT_BACKOFF_LIMIT, None,
                                           doc="Job backoffLimit unless the resource or defaults set one.")
+    default_ttl_seconds_after_finished: int = _setting(
+        7 * 24 * 3600, None, doc="Job ttlSecondsAfterFinished unless the resource or defaults set one.")
     deadlines: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_DEADLINES),
                                          metadata={"env": None, "doc": "Job activeDeadlineSeconds per stage."})
     stage_defaults: Mapping[str, dict[str, Any]] = field(

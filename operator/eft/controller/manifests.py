@@ -14,6 +14,7 @@ import yaml
 from eft.api.serving import ServingSettings
 from eft.api.spec import API_GROUP, API_VERSION, KIND, RESOURCE_NAME_MAX, EmbeddingFinetuneSpec, StageRuntime
 from eft.controller.config import OPERATOR_NAME, OperatorConfig
+from eft.controller.merge import merge_patch
 from eft.hashing import digest
 
 APP_NAME = "embedding-finetune"
@@ -29,6 +30,10 @@ LABEL_HASH = f"{API_GROUP}/config-hash"
 ANN_CONFIG_HASH = f"{API_GROUP}/config-hash"
 ANN_GENERATION = f"{API_GROUP}/generation"
 ANN_SPEC_CONFIGMAP = f"{API_GROUP}/spec-configmap"
+#: On the resource: set to a new value to retry a failed stage without a spec change. Copied onto each Job.
+ANN_RETRY = f"{API_GROUP}/retry"
+#: On the server Deployment: digest of the replicas and pod template the operator wrote (drift means patch).
+ANN_SPEC_HASH = f"{API_GROUP}/spec-hash"
 
 SPEC_MOUNT = "/etc/eft"
 SPEC_FILE = "resource.yaml"
@@ -64,12 +69,15 @@ class Owner:
     namespace: str
     uid: str
     generation: int = 1
+    #: The resource's `ANN_RETRY` annotation ("" when unset).
+    retry: str = ""
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> "Owner":
         meta = body.get("metadata", {})
         return cls(name=meta["name"], namespace=meta.get("namespace") or "default", uid=meta.get("uid") or "",
-                   generation=int(meta.get("generation") or 1))
+                   generation=int(meta.get("generation") or 1),
+                   retry=str((meta.get("annotations") or {}).get(ANN_RETRY) or ""))
 
 
 # ----------------------------------------------------------------------------- names
@@ -248,6 +256,8 @@ def _job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, config_hash: str
     name = child_name(owner.name, stage, config_hash)
     pod_labels = labels(owner, stage, stage, config_hash)
     annotations = {ANN_CONFIG_HASH: config_hash, ANN_GENERATION: str(owner.generation), **extra_annotations}
+    if owner.retry:
+        annotations[ANN_RETRY] = owner.retry
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
@@ -276,6 +286,8 @@ def _job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, config_hash: str
     job_spec: dict[str, Any] = {
         "backoffLimit": rt.backoff_limit if rt.backoff_limit is not None else config.default_backoff_limit,
         "activeDeadlineSeconds": rt.active_deadline_seconds or config.deadlines.get(stage, 24 * 3600),
+        "ttlSecondsAfterFinished": (rt.ttl_seconds_after_finished if rt.ttl_seconds_after_finished is not None
+                                    else config.default_ttl_seconds_after_finished),
         "podFailurePolicy": {
             "rules": [
                 # Invalid input (exit code 2): retrying cannot help.
@@ -456,18 +468,42 @@ def server_deployment(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[st
         pod_spec["nodeSelector"] = dict(server["nodeSelector"])
     if server.get("tolerations"):
         pod_spec["tolerations"] = list(server["tolerations"])
+    dep_spec: dict[str, Any] = {
+        "replicas": spec.deploy.replicas,
+        "progressDeadlineSeconds": spec.deploy.progress_deadline_seconds,
+        "selector": {"matchLabels": {**server_labels(owner), LABEL_HASH: config_hash[:8]}},
+        "template": {"metadata": {"labels": pod_labels, "annotations": {ANN_CONFIG_HASH: config_hash}},
+                     "spec": pod_spec},
+    }
+    # Everything the spec shapes, hashed: a different digest on the live Deployment means it must be patched.
+    spec_hash = digest({k: dep_spec[k] for k in ("replicas", "progressDeadlineSeconds", "template")})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata(owner, name, "server", "deploy", config_hash,
-                             {ANN_CONFIG_HASH: config_hash, ANN_GENERATION: str(owner.generation)}),
-        "spec": {
-            "replicas": spec.deploy.replicas,
-            "selector": {"matchLabels": {**server_labels(owner), LABEL_HASH: config_hash[:8]}},
-            "template": {"metadata": {"labels": pod_labels, "annotations": {ANN_CONFIG_HASH: config_hash}},
-                         "spec": pod_spec},
-        },
+                             {ANN_CONFIG_HASH: config_hash, ANN_GENERATION: str(owner.generation),
+                              ANN_SPEC_HASH: spec_hash}),
+        "spec": dep_spec,
     }
+
+
+#: The fields of the server Deployment the operator keeps equal to the spec (`deployment_patch`).
+DEPLOYMENT_SYNCED = ("replicas", "progressDeadlineSeconds", "template")
+
+
+def deployment_patch(live: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that gives `live` `desired`'s replicas, progress deadline, pod template
+    and spec-hash annotation. Fields the API server defaulted in the live template and the spec does not set are
+    sent as null and defaulted again, so the template ends equal to a fresh create of `desired` (no rollout
+    when only the replicas differ)."""
+    live_spec = live.get("spec") or {}
+    patch: dict[str, Any] = {"metadata": {"annotations": {
+        k: desired["metadata"]["annotations"][k] for k in (ANN_SPEC_HASH, ANN_GENERATION)}}}
+    spec_patch = merge_patch({k: live_spec.get(k) for k in DEPLOYMENT_SYNCED},
+                             {k: desired["spec"][k] for k in DEPLOYMENT_SYNCED})
+    if spec_patch:
+        patch["spec"] = spec_patch
+    return patch
 
 
 def server_service(owner: Owner, spec: EmbeddingFinetuneSpec) -> dict[str, Any]:

@@ -20,11 +20,16 @@ REQUIRED_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
     # Events on every transition: the controller's and Kopf's own, both core/v1 (not events.k8s.io).
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    # Children: Kopf indexes and watches Jobs and Deployments; the controller creates them and deletes failed
-    # Jobs (to retry) and superseded Deployments. A create answered 409 counts as done, so no reads first.
+    # Children: Kopf indexes and watches Jobs and Deployments; the controller creates them and deletes Jobs (to
+    # retry after a spec change or the retry annotation, or to re-read a result whose pods are gone) and
+    # superseded Deployments. The server Deployment is read and patched when it drifts from the spec.
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "watch", "create", "delete"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "watch", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["services", "configmaps"], "verbs": ["create"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "patch",
+                                                                    "delete"]},
+    # Created; read to check their controller owner is this resource (not an earlier one of the same name).
+    # The server Service is patched when its ports or selector drift from the spec.
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch"]},
     # The workspace claim: created for the stages, or (spec.storage.claimName) checked to exist.
     {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "create"]},
     # Termination messages of finished stage pods (listed by the job-name label); Kopf watches our labelled pods

@@ -22,20 +22,23 @@ from eft.clock import now_iso
 from eft.controller import kube, manifests, metrics
 from eft.controller.config import OperatorConfig
 from eft.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, PODS, PVCS, SERVICES, Res
-from eft.controller.manifests import Owner
+from eft.controller.manifests import ANN_RETRY, LABEL_COMPONENT, LABEL_HASH, LABEL_RESOURCE, Owner
 from eft.controller.plan import (
     ActionKind,
     DeploymentObs,
     JobObs,
     Observed,
     Plan,
+    controller_uid,
     parse_termination,
     plan_stages,
+    rollout_wait,
+    server_pod_problem,
     summaries_needed,
 )
 from eft.controller.status import compute_status, merge_patch, transition_events
 from eft.controller.validation import format_problems, secret_refs, validate
-from eft.hashing import plan_hashes
+from eft.hashing import digest, plan_hashes
 
 log = logging.getLogger("eft.controller")
 
@@ -88,7 +91,8 @@ class Reconciler:
         self.processing: set[Key] = set()
         self.dirty: set[Key] = set()
         self.tasks: list[asyncio.Task] = []
-        self.ensured: set[tuple[str, str, str]] = set()
+        #: (plural, namespace, name, owner uid, digest of what was ensured): children known to be ours and current.
+        self.ensured: set[tuple[str, str, str, str, str]] = set()
         self.ref_cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
         self.failures: dict[Key, int] = {}
 
@@ -192,18 +196,12 @@ class Reconciler:
                 owner = Owner.from_body(body)
                 hashes = plan_hashes(spec, None)
                 recorded = old_status.get("stages") or {}
-                observed = Observed(
-                    jobs={j.name: j for j in self._children(self.jobs_index, key)},
-                    deployments={d.name: d for d in self._children(self.deployments_index, key)},
-                )
-                for job_name in summaries_needed(observed, recorded):
-                    term = await self._read_termination(ns, job_name)
-                    if term is not None:
-                        observed.summaries[job_name] = term
+                observed = await self._observe(key, owner, body, spec, hashes, recorded)
                 endpoint = manifests.endpoint_url(name, ns, spec)
-                plan = plan_stages(name, generation, spec, hashes, recorded, observed, spec.suspend, deleting, endpoint)
+                plan = plan_stages(name, generation, spec, hashes, recorded, observed, spec.suspend, deleting, endpoint,
+                                   retry=owner.retry)
                 if not deleting:
-                    await self._execute(plan, owner, body, spec, hashes)
+                    await self._execute(plan, owner, body, spec, hashes, observed)
                 claim, model_path = manifests.workspace_claim(name, spec), manifests.model_dir(spec)
         new_status = compute_status(old_status, plan, generation, spec_problem, now, claim, model_path)
         patch = merge_patch(old_status, new_status)
@@ -218,6 +216,52 @@ class Reconciler:
         metrics.record_status(ns, name, old_status, new_status)
         for type_, reason, message in transition_events(old_status, new_status):
             await self._event(body, type_, reason, message, now)
+
+    async def _observe(self, key: Key, owner: Owner, body: dict[str, Any], spec, hashes: dict[str, str],
+                       recorded: dict[str, Any]) -> Observed:
+        """This incarnation's children (controller owner uid = the resource's uid), the children of an earlier
+        resource of the same name that still exist, the termination messages still to copy, and what keeps the
+        current server pods from running."""
+        ns, name = key
+        observed = Observed()
+        for kind, index, into in (("Job", self.jobs_index, observed.jobs),
+                                  ("Deployment", self.deployments_index, observed.deployments)):
+            for child in self._children(index, key):
+                if child.owner_uid == owner.uid:
+                    into[child.name] = child
+                else:
+                    observed.foreign.append(f"{kind} {child.name}")
+        assert self.api is not None
+        foreign = [await self._foreign(SERVICES, "Service", ns, manifests.service_name(name), owner),
+                   await self._foreign(CONFIGMAPS, "ConfigMap", ns,
+                                       manifests.spec_configmap(owner, body, spec)["metadata"]["name"], owner)]
+        if not spec.storage.claim_name:
+            foreign.append(await self._foreign(PVCS, "PersistentVolumeClaim", ns,
+                                               manifests.workspace_claim(name, spec), owner))
+        observed.foreign += [f for f in foreign if f]
+        if observed.foreign:
+            return observed
+        for job_name in summaries_needed(observed, recorded):
+            term = await self._read_termination(ns, observed.jobs[job_name])
+            if term is None:
+                observed.pods_gone.add(job_name)
+            else:
+                observed.summaries[job_name] = term
+        dep = observed.deployments.get(manifests.child_name(name, "deploy", hashes["deploy"]))
+        if dep is not None and rollout_wait(dep, spec.deploy.replicas) is not None:
+            pods = await self.api.list(PODS, ns, label_selector=f"{LABEL_RESOURCE}={name},{LABEL_COMPONENT}=server")
+            current = [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_HASH)
+                       == hashes["deploy"][:8]]
+            observed.server_problem = server_pod_problem(current)
+        return observed
+
+    async def _foreign(self, res: Res, kind: str, ns: str, name: str, owner: Owner) -> str | None:
+        """"<kind> <name>" when that object exists with another controller owner (an earlier incarnation)."""
+        if any(k[:4] == (res.plural, ns, name, owner.uid) for k in self.ensured):
+            return None
+        assert self.api is not None
+        obj = await self.api.get(res, ns, name)
+        return f"{kind} {name}" if obj is not None and controller_uid(obj) != owner.uid else None
 
     async def _check_references(self, ns: str, spec) -> tuple[str, str] | None:
         """ClaimNotFound for a workspace claim that does not exist (cached briefly).
@@ -253,46 +297,74 @@ class Reconciler:
         self.ref_cache[ck] = (time.monotonic(), slim)
         return slim
 
-    async def _read_termination(self, ns: str, job_name: str) -> dict[str, Any] | None:
+    async def _read_termination(self, ns: str, job: JobObs) -> dict[str, Any] | None:
+        """The termination message of `job`'s newest finished pod; only pods this Job owns (by uid) count, never
+        those of an earlier Job of the same name. None when no such pod is left."""
         assert self.api is not None
-        pods = await self.api.list(PODS, ns, label_selector=f"job-name={job_name}")
-        mine = []
-        for pod in pods:
-            meta = pod.get("metadata") or {}
-            lab = meta.get("labels") or {}
-            owners = [o.get("name") for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job"]
-            if lab.get("job-name") == job_name or lab.get("batch.kubernetes.io/job-name") == job_name \
-                    or job_name in owners:
-                mine.append(pod)
+        pods = await self.api.list(PODS, ns, label_selector=f"job-name={job.name}")
+        mine = [pod for pod in pods if not job.uid or controller_uid(pod) == job.uid]
         return parse_termination(mine)
 
-    async def _ensure(self, res: Res, ns: str, obj: dict[str, Any]) -> bool:
-        """Create unless it exists; True if created now."""
-        ck = (res.plural, ns, obj["metadata"]["name"])
+    async def _ensure(self, res: Res, ns: str, obj: dict[str, Any], owner: Owner,
+                      synced: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """Create unless it exists. Returns the live object when one of ours already existed and differs from
+        `obj` in the `spec` fields named in `synced` (the caller patches it), else None. An existing object of
+        another owner is left alone: `_observe` reports it and the plan waits for it to go."""
+        name = obj["metadata"]["name"]
+        ck = (res.plural, ns, name, owner.uid, digest({k: obj.get("spec", {}).get(k) for k in synced}))
         if ck in self.ensured:
-            return False
+            return None
         assert self.api is not None
         _, created = await self.api.create(res, ns, obj)
-        self.ensured.add(ck)
-        return created
+        stale = None
+        if not created:
+            live = await self.api.get(res, ns, name)
+            if live is None or controller_uid(live) != owner.uid:
+                return None  # gone meanwhile, or an earlier incarnation's: the next reconcile sees it
+            if not _contains(live.get("spec") or {}, {k: obj["spec"][k] for k in synced}):
+                stale = live
+        self.ensured = {k for k in self.ensured if k[:4] != ck[:4]} | {ck}
+        return stale
 
-    async def _execute(self, plan: Plan, owner: Owner, body: dict[str, Any], spec, hashes: dict[str, str]) -> None:
+    async def _ensure_service(self, ns: str, svc: dict[str, Any], owner: Owner) -> None:
+        """The server Service, its ports and selector kept equal to the spec (e.g. an edited `deploy.port`)."""
+        synced = ("ports", "selector")
+        if await self._ensure(SERVICES, ns, svc, owner, synced) is not None:
+            assert self.api is not None
+            await self.api.patch(SERVICES, ns, svc["metadata"]["name"], {"spec": {k: svc["spec"][k] for k in synced}})
+            log.info("patched Service %s/%s to the spec", ns, svc["metadata"]["name"])
+
+    async def _sync_deployment(self, ns: str, desired: dict[str, Any], dep: DeploymentObs | None) -> None:
+        """Patch the live server Deployment to `desired` when its spec hash or replicas differ."""
+        assert self.api is not None
+        want_hash = desired["metadata"]["annotations"][manifests.ANN_SPEC_HASH]
+        if dep is not None and dep.spec_hash == want_hash and dep.replicas == desired["spec"]["replicas"]:
+            return
+        name = desired["metadata"]["name"]
+        live = await self.api.get(DEPLOYMENTS, ns, name)
+        if live is None:
+            return
+        await self.api.patch(DEPLOYMENTS, ns, name, manifests.deployment_patch(live, desired))
+        log.info("patched Deployment %s/%s to the spec", ns, name)
+
+    async def _execute(self, plan: Plan, owner: Owner, body: dict[str, Any], spec, hashes: dict[str, str],
+                       observed: Observed) -> None:
         assert self.api is not None
         api, ns, cfg = self.api, owner.namespace, self.config
         for action in plan.actions:
             if action.kind is ActionKind.CREATE_JOB:
                 pvc = manifests.workspace_pvc(owner, spec)
                 if pvc is not None:
-                    await self._ensure(PVCS, ns, pvc)
+                    await self._ensure(PVCS, ns, pvc, owner)
                 cm = manifests.spec_configmap(owner, body, spec)
-                await self._ensure(CONFIGMAPS, ns, cm)
+                await self._ensure(CONFIGMAPS, ns, cm, owner)
                 if action.stage == "verify":
                     job = manifests.verify_job(owner, spec, hashes, cm["metadata"]["name"], cfg)
                 else:
                     if action.stage == "train":
                         svc = manifests.train_headless_service(owner, spec, hashes)
                         if svc is not None:
-                            await self._ensure(SERVICES, ns, svc)
+                            await self._ensure(SERVICES, ns, svc, owner)
                     job = manifests.stage_job(owner, spec, action.stage, hashes, cm["metadata"]["name"], cfg)
                 _, created = await api.create(JOBS, ns, job)
                 if created:
@@ -300,9 +372,12 @@ class Reconciler:
                     log.info("created Job %s/%s", ns, action.name)
             elif action.kind is ActionKind.DELETE_JOB:
                 await api.delete(JOBS, ns, action.name)
-                log.info("deleted failed Job %s/%s to retry it", ns, action.name)
+                log.info("deleted Job %s/%s to run it again", ns, action.name)
             elif action.kind is ActionKind.ENSURE_SERVICE:
-                await self._ensure(SERVICES, ns, manifests.server_service(owner, spec))
+                await self._ensure_service(ns, manifests.server_service(owner, spec), owner)
+            elif action.kind is ActionKind.SYNC_DEPLOYMENT:
+                await self._sync_deployment(ns, manifests.server_deployment(owner, spec, hashes, cfg),
+                                            observed.deployments.get(action.name))
             elif action.kind is ActionKind.CREATE_DEPLOYMENT:
                 _, created = await api.create(DEPLOYMENTS, ns, manifests.server_deployment(owner, spec, hashes, cfg))
                 if created:
@@ -319,3 +394,13 @@ class Reconciler:
                                                                       self.config.instance))
         except kube.ApiError as err:
             log.debug("could not post Event %s: %s", reason, err)
+
+
+def _contains(live: Any, want: Any) -> bool:
+    """True when `live` carries every value of `want` (dicts by key, lists item by item, same length): fields the
+    API server added (defaults) do not count as a difference."""
+    if isinstance(want, dict):
+        return isinstance(live, dict) and all(_contains(live.get(k), v) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(live, list) and len(live) == len(want) and all(map(_contains, live, want))
+    return live == want

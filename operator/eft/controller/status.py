@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eft.api.status import CONDITION_TYPES, ConditionStatus, ResourcePhase
+from eft.controller.merge import merge_patch  # noqa: F401 - the status writer's patch (re-exported)
 from eft.controller.plan import Outcome, Plan
 
 
@@ -154,25 +155,6 @@ def _prune(d: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- writes and events
-def merge_patch(old: Any, new: Any) -> Any:
-    """RFC 7386 merge patch turning `old` into `new` (None for no change; lists are replaced whole)."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return None if old == new else new
-    patch: dict[str, Any] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        if key not in old:
-            patch[key] = value
-        elif isinstance(value, dict) and isinstance(old[key], dict):
-            sub = merge_patch(old[key], value)
-            if sub:
-                patch[key] = sub
-        elif old[key] != value:
-            patch[key] = value
-    return patch or None
-
-
 def transition_events(old: dict[str, Any] | None, new: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(type, reason, message) for every transition between two statuses: stages, conditions, suspend."""
     old = old or {}
