@@ -383,3 +383,26 @@ def test_crash_looping_server_pods_are_degraded_with_the_pod_reason():
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "CrashLoopBackOff" and "no model in /workspace" in degraded["message"]
     assert status["stages"]["deploy"]["phase"] == "Failed"
+
+
+def test_a_job_that_has_not_started_is_replaced_when_the_spec_changes_how_it_runs():
+    """A stage Job whose pods never started (e.g. unschedulable) would never pick up edited resources: it is
+    replaced. One that runs is left alone (its pod template is immutable; the next Job gets the new settings)."""
+    reconciler, api = _setup()
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    [sdg] = api.created("jobs")
+    stamp = api.objects[("jobs", NS, sdg)]["metadata"]["annotations"]["finetune.embeddings.io/spec-hash"]
+    body = api.objects[("embeddingfinetunes", NS, NAME)]
+    body["spec"]["runtime"]["stages"] = {"sdg": {"resources": {"requests": {"memory": "2Gi"}}}}
+    body["metadata"]["generation"] = 2
+    reconciler.jobs_index = {(NS, NAME): [_job_obs(sdg, "sdg", "Running", ready=1, spec_hash=stamp)]}
+    _again(reconciler, api)
+    assert not api.did("delete", "jobs")
+    reconciler.jobs_index = {(NS, NAME): [_job_obs(sdg, "sdg", "Running", ready=0, spec_hash=stamp)]}
+    status = _again(reconciler, api)
+    assert api.did("delete", "jobs") == [sdg] and status["stages"]["sdg"]["reason"] == "JobOutdated"
+    reconciler.jobs_index = {(NS, NAME): []}
+    _again(reconciler, api)
+    job = api.objects[("jobs", NS, sdg)]
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"] == "2Gi"
+    assert job["metadata"]["annotations"]["finetune.embeddings.io/spec-hash"] != stamp

@@ -32,7 +32,8 @@ ANN_GENERATION = f"{API_GROUP}/generation"
 ANN_SPEC_CONFIGMAP = f"{API_GROUP}/spec-configmap"
 #: On the resource: set to a new value to retry a failed stage without a spec change. Copied onto each Job.
 ANN_RETRY = f"{API_GROUP}/retry"
-#: On the server Deployment: digest of the replicas and pod template the operator wrote (drift means patch).
+#: On the server Deployment: digest of the replicas and pod template the operator wrote (drift means patch); on a
+#: stage Job: digest of its whole spec (a Job that has not started and no longer matches is replaced).
 ANN_SPEC_HASH = f"{API_GROUP}/spec-hash"
 
 SPEC_MOUNT = "/etc/eft"
@@ -344,6 +345,12 @@ def stage_job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, hashes: dic
                {ANN_SPEC_CONFIGMAP: configmap_name})
     if stage == "train":
         _add_torch_distributed(job, spec)
+    return _stamp(job)
+
+
+def _stamp(job: dict[str, Any]) -> dict[str, Any]:
+    """Record the digest of the Job's spec (`ANN_SPEC_HASH`) on it."""
+    job["metadata"]["annotations"][ANN_SPEC_HASH] = digest(job["spec"])
     return job
 
 
@@ -405,8 +412,8 @@ def verify_job(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[str, str]
     volumes, mounts = _spec_and_workspace(owner, spec, configmap_name)
     env = _common_env(owner, spec, "verify", config_hash)
     env = [e for e in env if e["name"] != "HF_HOME"]
-    return _job(owner, spec, "verify", config_hash, image, command, env, volumes, mounts, config,
-                {ANN_SPEC_CONFIGMAP: configmap_name})
+    return _stamp(_job(owner, spec, "verify", config_hash, image, command, env, volumes, mounts, config,
+                       {ANN_SPEC_CONFIGMAP: configmap_name}))
 
 
 # ----------------------------------------------------------------------------- serving

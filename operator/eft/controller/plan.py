@@ -41,6 +41,15 @@ class JobObs:
     #: The value of the resource's retry annotation when the Job was created (`ANN_RETRY`).
     retry: str = ""
     deleting: bool = False
+    #: `status.ready` (pods running and ready); None when the Job controller does not report it.
+    ready: int | None = None
+    #: `ANN_SPEC_HASH`: digest of the Job's spec as the operator created it.
+    spec_hash: str = ""
+
+    @property
+    def not_started(self) -> bool:
+        """Unfinished and none of its pods running (all pending: unschedulable, pulling, waiting for a volume)."""
+        return self.state in ("Pending", "Running") and self.ready == 0 and not self.deleting
 
 
 @dataclass
@@ -75,6 +84,8 @@ class Observed:
     foreign: list[str] = field(default_factory=list)
     #: (reason, message) of the current server pods that cannot run (crash loop, image, config).
     server_problem: tuple[str, str] | None = None
+    #: Current-config Jobs that have not started and whose spec no longer matches what the spec builds now.
+    outdated: set[str] = field(default_factory=set)
 
 
 def _cond(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -108,6 +119,8 @@ def observe_job(raw: dict[str, Any]) -> JobObs:
         attempts=attempts, start_time=status.get("startTime"), completion_time=status.get("completionTime"),
         uid=meta.get("uid") or "", owner_uid=controller_uid(raw), retry=ann.get(ANN_RETRY, ""),
         deleting=bool(meta.get("deletionTimestamp")),
+        ready=int(status["ready"]) if status.get("ready") is not None else (0 if state == "Pending" else None),
+        spec_hash=ann.get(ANN_SPEC_HASH, ""),
     )
 
 
@@ -390,6 +403,14 @@ def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes:
             if retry_reason(int(rec.get("generation") or generation), rec.get("retry") or "") is None:
                 plan.stages[stage] = StageStatus.model_validate(rec)
                 return "failed"
+        if job is not None and jn in observed.outdated and may_create:
+            # Not started (e.g. unschedulable) and the runtime settings changed: replace it, or it never would.
+            plan.actions.append(Action(ActionKind.DELETE_JOB, stage, jn))
+            plan.stages[stage] = StageStatus(phase="Pending", job=jn, config_hash=h, attempts=job.attempts,
+                                             reason="JobOutdated",
+                                             message=f"Job {jn} had not started and the spec changed how it runs; "
+                                                     "replacing it")
+            return "wait"
         if job is not None and job.deleting:
             plan.stages[stage] = StageStatus(phase="Pending", job=jn, config_hash=h, attempts=job.attempts,
                                              reason="JobDeleting",

@@ -232,9 +232,9 @@ class Reconciler:
                 else:
                     observed.foreign.append(f"{kind} {child.name}")
         assert self.api is not None
+        cm_name = manifests.spec_configmap(owner, body, spec)["metadata"]["name"]
         foreign = [await self._foreign(SERVICES, "Service", ns, manifests.service_name(name), owner),
-                   await self._foreign(CONFIGMAPS, "ConfigMap", ns,
-                                       manifests.spec_configmap(owner, body, spec)["metadata"]["name"], owner)]
+                   await self._foreign(CONFIGMAPS, "ConfigMap", ns, cm_name, owner)]
         if not spec.storage.claim_name:
             foreign.append(await self._foreign(PVCS, "PersistentVolumeClaim", ns,
                                                manifests.workspace_claim(name, spec), owner))
@@ -247,6 +247,12 @@ class Reconciler:
                 observed.pods_gone.add(job_name)
             else:
                 observed.summaries[job_name] = term
+        for job in observed.jobs.values():
+            if (job.not_started and job.spec_hash and job.stage in hashes
+                    and job.name == manifests.child_name(name, job.stage, hashes[job.stage])):
+                want = self._job_manifest(owner, spec, job.stage, hashes, cm_name)
+                if want["metadata"]["annotations"][manifests.ANN_SPEC_HASH] != job.spec_hash:
+                    observed.outdated.add(job.name)
         dep = observed.deployments.get(manifests.child_name(name, "deploy", hashes["deploy"]))
         if dep is not None and rollout_wait(dep, spec.deploy.replicas) is not None:
             pods = await self.api.list(PODS, ns, label_selector=f"{LABEL_RESOURCE}={name},{LABEL_COMPONENT}=server")
@@ -334,6 +340,11 @@ class Reconciler:
             await self.api.patch(SERVICES, ns, svc["metadata"]["name"], {"spec": {k: svc["spec"][k] for k in synced}})
             log.info("patched Service %s/%s to the spec", ns, svc["metadata"]["name"])
 
+    def _job_manifest(self, owner: Owner, spec, stage: str, hashes: dict[str, str], cm_name: str) -> dict[str, Any]:
+        if stage == "verify":
+            return manifests.verify_job(owner, spec, hashes, cm_name, self.config)
+        return manifests.stage_job(owner, spec, stage, hashes, cm_name, self.config)
+
     async def _sync_deployment(self, ns: str, desired: dict[str, Any], dep: DeploymentObs | None) -> None:
         """Patch the live server Deployment to `desired` when its spec hash or replicas differ."""
         assert self.api is not None
@@ -358,14 +369,11 @@ class Reconciler:
                     await self._ensure(PVCS, ns, pvc, owner)
                 cm = manifests.spec_configmap(owner, body, spec)
                 await self._ensure(CONFIGMAPS, ns, cm, owner)
-                if action.stage == "verify":
-                    job = manifests.verify_job(owner, spec, hashes, cm["metadata"]["name"], cfg)
-                else:
-                    if action.stage == "train":
-                        svc = manifests.train_headless_service(owner, spec, hashes)
-                        if svc is not None:
-                            await self._ensure(SERVICES, ns, svc, owner)
-                    job = manifests.stage_job(owner, spec, action.stage, hashes, cm["metadata"]["name"], cfg)
+                if action.stage == "train":
+                    svc = manifests.train_headless_service(owner, spec, hashes)
+                    if svc is not None:
+                        await self._ensure(SERVICES, ns, svc, owner)
+                job = self._job_manifest(owner, spec, action.stage, hashes, cm["metadata"]["name"])
                 _, created = await api.create(JOBS, ns, job)
                 if created:
                     metrics.JOBS_CREATED.labels(action.stage).inc()
