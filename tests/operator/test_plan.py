@@ -114,3 +114,16 @@ def test_server_pod_problems_and_rollout_rules():
                              available_replicas=2, status_replicas=3)
     assert rollout_wait(old_pods, 2) == "1 old replicas pending termination"
     assert "not yet seen" in rollout_wait(DeploymentObs("d", "h", True, generation=3, observed_generation=2), 1)
+
+
+def test_plan_keeps_the_skipped_message_once_the_summary_is_recorded():
+    spec = sample_spec()
+    h = plan_hashes(spec)
+    name = f"demo-sdg-{h['sdg'][:8]}"
+    jobs = {name: _job(name, "sdg", h["sdg"], "Succeeded")}
+    p = plan_stages("demo", 3, spec, h, {}, Observed(jobs=jobs, summaries={name: {"skipped": True, "summary": {}}}),
+                    False, False, None)
+    assert p.stages["sdg"].message == "skipped: output already current"
+    again = plan_stages("demo", 3, spec, h, {"sdg": p.stages["sdg"].as_status()}, Observed(jobs=jobs), False, False,
+                        None)
+    assert again.stages["sdg"].message == "skipped: output already current"

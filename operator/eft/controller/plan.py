@@ -368,10 +368,14 @@ def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes:
                             f"{stage}/_SUCCESS.json")
                 return "wait"
             dur = term.get("durationSeconds", rec.get("durationSeconds") if rec_same else None)
+            if term:
+                message = "skipped: output already current" if term.get("skipped") else None
+            else:  # read earlier: keep what was recorded
+                message = rec.get("message") if rec_same and rec.get("phase") == "Succeeded" else None
             plan.stages[stage] = StageStatus(
                 phase="Succeeded", job=jn, config_hash=h, attempts=job.attempts, start_time=job.start_time,
-                completion_time=job.completion_time, duration_seconds=dur, reason="Completed",
-                message="skipped: output already current" if term.get("skipped") else None, summary=summary)
+                completion_time=job.completion_time, duration_seconds=dur, reason="Completed", message=message,
+                summary=summary)
             return "done"
         if job is None and rec.get("phase") == "Succeeded" and rec.get("configHash") == h and result_recorded(rec, jn):
             plan.stages[stage] = StageStatus.model_validate(rec)
