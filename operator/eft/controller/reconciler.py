@@ -22,7 +22,7 @@ from eft.clock import now_iso
 from eft.controller import kube, manifests, metrics
 from eft.controller.config import OperatorConfig
 from eft.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, PODS, PVCS, SERVICES, Res
-from eft.controller.manifests import ANN_RETRY, LABEL_COMPONENT, LABEL_HASH, LABEL_RESOURCE, Owner
+from eft.controller.manifests import LABEL_COMPONENT, LABEL_HASH, LABEL_RESOURCE, Owner
 from eft.controller.plan import (
     ActionKind,
     DeploymentObs,
