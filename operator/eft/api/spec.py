@@ -187,6 +187,12 @@ class SdgSpec(SpecModel):
 # ----------------------------------------------------------------------------- prep
 class PrepSpec(SpecModel):
     test_fraction: float = Field(0.2, ge=0.05, le=0.5, description="Share of questions held out as the BEIR test set.")
+    split_by: Literal["document", "question"] = Field(
+        "document",
+        description="`document`: whole documents go to train or test (the recipe's split; test questions are about "
+        "documents never trained on, and hard negatives are mined from training documents only); `question`: "
+        "questions are split with twins kept together (flatters the model: train and test ask about the same passages).",
+    )
     seed: int = Field(42, ge=0)
     negatives_mined: int = Field(5, ge=1, le=100, description="Hard negatives kept per query after mining.")
     negatives_used: int = Field(4, ge=1, le=100, description="Hard negatives per training example.")
