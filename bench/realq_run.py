@@ -1,0 +1,155 @@
+"""Run the pipeline on each real-question set's `docs/` and score it on the questions the authors wrote.
+
+Usage:
+  python bench/realq/build.py                       # once: builds ~/.cache/eft-realq/{django,git,sqlite}
+  python bench/realq_run.py [--spec examples/quickstart.yaml] [--set prep.splitBy=question ...]
+                            [--sets django,git,sqlite] [--label NAME] [--workroot DIR]
+
+The spec (default: the quickstart's CPU settings) is used as is, except that its corpus becomes the set's `docs/`
+(every HTML file), its name `realq-<set>`, and export is off; `--set dotted.camelCase.path=value` overrides any
+field (values parsed as YAML), e.g. `--set sdg.generator=llm --set sdg.endpoint=http://host:8000/v1`. Each set
+runs in `WORKROOT/LABEL/<set>/`, so a rerun with a changed training field re-runs only train and eval.
+
+Printed per set: base -> fine-tuned nDCG@10, nDCG@1 and Recall@10 on the real questions (scored through the eval
+stage's own encoder and BEIR metrics) and on the pipeline's synthetic test split, the paired bootstrap interval of
+the real nDCG@10 change, the promotion decision, and the wall time of each stage. `results.json` in
+`WORKROOT/LABEL/` keeps every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path.home() / ".cache" / "eft-realq"
+METRICS = ("ndcg@10", "ndcg@1", "recall@10")
+
+
+def set_dotted(spec: dict, dotted: str, value) -> None:
+    """Set `spec[a][b][c] = value` for "a.b.c", creating mappings on the way."""
+    *parents, leaf = dotted.split(".")
+    node = spec
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def resource_for(spec_file: Path, docs: Path, name: str, overrides: list[str]):
+    """The spec file's resource pointed at `docs`, renamed, export off, with `key=value` overrides applied."""
+    from eft.api.loader import parse_resource
+
+    data = yaml.safe_load(spec_file.read_text())
+    spec = data["spec"]
+    spec["corpus"].update({"source": {"path": str(docs)}, "include": ["**/*.html"], "exclude": []})
+    spec["corpus"].pop("maxDocuments", None)
+    set_dotted(spec, "export.onnx.enabled", False)
+    data.setdefault("metadata", {})["name"] = name
+    for item in overrides:
+        key, _, value = item.partition("=")
+        set_dotted(spec, key.removeprefix("spec."), yaml.safe_load(value))
+    return parse_resource(data, source=f"{spec_file} (for {name})")
+
+
+def score_real(resource, workdir: Path, beir_dir: Path) -> dict:
+    """Base and fine-tuned models on the real questions, through the eval stage's encoder and BEIR metrics."""
+    from eft.evaluate.metrics import evaluate_encoder, paired_bootstrap, per_query_ndcg
+    from eft.evaluate.stage import model_encoder
+    from eft.models import load_sentence_transformer, prefixes_for
+
+    bm, ev = resource.spec.base_model, resource.spec.evaluation
+    out, runs = {}, {}
+    for label, location in (("base", None), ("finetuned", str(workdir / "train" / "model"))):
+        model = load_sentence_transformer(bm, location=location)
+        encode = model_encoder(model, prefixes_for(bm, model), bm.max_query_length, bm.max_passage_length,
+                               ev.batch_size)
+        scored = evaluate_encoder(encode, beir_dir, ev.k_values)
+        out[label], runs[label], qrels = scored["metrics"], scored["results"], scored["qrels"]
+        out["queries"], out["corpus"] = scored["queries"], scored["corpus"]
+    out["bootstrap"] = paired_bootstrap(per_query_ndcg(qrels, runs["base"], 10),
+                                        per_query_ndcg(qrels, runs["finetuned"], 10))
+    return out
+
+
+def rel(base: float, tuned: float) -> float:
+    return (tuned - base) / base if base else 0.0
+
+
+def print_set(name: str, r: dict) -> None:
+    real, syn = r["real"], r["synthetic"]
+    print(f"\n== {name}: {real['queries']} real questions over {real['corpus']} passages; "
+          f"synthetic test split {syn['queries']} questions over {syn['corpus']} chunks")
+    print(f"{'metric':10s} | {'real base':>9s} {'tuned':>7s} {'change':>8s} | {'synth base':>10s} {'tuned':>7s} "
+          f"{'change':>8s}")
+    for m in METRICS:
+        rb, rt, sb, st = real["base"][m], real["finetuned"][m], syn["base"][m], syn["finetuned"][m]
+        print(f"{m:10s} | {rb:9.4f} {rt:7.4f} {rel(rb, rt):+8.1%} | {sb:10.4f} {st:7.4f} {rel(sb, st):+8.1%}")
+    b = real["bootstrap"]
+    print(f"real nDCG@10 change per query: mean {b['meanDelta']:+.4f}, 95% interval {b['ci95']}, "
+          f"better {b['better']}, worse {b['worse']}")
+    gap = 100 * (rel(syn['base']['ndcg@10'], syn['finetuned']['ndcg@10'])
+                 - rel(real['base']['ndcg@10'], real['finetuned']['ndcg@10']))
+    print(f"synthetic estimate minus real gain (nDCG@10): {gap:+.1f} points")
+    p = r["promotion"]
+    print(f"promotion: {'promoted' if p.get('promoted') else 'NOT promoted'} ({p.get('reason')})")
+    print("wall time: " + ", ".join(f"{s} {t:.0f}s{' (cached)' if r['skipped'][s] else ''}"
+                                   for s, t in r["seconds"].items()) + f"; total {sum(r['seconds'].values()):.0f}s")
+    print(f"sdg: {r['questions']} questions; prep: {r['split']}")
+
+
+def run_set(name: str, data: Path, spec_file: Path, overrides: list[str], workdir: Path) -> dict:
+    from eft.runner import run_pipeline
+
+    resource = resource_for(spec_file, data / name / "docs", f"realq-{name}", overrides)
+    workdir.mkdir(parents=True, exist_ok=True)
+    outcomes = run_pipeline(resource, workdir)
+    by = {o.name: o for o in outcomes}
+    t0 = time.monotonic()
+    real = score_real(resource, workdir, data / name / "beir")
+    ev = by["eval"].summary
+    prep = by["prep"].summary
+    return {
+        "set": name,
+        "real": real,
+        "realSeconds": round(time.monotonic() - t0, 1),
+        "synthetic": {"queries": ev["queries"], "corpus": ev["corpus"], "base": ev["base"],
+                      "finetuned": ev["finetuned"], "significance": ev.get("significance")},
+        "promotion": ev["promotion"],
+        "questions": by["sdg"].summary.get("questions"),
+        "split": {k: prep.get(k) for k in ("splitBy", "trainQuestions", "testQuestions", "trainExamples")},
+        "seconds": {o.name: round(o.seconds, 1) for o in outcomes},
+        "skipped": {o.name: o.skipped for o in outcomes},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--spec", type=Path, default=REPO / "examples" / "quickstart.yaml")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where bench/realq/build.py wrote the sets")
+    ap.add_argument("--sets", default="django,git,sqlite")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
+    ap.add_argument("--label", default="default", help="name of this configuration (a folder under --workroot)")
+    ap.add_argument("--workroot", type=Path, default=Path("eft-work") / "realq")
+    args = ap.parse_args()
+    results = []
+    for name in args.sets.split(","):
+        if not (args.data / name / "beir" / "corpus.jsonl").is_file():
+            sys.exit(f"{args.data / name} is not built: run python bench/realq/build.py --sets {name}")
+        r = run_set(name, args.data, args.spec, args.overrides, args.workroot / args.label / name)
+        print_set(name, r)
+        results.append(r)
+    gains = [rel(r["real"]["base"]["ndcg@10"], r["real"]["finetuned"]["ndcg@10"]) for r in results]
+    print(f"\n[{args.label}] real nDCG@10 change: " + ", ".join(f"{r['set']} {g:+.1%}" for r, g in zip(results, gains))
+          + f"; mean {sum(gains) / len(gains):+.1%}; overrides: {args.overrides or 'none'}")
+    out = args.workroot / args.label / "results.json"
+    out.write_text(json.dumps({"spec": str(args.spec), "overrides": args.overrides, "sets": results}, indent=1))
+    print(f"figures: {out}")
+
+
+if __name__ == "__main__":
+    main()
