@@ -226,6 +226,16 @@ class TrainingSpec(SpecModel):
     passages_per_query: int = Field(5, ge=2, le=33, description="1 positive + (n-1) hard negatives.")
     temperature: float = Field(0.02, gt=0.0, le=1.0, description="InfoNCE temperature (loss scale = 1/temperature).")
     weight_decay: float = Field(0.01, ge=0.0, le=1.0)
+    loss: Literal["infonce", "gist"] = Field(
+        "infonce", description="`infonce`: the recipe's contrastive loss; `gist`: GISTEmbedLoss (Solatorio 2024) "
+        "with the base model as guide: in-batch and hard negatives the guide scores above the positive are masked "
+        "as likely false negatives.",
+    )
+    wise_ft_weight: float = Field(
+        1.0, gt=0.0, le=1.0,
+        description="WiSE-FT (Wortsman et al. 2022): the saved model is this share of the fine-tuned weights plus the "
+        "rest of the base weights (1 = the fine-tuned model; 0.5 = an even mix).",
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="`auto`: bf16 on GPU, fp32 on CPU.")
     gradient_checkpointing: bool = False
     mini_batch_size: int = Field(
