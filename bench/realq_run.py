@@ -77,23 +77,36 @@ def resource_for(spec_file: Path, docs: Path, name: str, overrides: list[str], g
     return parse_resource(data, source=f"{spec_file} (for {name})")
 
 
-def score_real(resource, workdir: Path, beir_dir: Path) -> dict:
-    """Base and fine-tuned models on the real questions, through the eval stage's encoder and BEIR metrics."""
+def score_real(resource, workdir: Path, beir_dir: Path, wise: list[float] = ()) -> dict:
+    """Base and fine-tuned models on the real questions, through the eval stage's encoder and BEIR metrics; with
+    `wise`, also WiSE-FT mixes of the fine-tuned model (weight w) with the base, on the real questions and on the
+    synthetic test split (what `training.wiseFtWeight: w` would give, without training again)."""
     from eft.evaluate.metrics import evaluate_encoder, paired_bootstrap, per_query_ndcg
     from eft.evaluate.stage import model_encoder
     from eft.models import load_sentence_transformer, prefixes_for
+    from eft.train.stage import wise_ft
 
     bm, ev = resource.spec.base_model, resource.spec.evaluation
     out, runs = {}, {}
-    for label, location in (("base", None), ("finetuned", str(workdir / "train" / "model"))):
-        model = load_sentence_transformer(bm, location=location)
+
+    def scored_by(model, folder):
         encode = model_encoder(model, prefixes_for(bm, model), bm.max_query_length, bm.max_passage_length,
                                ev.batch_size)
-        scored = evaluate_encoder(encode, beir_dir, ev.k_values)
+        return evaluate_encoder(encode, folder, ev.k_values)
+
+    base = load_sentence_transformer(bm)
+    for label, location in (("base", None), ("finetuned", str(workdir / "train" / "model"))):
+        scored = scored_by(base if location is None else load_sentence_transformer(bm, location=location), beir_dir)
         out[label], runs[label], qrels = scored["metrics"], scored["results"], scored["qrels"]
         out["queries"], out["corpus"] = scored["queries"], scored["corpus"]
     out["bootstrap"] = paired_bootstrap(per_query_ndcg(qrels, runs["base"], 10),
                                         per_query_ndcg(qrels, runs["finetuned"], 10))
+    out["wise"] = {}
+    for w in wise:
+        mixed = load_sentence_transformer(bm, location=str(workdir / "train" / "model"))
+        wise_ft(mixed, base, w)
+        out["wise"][str(w)] = {"real": scored_by(mixed, beir_dir)["metrics"],
+                               "synthetic": scored_by(mixed, workdir / "prep" / "beir")["metrics"]}
     return out
 
 
@@ -136,24 +149,65 @@ def print_set(name: str, r: dict) -> None:
     print(f"synthetic estimate minus real gain (nDCG@10): {gap:+.1f} points")
     p = r["promotion"]
     print(f"promotion: {'promoted' if p.get('promoted') else 'NOT promoted'} ({p.get('reason')})")
+    g = r.get("generalAbility")
+    if isinstance(g, dict):
+        print(f"general ability ({g['queries']} real questions outside the domain): nDCG@10 {g['base']:.4f} -> "
+              f"{g['finetuned']:.4f} ({g['finetuned'] - g['base']:+.4f})")
     worse = real["finetuned"]["ndcg@10"] < real["base"]["ndcg@10"]
     print(f"gate options (real questions say the model is {'WORSE' if worse else 'not worse'}): " +
           ", ".join(f"{k}: {'refuse' if v is False else 'promote' if v else 'n/a'}" for k, v in r["gates"].items()))
     print("wall time: " + ", ".join(f"{s} {t:.0f}s{' (cached)' if r['skipped'][s] else ''}"
                                    for s, t in r["seconds"].items()) + f"; total {sum(r['seconds'].values()):.0f}s")
     print(f"sdg: {r['questions']} questions; prep: {r['split']}")
+    for w, res in real.get("wise", {}).items():
+        print(f"WiSE-FT weight {w}: real nDCG@10 {res['real']['ndcg@10']:.4f} "
+              f"({rel(real['base']['ndcg@10'], res['real']['ndcg@10']):+.1%}), synthetic "
+              f"{res['synthetic']['ndcg@10']:.4f} ({rel(syn['base']['ndcg@10'], res['synthetic']['ndcg@10']):+.1%})")
 
 
-def run_set(name: str, data: Path, spec_file: Path, overrides: list[str], workdir: Path) -> dict:
+def finished_stages(workdir: Path) -> list:
+    """The stages already run in `workdir` (for `--score-only`), as the runner's outcomes, with their durations."""
+    from eft.stages.contract import StageOutcome, read_success
+
+    out = []
+    for stage in ("sdg", "prep", "train", "eval"):
+        succ = read_success(workdir / stage)
+        if succ is None:
+            sys.exit(f"--score-only: {workdir / stage} has not finished")
+        out.append(StageOutcome(name=stage, skipped=False, config_hash=succ["configHash"], summary=succ["summary"],
+                                seconds=succ.get("durationSeconds", 0.0)))
+    return out
+
+
+def general_scores(resource, workdir: Path, ev: dict) -> dict | None:
+    """The general-ability figures of this run: from the eval stage, else scored here (runs made before the eval
+    stage had the guard)."""
+    from eft.evaluate.promotion import general_ability_dir
+
+    g = ev.get("generalAbility")
+    if isinstance(g, dict):
+        return g
+    folder = general_ability_dir(resource.spec.evaluation.promotion.general_ability)
+    if folder is None or not (folder / "corpus.jsonl").is_file():
+        return None
+    scored = score_real(resource, workdir, folder)
+    metric = resource.spec.evaluation.promotion.metric
+    return {"queries": scored["queries"], "base": scored["base"][metric], "finetuned": scored["finetuned"][metric],
+            "scoredBy": "bench"}
+
+
+def run_set(name: str, data: Path, spec_file: Path, overrides: list[str], workdir: Path,
+            wise: list[float] = (), score_only: bool = False) -> dict:
     from eft.runner import run_pipeline
 
     resource = resource_for(spec_file, data / name / "docs", f"realq-{name}", overrides, general_set(data, name))
     workdir.mkdir(parents=True, exist_ok=True)
-    outcomes = run_pipeline(resource, workdir)
+    outcomes = finished_stages(workdir) if score_only else run_pipeline(resource, workdir)
     by = {o.name: o for o in outcomes}
     t0 = time.monotonic()
-    real = score_real(resource, workdir, data / name / "beir")
-    ev = by["eval"].summary
+    real = score_real(resource, workdir, data / name / "beir", wise)
+    ev = dict(by["eval"].summary)
+    ev["generalAbility"] = general_scores(resource, workdir, ev)
     prep = by["prep"].summary
     return {
         "set": name,
@@ -179,12 +233,17 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     ap.add_argument("--label", default="default", help="name of this configuration (a folder under --workroot)")
     ap.add_argument("--workroot", type=Path, default=Path("eft-work") / "realq")
+    ap.add_argument("--score-only", action="store_true",
+                    help="do not run the pipeline: score the runs already in WORKROOT/LABEL (even by older code)")
+    ap.add_argument("--wise", type=float, action="append", default=[], metavar="W",
+                    help="also score WiSE-FT mixes with this share of fine-tuned weights (repeatable)")
     args = ap.parse_args()
     results = []
     for name in args.sets.split(","):
         if not (args.data / name / "beir" / "corpus.jsonl").is_file():
             sys.exit(f"{args.data / name} is not built: run python bench/realq/build.py --sets {name}")
-        r = run_set(name, args.data, args.spec, args.overrides, args.workroot / args.label / name)
+        r = run_set(name, args.data, args.spec, args.overrides, args.workroot / args.label / name, args.wise,
+                    args.score_only)
         print_set(name, r)
         results.append(r)
     gains = [rel(r["real"]["base"]["ndcg@10"], r["real"]["finetuned"]["ndcg@10"]) for r in results]
