@@ -81,9 +81,10 @@ def score_real(resource, workdir: Path, beir_dir: Path, wise: list[float] = ()) 
     """Base and fine-tuned models on the real questions, through the eval stage's encoder and BEIR metrics; with
     `wise`, also WiSE-FT mixes of the fine-tuned model (weight w) with the base, on the real questions and on the
     synthetic test split (what `training.wiseFtWeight: w` would give, without training again)."""
-    from eft.evaluate.metrics import evaluate_encoder, paired_bootstrap, per_query_ndcg
+    from eft.evaluate.paired import paired_bootstrap, per_query_ndcg
     from eft.evaluate.stage import model_encoder
     from eft.models import load_sentence_transformer, prefixes_for
+    from eft.retrieval.scoring import evaluate_encoder
     from eft.train.stage import wise_ft
 
     bm, ev = resource.spec.base_model, resource.spec.evaluation

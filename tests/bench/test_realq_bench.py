@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from realq.build import build_set, rewrite_links  # noqa: E402
 from realq.leakage import LeakageError, assert_no_leakage, check_docs, normalise  # noqa: E402
@@ -43,7 +43,7 @@ def built(tmp_path_factory, tokenizer):
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
 def test_built_set_is_a_beir_dataset_without_leakage(built, name):
-    from eft.prep.beir_io import load_beir
+    from eft.retrieval.beir import load_beir
 
     out, manifests = built
     m = manifests[name]
