@@ -15,6 +15,17 @@ if [ ! -d /usr/share/doc/postgresql-doc-15/html ]; then
     || echo "warning: postgresql-doc-15 is not available here; point spec.corpus.source.path at your own documents"
 fi
 
+# Documentation packages whose authors wrote FAQs: the real-question benchmark (bench/realq) and the default
+# general-ability guard of the promotion gate (built below from the Django FAQ).
+FAQ_DOCS="python-django-doc git-doc sqlite3-doc"
+if [ ! -f /usr/share/doc/python-django-doc/html/faq/usage.html ] || [ ! -f /usr/share/doc/git-doc/gitfaq.html ] \
+   || [ ! -f /usr/share/doc/sqlite3/faq.html ]; then
+  echo "==> installing FAQ documentation packages ($FAQ_DOCS)"
+  $SUDO apt-get update -qq || true
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $FAQ_DOCS \
+    || echo "warning: $FAQ_DOCS not available here; the real-question benchmark and its tests need them"
+fi
+
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
@@ -30,4 +41,10 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 echo "==> installing embedding-finetune-operator with all extras"
 $PIP install -q -e '.[all]'
+GENERAL="${EFT_GENERAL_ABILITY_DIR:-$HOME/.cache/eft/general-ability/django/beir}"
+if [ ! -f "$GENERAL/corpus.jsonl" ] && [ -f /usr/share/doc/python-django-doc/html/faq/usage.html ]; then
+  echo "==> building the general-ability set of the promotion gate (Django FAQ) in ${GENERAL%/django/beir}"
+  PYTHONPATH=operator .venv/bin/python bench/realq/build.py --sets django --words 15000 --no-links \
+    --out "${GENERAL%/django/beir}" >/dev/null
+fi
 echo "==> ready: . .venv/bin/activate && eft --help"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,41 @@ def test_report_files(tmp_path):
 
     with Image.open(tmp_path / "report.png") as img:
         img.verify()
+
+
+def test_gate_can_require_the_bootstrap_interval_to_exclude_zero():
+    strict = PromotionSpec(require_significant=True)
+    noisy = paired_bootstrap({f"q{i}": 0.5 for i in range(40)},
+                             {f"q{i}": 0.5 + (0.2 if i % 2 else -0.18) for i in range(40)})
+    clear = paired_bootstrap({f"q{i}": 0.5 for i in range(40)}, {f"q{i}": 0.55 + 0.01 * (i % 3) for i in range(40)})
+    assert noisy["ci95"][0] < 0 < noisy["ci95"][1] and clear["ci95"][0] > 0
+    assert decide(PromotionSpec(), m(0.5), m(0.51), significance=noisy)["promoted"] is True  # the default ignores it
+    out = decide(strict, m(0.5), m(0.51), significance=noisy)
+    assert out["promoted"] is False and "not above zero" in out["reason"] and out["requireSignificant"] is True
+    assert decide(strict, m(0.5), m(0.56), significance=clear)["promoted"] is True
+    assert decide(strict, m(0.5), m(0.56), significance=None)["promoted"] is False  # no interval, no promotion
+
+
+def test_general_ability_guard_blocks_forgetting_beyond_the_tolerance():
+    rule = PromotionSpec()  # the guard is on by default, tolerance 0.01
+    assert rule.general_ability.enabled and rule.general_ability.max_drop == 0.01
+    kept = {"base": m(0.60), "finetuned": m(0.592)}
+    forgot = {"base": m(0.60), "finetuned": m(0.57)}
+    assert decide(rule, m(0.5), m(0.6), general=kept)["promoted"] is True
+    out = decide(rule, m(0.5), m(0.6), general=forgot)
+    assert out["promoted"] is False and "loses general ability" in out["reason"]
+    assert out["generalAbilityDrop"] == pytest.approx(0.03)
+    loose = PromotionSpec(general_ability={"max_drop": 0.05})
+    assert decide(loose, m(0.5), m(0.6), general=forgot)["promoted"] is True
+
+
+def test_general_ability_dir_resolution(monkeypatch, tmp_path):
+    from eft.api.spec import GeneralAbilitySpec
+    from eft.evaluate.promotion import DEFAULT_GENERAL_ABILITY_DIR, general_ability_dir
+
+    monkeypatch.delenv("EFT_GENERAL_ABILITY_DIR", raising=False)
+    assert general_ability_dir(GeneralAbilitySpec()) == DEFAULT_GENERAL_ABILITY_DIR
+    monkeypatch.setenv("EFT_GENERAL_ABILITY_DIR", str(tmp_path))
+    assert general_ability_dir(GeneralAbilitySpec()) == tmp_path
+    assert general_ability_dir(GeneralAbilitySpec(path="/data/beir/x")) == Path("/data/beir/x")
+    assert general_ability_dir(GeneralAbilitySpec(enabled=False)) is None

@@ -65,7 +65,8 @@ def test_prep_merges_twins_before_the_split_and_never_mines_their_positives(tmp_
     from eft.stages.contract import StageContext, execute_stage
 
     _sdg_outputs(tmp_path)
-    res = resource(tmp_path, prep={"seed": seed, "testFraction": 0.2})
+    # One document ("facts"): the question-level split is the one under test here.
+    res = resource(tmp_path, prep={"seed": seed, "testFraction": 0.2, "splitBy": "question"})
     hashes = plan_hashes(res.spec)
     (tmp_path / "sdg" / "_SUCCESS.json").write_text(json.dumps({"stage": "sdg", "configHash": hashes["sdg"],
                                                                 "summary": {}}))

@@ -71,3 +71,55 @@ def test_small_and_degenerate_inputs():
         split_questions([q(0, "alpha")], 0.2, 0)
     with pytest.raises(ValueError, match="no training questions"):
         split_questions([q(0, "same thing"), q(1, "Same thing!")], 0.2, 0)
+
+
+# ----------------------------------------------------------------------------- by document
+from eft.prep.split import document_groups, split_by_document  # noqa: E402
+
+
+def corpus_questions(n_docs: int = 20, per_doc: int = 10) -> tuple[list[QuestionRecord], dict[str, str]]:
+    """`per_doc` single-hop questions on each of `n_docs` documents (chunk c<d>_<k> belongs to document d<d>)."""
+    qs, doc_of = [], {}
+    for d in range(n_docs):
+        for k in range(per_doc):
+            cid = f"c{d}_{k}"
+            doc_of[cid] = f"d{d}"
+            qs.append(q(d * per_doc + k, f"question {k} about topic {d}", cid))
+    return qs, doc_of
+
+
+def test_document_split_keeps_documents_whole_and_is_seeded():
+    qs, doc_of = corpus_questions()
+    train, test = split_by_document(qs, doc_of, 0.2, seed=3)
+    train_docs = {doc_of[s] for x in train for s in x.segment_ids}
+    test_docs = {doc_of[s] for x in test for s in x.segment_ids}
+    assert not train_docs & test_docs
+    assert len(test) == 40 and len(train) == 160
+    assert [x.question_id for x in split_by_document(qs, doc_of, 0.2, seed=3)[1]] == [x.question_id for x in test]
+    assert {x.question_id for x in split_by_document(qs, doc_of, 0.2, seed=4)[1]} != {x.question_id for x in test}
+
+
+def test_multi_hop_questions_and_twins_join_their_documents():
+    qs, doc_of = corpus_questions(n_docs=6, per_doc=3)
+    # A comparison over documents 0 and 1, and a twin pair on documents 2 and 3: each pair must stay together.
+    qs.append(QuestionRecord(question_id="mh", question="difference between topic 0 and 1", segment_ids=["c0_0", "c1_0"],
+                             hop_count=2))
+    qs.append(q(100, "How do I do the shared thing?", "c2_1"))
+    qs.append(q(101, "how do i do the shared thing", "c3_2"))
+    groups = document_groups(qs, doc_of)
+    assert len(groups) == 4
+    for seed in range(30):
+        train, test = split_by_document(qs, doc_of, 0.3, seed)
+        test_docs = {doc_of[s] for x in test for s in x.segment_ids}
+        assert {"d0", "d1"} <= test_docs or not {"d0", "d1"} & test_docs
+        assert {"d2", "d3"} <= test_docs or not {"d2", "d3"} & test_docs
+        assert test and train
+
+
+def test_document_split_refuses_a_single_document_and_unknown_chunks():
+    qs, doc_of = corpus_questions(n_docs=1)
+    with pytest.raises(ValueError, match="one document"):
+        split_by_document(qs, doc_of, 0.2, 0)
+    qs, doc_of = corpus_questions(n_docs=3)
+    with pytest.raises(ValueError, match="no document"):
+        split_by_document(qs + [q(999, "lost question", "nowhere")], doc_of, 0.2, 0)

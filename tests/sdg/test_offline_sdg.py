@@ -38,7 +38,7 @@ def gen(chunks, **kw):
 def test_records_validate_and_point_at_real_chunks(chunks, tmp_path):
     records, stats = gen(chunks, quality_threshold=0.0, multi_hop_fraction=0.5)
     # Only headings and sentences of known shapes become questions: well under 2 per chunk, but not few.
-    assert len(records) >= len(chunks) // 4
+    assert len(records) >= len(chunks) // 6
     ids = {c.id for c in chunks}
     for r in records:
         QuestionRecord.model_validate(r.model_dump())
@@ -54,35 +54,77 @@ def test_records_validate_and_point_at_real_chunks(chunks, tmp_path):
     assert read_questions(tmp_path / "q.jsonl") == records
 
 
-def test_multi_hop_questions_compare_sibling_sections_of_one_document(chunks):
+def test_comparisons_only_between_sections_the_documents_compare(chunks):
+    from eft.sdg.offline import compares
+
     by_id = {c.id: c for c in chunks}
     records, stats = gen(chunks, quality_threshold=0.0, multi_hop_fraction=1.0)
     comparisons = [r for r in records if r.reasoning_type == "comparison"]
-    assert len(comparisons) >= 5 and stats["multi_hop"] >= len(comparisons)
+    # Most sibling pairs are not compared anywhere in their text, so they yield no comparison question.
+    assert comparisons and stats["comparisons_not_supported"] > 5 * len(comparisons)
     for r in comparisons:
         assert r.question.startswith("what is the difference between ")
         assert r.hop_count == 2 and len(r.segment_ids) == 2
         a, b = (by_id[s] for s in r.segment_ids)
         assert a.doc_id == b.doc_id
         assert a.headings[:-1] == b.headings[:-1] and a.headings != b.headings  # siblings
-        assert a.headings[-1].lower() in r.question and b.headings[-1].lower() in r.question
+        texts = [c.text for c in chunks if c.doc_id == a.doc_id and c.headings in (a.headings, b.headings)]
+        assert compares(texts, a.headings[-1], b.headings[-1])
+    assert compares(["Unlike B-trees, hash indexes only handle equality."], "hash indexes", "B-trees")
+    assert not compares(["Hash indexes and B-trees are index types."], "hash indexes", "B-trees")
 
 
 def test_questions_are_phrased_as_questions(chunks):
-    from eft.sdg.offline import heading_question, sentence_question
     import random
 
-    assert heading_question("Creating a Database", random.Random(0))[0] in (
-        "how do I create a database", "how to create a database", "how can I create a database")
+    from eft.sdg.offline import Vocabulary, heading_question, sentence_question
+
+    vocab = Vocabulary(chunks)  # "create" occurs in the pages: the gerund is restored from the documents
+    assert heading_question("Creating a Database", random.Random(0), vocab)[0] in (
+        "how do I create a database", "how can I create a database")
+    assert heading_question("Running the Server", random.Random(0), Vocabulary([]))is None  # no guessing
     assert heading_question("Introduction", random.Random(0)) is None
     assert sentence_question("A partial index is an index built over a subset of a table.") == (
         "what is a partial index", "conceptual")
     assert sentence_question("To remove a table, use the DROP TABLE command.") == (
         "how do I remove a table", "procedural")
+    assert sentence_question("To change your password, run the passwd command.") == (
+        "how do I change my password", "procedural")
+    assert sentence_question("SQLite can be used by multiple processes at the same time.") == (
+        "can SQLite be used by multiple processes at the same time", "factual")
+    assert sentence_question("If the table is empty, the new key is 1.") == (
+        "what happens if the table is empty", "conceptual")
     assert sentence_question("It is an error.") is None
+    assert sentence_question("You can use it to accommodate this.") is None  # leans on the context
     records, _ = gen(chunks, quality_threshold=0.0)
-    starts = ("how ", "what ", "explain ", "when ", "why ", "which ")
-    assert sum(r.question.startswith(starts) for r in records) >= 0.7 * len(records)
+    starts = ("how ", "what ", "when ", "why ", "which ", "can ", "do ", "does ", "is ", "will ", "should ", "must ")
+    assert sum(r.question.startswith(starts) for r in records) >= 0.9 * len(records)
+
+
+def test_no_questions_from_code_identifiers_or_commands(chunks):
+    import random
+
+    from eft.sdg.offline import heading_question, is_identifier, is_prose_sentence, sentence_question
+
+    for token in ("help_text", "user.name", "/usr/local/bin", "--force", "postBuffer", "ManyToManyField", "f(x)",
+                  "$HOME", "utf8mb4"):
+        assert is_identifier(token), token
+    for token in ("index", "PostgreSQL,", "(including", "B-tree", "AUTOINCREMENT", "don't"):
+        assert not is_identifier(token), token
+    for line in ("CREATE INDEX test1_id_index ON test1 (id);", "cat /usr/local/bin/mutt-term <<eof",
+                 "chmod [ugoa][+-=][rwxXst][,...] foo", "export VISUAL=nano", "name | type | default"):
+        assert not is_prose_sentence(line), line
+        assert sentence_question(line) is None, line
+    assert is_prose_sentence("Fortunately, PostgreSQL can combine multiple indexes (including the same one).")
+    rng = random.Random(0)
+    for heading in ("PATHPREFIX", "help_text", "unique_for_month", "blank", "git-config(1)", "Chapter 11: Indexes",
+                    "XML should not be used for templates"):
+        assert heading_question(heading, rng) is None, heading
+    records, _ = gen(chunks, quality_threshold=0.0)
+    assert records
+    for r in records:
+        assert not any(is_identifier(w) for w in r.question.split()), r.question
+        assert r.question == r.question.strip() and "  " not in r.question
 
 
 def test_quality_threshold_filters(chunks):

@@ -15,13 +15,40 @@ from eft.stages.contract import read_success
 pytestmark = pytest.mark.slow
 
 
+GENERAL_QA = [
+    ("How do I undo my last commit?", "Use git reset HEAD~1 to move the branch back one commit and keep the changes "
+     "in the working tree, or git commit --amend to rewrite it."),
+    ("Can several processes write to one SQLite database at once?", "SQLite allows many readers but only one "
+     "writer at a time; a writer takes a lock on the whole database file."),
+    ("How do I see the SQL queries Django runs?", "With DEBUG on, django.db.connection.queries lists every SQL "
+     "query with the time it took."),
+]
+GENERAL_DISTRACTORS = ["A tablespace lets an administrator choose where database files live on disk.",
+                       "The pager displays long output one screen at a time."]
+
+
+def write_general_set(folder):
+    """A three-question BEIR set standing in for the general-ability guard (outside the corpus's domain)."""
+    (folder / "qrels").mkdir(parents=True)
+    docs = [a for _, a in GENERAL_QA] + GENERAL_DISTRACTORS
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
+                                                 for i, t in enumerate(docs)))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": q}) + "\n"
+                                                  for i, (q, _) in enumerate(GENERAL_QA)))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n"
+                                               + "".join(f"q{i}\td{i}\t1\n" for i in range(len(GENERAL_QA))))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_corpus):
     from pipeline_helpers import write_resource
 
     tmp = tmp_path_factory.mktemp("e2e")
+    general = write_general_set(tmp / "general")
     # MiniLM has no Matryoshka widths of its own: ask for two, so the run trains with MatryoshkaLoss.
-    spec_file = write_resource(tmp / "resource.yaml", tiny_corpus, training={"matryoshkaDims": [64, 128]})
+    spec_file = write_resource(tmp / "resource.yaml", tiny_corpus, training={"matryoshkaDims": [64, 128]},
+                               evaluation={"promotion": {"generalAbility": {"path": str(general)}}})
     workdir = tmp / "work"
     result = CliRunner().invoke(main, ["run", str(spec_file), "--workdir", str(workdir)])
     assert result.exit_code == 0, result.output
@@ -48,6 +75,12 @@ def test_run_produces_every_stage_output_and_report(finished_run):
         for metric in ("ndcg@1", "ndcg@10", "recall@10", "recall@100", "map@10", "precision@5"):
             assert 0.0 <= summary[side][metric] <= 1.0
     assert isinstance(summary["promotion"]["promoted"], bool)
+    # The general-ability guard scored both models on the named set, and the decision used it.
+    assert summary["generalAbility"]["queries"] == len(GENERAL_QA)
+    assert 0.0 <= summary["generalAbility"]["base"] <= 1.0
+    assert summary["promotion"]["generalAbilityDrop"] == pytest.approx(
+        summary["generalAbility"]["base"] - summary["generalAbility"]["finetuned"], abs=1e-4)
+    assert read_success(workdir / "prep")["summary"]["splitBy"] == "document"
     # The metrics table the user sees.
     assert "ndcg@10" in output and "recall@10" in output and "fine-tuned" in output
 

@@ -177,6 +177,11 @@ class SdgSpec(SpecModel):
     complexity: ComplexityRange = Field(default_factory=ComplexityRange)
     hops: HopsRange = Field(default_factory=HopsRange)
     quality_threshold: float = Field(7.0, ge=0.0, le=10.0, description="Keep questions whose judged overall score is at least this.")
+    round_trip_top_k: int = Field(
+        0, ge=0, le=1000,
+        description="Round-trip consistency filter: keep a question only if the base model ranks one of its "
+        "positive chunks in its top k over the corpus (Promptagator/InPars). 0 = off.",
+    )
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_output_tokens: int = Field(2048, ge=64, le=32768)
     request_timeout_seconds: float = Field(120.0, gt=0, le=3600)
@@ -187,6 +192,12 @@ class SdgSpec(SpecModel):
 # ----------------------------------------------------------------------------- prep
 class PrepSpec(SpecModel):
     test_fraction: float = Field(0.2, ge=0.05, le=0.5, description="Share of questions held out as the BEIR test set.")
+    split_by: Literal["document", "question"] = Field(
+        "document",
+        description="`document`: whole documents go to train or test (the recipe's split; test questions are about "
+        "documents never trained on, and hard negatives are mined from training documents only); `question`: "
+        "questions are split with twins kept together (flatters the model: train and test ask about the same passages).",
+    )
     seed: int = Field(42, ge=0)
     negatives_mined: int = Field(5, ge=1, le=100, description="Hard negatives kept per query after mining.")
     negatives_used: int = Field(4, ge=1, le=100, description="Hard negatives per training example.")
@@ -215,6 +226,16 @@ class TrainingSpec(SpecModel):
     passages_per_query: int = Field(5, ge=2, le=33, description="1 positive + (n-1) hard negatives.")
     temperature: float = Field(0.02, gt=0.0, le=1.0, description="InfoNCE temperature (loss scale = 1/temperature).")
     weight_decay: float = Field(0.01, ge=0.0, le=1.0)
+    loss: Literal["infonce", "gist"] = Field(
+        "infonce", description="`infonce`: the recipe's contrastive loss; `gist`: GISTEmbedLoss (Solatorio 2024) "
+        "with the base model as guide: in-batch and hard negatives the guide scores above the positive are masked "
+        "as likely false negatives.",
+    )
+    wise_ft_weight: float = Field(
+        1.0, gt=0.0, le=1.0,
+        description="WiSE-FT (Wortsman et al. 2022): the saved model is this share of the fine-tuned weights plus the "
+        "rest of the base weights (1 = the fine-tuned model; 0.5 = an even mix).",
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="`auto`: bf16 on GPU, fp32 on CPU.")
     gradient_checkpointing: bool = False
     mini_batch_size: int = Field(
@@ -259,6 +280,21 @@ PromotionMetric = Literal[
 ]
 
 
+class GeneralAbilitySpec(SpecModel):
+    """A small set of real questions from outside the user's domain: forgetting shows up there even when the
+    synthetic test split is flattering."""
+
+    enabled: bool = Field(True, description="Score base and fine-tuned on the general-ability set and block "
+                          "promotion on a regression beyond `maxDrop`.")
+    path: str | None = Field(
+        None, description="BEIR folder; null = the set scripts/setup.sh builds from the Django FAQ "
+        "($EFT_GENERAL_ABILITY_DIR, else ~/.cache/eft/general-ability/django/beir). When absent the report says so and "
+        "nothing is blocked.")
+    split: str = Field("test", min_length=1)
+    max_drop: float = Field(0.01, ge=0.0, le=1.0,
+                            description="Largest absolute drop of the promotion metric tolerated on the set.")
+
+
 class PromotionSpec(SpecModel):
     metric: PromotionMetric = Field("ndcg@10")
     min_relative_improvement: float = Field(
@@ -270,6 +306,11 @@ class PromotionSpec(SpecModel):
         30, ge=1, le=100000,
         description="A test split with fewer queries is too small for the promotion decision to mean anything: "
                     "the report and the resource's status warn, and the model is not promoted.")
+    require_significant: bool = Field(
+        False, description="Also require the paired bootstrap 95% interval of the per-query nDCG@10 change on the "
+        "test split to lie above zero (a gain within noise is not promoted).",
+    )
+    general_ability: GeneralAbilitySpec = Field(default_factory=GeneralAbilitySpec)
 
 
 class EvaluationSpec(SpecModel):

@@ -1,13 +1,36 @@
 """The promotion rule: deploy the fine-tuned model only when it beats the base model by the configured margin
-on a test split large enough to mean something (`minTestQueries`), and does not regress on any extra dataset the
-user named (those guard general ability)."""
+on a test split large enough to mean something (`minTestQueries`), optionally by more than the noise (the
+bootstrap interval of the nDCG@10 change above zero), does not regress on any extra dataset the user named, and
+does not lose general ability (a small set of real questions from outside the user's domain, on which a drop
+beyond `generalAbility.maxDrop` blocks promotion).
+
+On the real-question benchmark (`bench/realq_run.py`) a model promoted on a flattering synthetic split was worse
+than its base on the questions people wrote; the guard and the significance option are the checks that do not
+depend on the synthetic split alone.
+"""
 
 from __future__ import annotations
 
-from eft.api.spec import PromotionSpec
+import os
+from pathlib import Path
+
+from eft.api.spec import GeneralAbilitySpec, PromotionSpec
 
 #: Largest absolute drop of the promotion metric tolerated on an extra dataset.
 EXTRA_REGRESSION_TOLERANCE = 0.005
+#: Where scripts/setup.sh builds the default general-ability set (overridden by $EFT_GENERAL_ABILITY_DIR).
+GENERAL_ABILITY_ENV = "EFT_GENERAL_ABILITY_DIR"
+DEFAULT_GENERAL_ABILITY_DIR = Path.home() / ".cache" / "eft" / "general-ability" / "django" / "beir"
+
+
+def general_ability_dir(spec: GeneralAbilitySpec) -> Path | None:
+    """The BEIR folder of the general-ability set: the spec's path, else the one setup built; None when disabled.
+    The folder may not exist (the caller reports that)."""
+    if not spec.enabled:
+        return None
+    if spec.path:
+        return Path(spec.path)
+    return Path(os.environ.get(GENERAL_ABILITY_ENV) or DEFAULT_GENERAL_ABILITY_DIR)
 
 
 def relative_change(base: float, tuned: float) -> float:
@@ -26,9 +49,14 @@ def too_few_queries(rule: PromotionSpec, queries: int | None) -> str | None:
 
 
 def decide(rule: PromotionSpec, base: dict[str, float], tuned: dict[str, float],
-           extra: dict[str, dict[str, dict[str, float]]] | None = None, queries: int | None = None) -> dict:
-    """The decision and its reason. `queries`: the test split's size (the gate refuses a split below
-    `rule.min_test_queries`)."""
+           extra: dict[str, dict[str, dict[str, float]]] | None = None, queries: int | None = None,
+           significance: dict | None = None, general: dict[str, dict[str, float]] | None = None) -> dict:
+    """The promotion decision as a dict (`promoted`, `reason`, the figures it used).
+
+    `base`/`tuned`: test-split metrics (`name@k` -> value); `extra`: per extra dataset `{"base", "finetuned"}`
+    metrics; `queries`: the test split's size (the gate refuses a split below `rule.min_test_queries`);
+    `significance`: `paired_bootstrap`'s result on the test split (needed when `rule.require_significant`);
+    `general`: `{"base", "finetuned"}` metrics on the general-ability set, or None when it was not scored."""
     m = rule.metric
     b, t = base[m], tuned[m]
     rel = relative_change(b, t)
@@ -49,13 +77,27 @@ def decide(rule: PromotionSpec, base: dict[str, float], tuned: dict[str, float],
     else:
         reason = (f"fine-tuned {m} {t:.4f} beats base {b:.4f} by {rel:+.2%}, "
                   f"less than the required {rule.min_relative_improvement:+.2%}")
+    blockers = []
+    if rule.require_significant:
+        lo = (significance or {}).get("ci95", [0.0, 0.0])[0]
+        if not lo > 0:
+            blockers.append(f"the 95% interval of the nDCG@10 change reaches {lo:+.4f} (not above zero)")
     regressions = []
     for name, res in (extra or {}).items():
         if res["finetuned"][m] < res["base"][m] - EXTRA_REGRESSION_TOLERANCE:
             regressions.append(f"{name}: {res['base'][m]:.4f} -> {res['finetuned'][m]:.4f}")
-    if promoted and regressions:
+    if regressions:
+        blockers.append(f"it regresses on extra datasets ({'; '.join(regressions)})")
+    general_drop = None
+    if general is not None:
+        general_drop = general["base"][m] - general["finetuned"][m]
+        if general_drop > rule.general_ability.max_drop:
+            blockers.append(f"it loses general ability ({m} {general['base'][m]:.4f} -> "
+                            f"{general['finetuned'][m]:.4f} on real questions outside the domain, more than the "
+                            f"tolerated {rule.general_ability.max_drop:.4f})")
+    if promoted and blockers:
         promoted = False
-        reason += f", but it regresses on extra datasets ({'; '.join(regressions)})"
+        reason += ", but " + ", and ".join(blockers)
     if too_few_queries(rule, queries):
         promoted = False
         reason = (f"not decided: the test split has only {queries} quer{'y' if queries == 1 else 'ies'}, fewer "
@@ -67,8 +109,10 @@ def decide(rule: PromotionSpec, base: dict[str, float], tuned: dict[str, float],
         "finetuned": round(t, 5),
         "relativeChange": round(rel, 5) if rel != float("inf") else None,
         "minRelativeImprovement": rule.min_relative_improvement,
+        "requireSignificant": rule.require_significant,
         "extraRegressions": regressions,
         "testQueries": queries,
         "minTestQueries": rule.min_test_queries,
+        "generalAbilityDrop": round(general_drop, 5) if general_drop is not None else None,
         "reason": reason,
     }

@@ -8,13 +8,17 @@ from pathlib import Path
 from eft.embedding import ModelEncoder
 from eft.errors import InvalidInput
 from eft.evaluate.paired import paired_bootstrap, per_query_ndcg
-from eft.evaluate.promotion import decide, relative_change, too_few_queries
+from eft.evaluate.promotion import decide, general_ability_dir, relative_change, too_few_queries
 from eft.evaluate.report import write_report
 from eft.models import load_sentence_transformer, prefixes_for, trained_dimensions
 from eft.retrieval.scoring import evaluate_encoder
 from eft.stages.contract import StageContext
 
 log = logging.getLogger("eft.eval")
+
+
+#: Name of the general-ability set among the evaluated datasets.
+GENERAL = "general-ability"
 
 
 def run(ctx: StageContext) -> dict:
@@ -34,6 +38,16 @@ def run(ctx: StageContext) -> dict:
             raise InvalidInput(f"no BEIR dataset at {folder} (corpus.jsonl missing)",
                                f"spec.evaluation.extraDatasets[{extra.name}].path")
         datasets[extra.name] = (folder, extra.split, extra.ignore_identical_ids)
+    guard = ev.promotion.general_ability
+    general_dir = general_ability_dir(guard)
+    general_note = "disabled" if general_dir is None else None
+    if general_dir is not None and (general_dir / "corpus.jsonl").is_file():
+        datasets[GENERAL] = (general_dir, guard.split, False)
+    elif general_dir is not None and guard.path:
+        raise InvalidInput(f"no BEIR dataset at {general_dir} (corpus.jsonl missing)",
+                           "spec.evaluation.promotion.generalAbility.path")
+    elif general_dir is not None:
+        general_note = f"not scored: no set at {general_dir} (scripts/setup.sh builds it)"
     widths = trained_dimensions(model_dir)  # Matryoshka widths the model was trained for (with its full width)
 
     # Through the shared cache: the base model's passages were encoded by prep; the fine-tuned model's test
@@ -69,12 +83,18 @@ def run(ctx: StageContext) -> dict:
                                             per_query_ndcg(qrels, runs["finetuned"], 10))
 
     test = results_by_ds.pop("test")
-    promotion = decide(ev.promotion, test["base"], test["finetuned"], results_by_ds, queries=test["queries"])
+    general = results_by_ds.pop(GENERAL, None)
+    promotion = decide(ev.promotion, test["base"], test["finetuned"], results_by_ds, queries=test["queries"],
+                       significance=significance, general=general)
+    general_summary = general_note or {
+        "queries": general["queries"], "base": round(general["base"][ev.promotion.metric], 5),
+        "finetuned": round(general["finetuned"][ev.promotion.metric], 5)}
     warnings = [w for w in [too_few_queries(ev.promotion, test["queries"])] if w]
     for w in warnings:
         log.warning("%s", w)
     report = {"name": ctx.resource.metadata.name, **test, "significance": significance,
-              "extra": results_by_ds, "promotion": promotion, "warnings": warnings, "matryoshka": matryoshka}
+              "extra": results_by_ds, "generalAbility": general_summary, "promotion": promotion,
+              "warnings": warnings, "matryoshka": matryoshka}
     write_report(ctx.out_dir, report)
     rounded = lambda d: {k: round(v, 5) for k, v in d.items()}  # noqa: E731
     return {
@@ -87,6 +107,7 @@ def run(ctx: StageContext) -> dict:
         "extra": {n: {"base": {ev.promotion.metric: r["base"][ev.promotion.metric]},
                       "finetuned": {ev.promotion.metric: r["finetuned"][ev.promotion.metric]}}
                   for n, r in results_by_ds.items()},
+        "generalAbility": general_summary,
         "promotion": promotion,
         "warnings": warnings,
         **({"matryoshka": {"dimensions": matryoshka["dimensions"], "base": matryoshka["base"],

@@ -12,7 +12,7 @@ from eft.models import load_sentence_transformer, prefixes_for
 from eft.retrieval.beir import write_beir
 from eft.prep.merge import merge_identical_questions
 from eft.prep.mining import mine_hard_negatives
-from eft.prep.split import split_questions
+from eft.prep.split import split_by_document, split_questions
 from eft.prep.unroll import unroll
 from eft.records import read_chunks, read_questions, write_jsonl
 from eft.stages.contract import StageContext
@@ -30,9 +30,14 @@ def run(ctx: StageContext) -> dict:
     questions = [q for q in questions if all(s in chunk_index for s in q.segment_ids)]
     questions, merge_stats = merge_identical_questions(questions)
     try:
-        train_q, test_q = split_questions(questions, prep.test_fraction, prep.seed)
+        if prep.split_by == "document":
+            train_q, test_q = split_by_document(questions, {c.id: c.doc_id for c in chunks}, prep.test_fraction,
+                                                prep.seed)
+        else:
+            train_q, test_q = split_questions(questions, prep.test_fraction, prep.seed)
     except ValueError as err:
-        raise InvalidInput(str(err), "spec.prep.testFraction") from None
+        raise InvalidInput(str(err), "spec.prep.splitBy" if prep.split_by == "document" else "spec.prep.testFraction"
+                           ) from None
     out = ctx.out_dir
     shutil.copyfile(sdg_dir / "chunks.jsonl", out / "chunks.jsonl")
     write_jsonl(out / "train_questions.jsonl", train_q)
@@ -47,16 +52,23 @@ def run(ctx: StageContext) -> dict:
                           ctx.embedding_cache, ctx.progress, "base")
     p_emb = encode([c.text for c in chunks], "passage")
     q_emb = encode([q.question for q in train_q], "query")
-    positives = [[chunk_index[s] for s in q.segment_ids] for q in train_q]
+    # A document split mines negatives from training documents only: the test documents stay unseen.
+    train_docs = {chunks[chunk_index[s]].doc_id for q in train_q for s in q.segment_ids}
+    pool = [i for i, c in enumerate(chunks) if prep.split_by == "question" or c.doc_id in train_docs]
+    in_pool = {j: k for k, j in enumerate(pool)}
+    positives = [[in_pool[chunk_index[s]] for s in q.segment_ids] for q in train_q]
     with ctx.progress.task("hard negatives mined", total=len(train_q)) as task:
-        mined = mine_hard_negatives(q_emb, p_emb, positives, prep.negatives_mined, prep.max_negative_score_ratio)
+        mined = mine_hard_negatives(q_emb, p_emb[pool], positives, prep.negatives_mined,
+                                    prep.max_negative_score_ratio)
         task.advance(len(train_q))
-    neg_ids = [[chunks[j].id for j in negs] for negs in mined.negatives]
+    neg_ids = [[chunks[pool[j]].id for j in negs] for negs in mined.negatives]
     examples = unroll(train_q, neg_ids)
     (out / "train.json").write_text(json.dumps(examples, ensure_ascii=False), encoding="utf-8")
     mined_scores = [s for row in mined.negative_scores for s in row]
     return {
         "questions": len(questions),
+        "splitBy": prep.split_by,
+        "miningPool": len(pool),
         "questionsWithUnknownChunks": unknown,
         **merge_stats,
         "trainQuestions": len(train_q),

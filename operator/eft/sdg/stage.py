@@ -15,6 +15,25 @@ from eft.stages.contract import StageContext
 log = logging.getLogger("eft.sdg")
 
 
+def round_trip_filter(ctx: StageContext, chunks: list, questions: list) -> tuple[list, int]:
+    """Questions whose positive ranks in the base model's top `sdg.roundTripTopK`, and how many were dropped."""
+    from eft.embedding import encode_passages, encode_queries
+    from eft.models import load_sentence_transformer, prefixes_for
+    from eft.sdg.roundtrip import round_trip_keep
+
+    bm = ctx.spec.base_model
+    model = load_sentence_transformer(bm)
+    prefixes = prefixes_for(bm, model)
+    index = {c.id: i for i, c in enumerate(chunks)}
+    p_emb = encode_passages(model, [c.text for c in chunks], prefixes, bm.max_passage_length, progress=ctx.progress)
+    q_emb = encode_queries(model, [q.question for q in questions], prefixes, bm.max_query_length,
+                           progress=ctx.progress)
+    keep = round_trip_keep(q_emb, p_emb, [[index[s] for s in q.segment_ids] for q in questions],
+                           ctx.spec.sdg.round_trip_top_k)
+    kept = [q for q, k in zip(questions, keep) if k]
+    return kept, len(questions) - len(kept)
+
+
 def run(ctx: StageContext) -> dict:
     spec = ctx.spec
     files = select_files(spec.corpus)
@@ -40,6 +59,8 @@ def run(ctx: StageContext) -> dict:
         work.mkdir(exist_ok=True)
         questions, gen_stats = generate_llm_questions(chunks, spec.sdg, work, ctx.progress,
                                                       api_key=os.environ.get(spec.sdg.api_key_env))
+    if spec.sdg.round_trip_top_k:
+        questions, gen_stats["roundTripDropped"] = round_trip_filter(ctx, chunks, questions)
     if len(questions) < 5:
         raise InvalidInput(
             f"only {len(questions)} questions passed the quality threshold {spec.sdg.quality_threshold}; "

@@ -64,21 +64,28 @@ def _progress_callback(task):
 GRADCACHE_ABOVE_TOKENS = 32768
 
 
-def make_loss(model, tr, per_device: int, max_length: int, matryoshka: list[int] | None = None):
-    """InfoNCE over (query, positive, negatives, in-batch). Small steps run the plain loss; larger ones GradCache,
-    which gives the same loss and gradients with memory bounded by `miniBatchSize` texts. With `matryoshka`
-    widths the loss is wrapped in sentence-transformers' `MatryoshkaLoss` (Kusupati et al., 2022, "Matryoshka
-    Representation Learning"): the same InfoNCE on the full embedding and on each truncated prefix, equally
-    weighted, so the model keeps serving those widths."""
+def make_loss(model, tr, per_device: int, max_length: int, matryoshka: list[int] | None = None, guide=None):
+    """InfoNCE over (query, positive, negatives, in-batch), or with `tr.loss == "gist"` GISTEmbedLoss (Solatorio,
+    2024) guided by `guide` (the base model). Small steps run the plain loss; larger ones GradCache, which gives
+    the same loss and gradients with memory bounded by `miniBatchSize` texts. With `matryoshka` widths the loss
+    is wrapped in sentence-transformers' `MatryoshkaLoss` (Kusupati et al., 2022, "Matryoshka Representation
+    Learning"): the same loss on the full embedding and on each truncated prefix, equally weighted, so the model
+    keeps serving those widths."""
     try:
-        from sentence_transformers.sentence_transformer.losses import (CachedMultipleNegativesRankingLoss,
-                                                                       MatryoshkaLoss, MultipleNegativesRankingLoss)
+        from sentence_transformers.sentence_transformer.losses import (CachedGISTEmbedLoss,
+                                                                       CachedMultipleNegativesRankingLoss,
+                                                                       GISTEmbedLoss, MatryoshkaLoss,
+                                                                       MultipleNegativesRankingLoss)
     except ImportError:  # sentence-transformers 5.x
-        from sentence_transformers.losses import (CachedMultipleNegativesRankingLoss, MatryoshkaLoss,
-                                                  MultipleNegativesRankingLoss)
+        from sentence_transformers.losses import (CachedGISTEmbedLoss, CachedMultipleNegativesRankingLoss,
+                                                  GISTEmbedLoss, MatryoshkaLoss, MultipleNegativesRankingLoss)
 
     scale = 1.0 / tr.temperature
-    if per_device * (tr.passages_per_query + 1) * max_length <= GRADCACHE_ABOVE_TOKENS:
+    small = per_device * (tr.passages_per_query + 1) * max_length <= GRADCACHE_ABOVE_TOKENS
+    if tr.loss == "gist":
+        loss = (GISTEmbedLoss(model, guide, temperature=tr.temperature) if small else
+                CachedGISTEmbedLoss(model, guide, temperature=tr.temperature, mini_batch_size=tr.mini_batch_size))
+    elif small:
         loss = MultipleNegativesRankingLoss(model, scale=scale)
     else:
         loss = CachedMultipleNegativesRankingLoss(model, scale=scale, mini_batch_size=tr.mini_batch_size,
@@ -87,6 +94,21 @@ def make_loss(model, tr, per_device: int, max_length: int, matryoshka: list[int]
         full = embedding_dimension(model)
         loss = MatryoshkaLoss(model, loss, matryoshka_dims=[full, *sorted(matryoshka, reverse=True)])
     return loss
+
+
+def wise_ft(model, base, weight: float) -> int:
+    """WiSE-FT (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"): replace `model`'s floating-point
+    weights, in place, by `weight * fine-tuned + (1 - weight) * base`. Returns the number of tensors mixed."""
+    import torch
+
+    base_state = base.state_dict()
+    mixed = 0
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and name in base_state:
+                tensor.mul_(weight).add_(base_state[name].to(tensor.device, tensor.dtype), alpha=1.0 - weight)
+                mixed += 1
+    return mixed
 
 
 def latest_checkpoint(folder) -> str | None:
@@ -145,7 +167,8 @@ def run(ctx: StageContext) -> dict:
     )
     full_dim = embedding_dimension(model)
     widths = matryoshka_dims(spec.base_model, tr.matryoshka_dims, full_dim)
-    loss = make_loss(model, tr, per_device, spec.base_model.max_passage_length, widths)
+    guide = load_sentence_transformer(spec.base_model) if tr.loss == "gist" else None
+    loss = make_loss(model, tr, per_device, spec.base_model.max_passage_length, widths, guide)
     resume = latest_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming training from %s", resume)
@@ -161,6 +184,9 @@ def run(ctx: StageContext) -> dict:
         trainer.remove_callback(PrinterCallback)
         result = trainer.train(resume_from_checkpoint=resume)
 
+    mixed = 0
+    if tr.wise_ft_weight < 1.0:
+        mixed = wise_ft(model, guide or load_sentence_transformer(spec.base_model), tr.wise_ft_weight)
     model.prompts = {"query": prefixes.query, "passage": prefixes.passage, "document": prefixes.passage}
     model.default_prompt_name = None
     final = ctx.out_dir / "model"
@@ -184,6 +210,8 @@ def run(ctx: StageContext) -> dict:
         "loss": type(loss).__name__,
         "matryoshkaDimensions": [*widths, full_dim] if widths else None,
         "learningRate": tr.learning_rate,
+        "wiseFtWeight": tr.wise_ft_weight,
+        "wiseFtTensorsMixed": mixed,
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "firstLoss": round(losses[0], 4) if losses else None,
         "finalLoss": round(losses[-1], 4) if losses else None,
