@@ -44,7 +44,9 @@ def eval_workspace(tmp_path_factory):
 
 
 def _run(args: list[str], tty: bool) -> str:
-    env = dict(os.environ, COLUMNS="120", LINES="50", TERM="xterm-256color")
+    # The embedding cache off: both runs share one workspace, and the second would find every vector cached and
+    # show no encoding step at all (the display of encoding is what these tests look at).
+    env = dict(os.environ, COLUMNS="120", LINES="50", TERM="xterm-256color", EFT_EMBEDDING_CACHE="off")
     for key in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
         env.pop(key, None)
     cmd = [sys.executable, "-m", "eft.cli", *args]
