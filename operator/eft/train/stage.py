@@ -83,8 +83,11 @@ def make_loss(model, tr, per_device: int, max_length: int, matryoshka: list[int]
     scale = 1.0 / tr.temperature
     small = per_device * (tr.passages_per_query + 1) * max_length <= GRADCACHE_ABOVE_TOKENS
     if tr.loss == "gist":
-        loss = (GISTEmbedLoss(model, guide, temperature=tr.temperature) if small else
-                CachedGISTEmbedLoss(model, guide, temperature=tr.temperature, mini_batch_size=tr.mini_batch_size))
+        # GISTEmbedLoss takes (anchor, positive[, one negative]) only; the cached variant also takes the recipe's
+        # several hard negatives per query (same loss, memory bounded by miniBatchSize).
+        loss = (GISTEmbedLoss(model, guide, temperature=tr.temperature) if small and tr.passages_per_query <= 2 else
+                CachedGISTEmbedLoss(model, guide, temperature=tr.temperature, mini_batch_size=tr.mini_batch_size,
+                                    show_progress_bar=False))
     elif small:
         loss = MultipleNegativesRankingLoss(model, scale=scale)
     else:
