@@ -129,11 +129,9 @@ def gate_options(resource, ev: dict) -> dict[str, bool | None]:
     }
 
 
-def rel(base: float, tuned: float) -> float:
-    return (tuned - base) / base if base else 0.0
-
-
 def print_set(name: str, r: dict) -> None:
+    from eft.evaluate.promotion import relative_change as rel
+
     real, syn = r["real"], r["synthetic"]
     print(f"\n== {name}: {real['queries']} real questions over {real['corpus']} passages; "
           f"synthetic test split {syn['queries']} questions over {syn['corpus']} chunks")
@@ -247,6 +245,8 @@ def main() -> None:
                     args.score_only)
         print_set(name, r)
         results.append(r)
+    from eft.evaluate.promotion import relative_change as rel
+
     gains = [rel(r["real"]["base"]["ndcg@10"], r["real"]["finetuned"]["ndcg@10"]) for r in results]
     print(f"\n[{args.label}] real nDCG@10 change: " + ", ".join(f"{r['set']} {g:+.1%}" for r, g in zip(results, gains))
           + f"; mean {sum(gains) / len(gains):+.1%}; overrides: {args.overrides or 'none'}")
