@@ -26,6 +26,9 @@ def questions_with_twins(n: int = 200) -> list[QuestionRecord]:
 def test_normalise_question_ignores_case_punctuation_spacing():
     assert normalise_question("What's  the MAX_SIZE, exactly?") == normalise_question("what s the max size exactly")
     assert normalise_question("a b") != normalise_question("ab")
+    # Letters of other scripts are letters: two different Japanese questions are not twins, two spellings of one are.
+    assert normalise_question("データベースを作成するには？") != normalise_question("テーブルを削除するには？")
+    assert normalise_question("Как создать индекс?") == normalise_question("как  создать ИНДЕКС")
 
 
 def test_twin_groups():

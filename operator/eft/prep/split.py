@@ -18,10 +18,14 @@ from collections import defaultdict
 
 from eft.records import QuestionRecord
 
-_NON_WORD = re.compile(r"[^a-z0-9]+")
+#: Anything but letters and digits, in any script (the underscore counts as a separator, as in MAX_SIZE).
+_NON_WORD = re.compile(r"[\W_]+")
 
 
 def normalise_question(text: str) -> str:
+    """Lower case, with every run of non-letters and non-digits as one space: twins differ only in case,
+    punctuation and spacing. Letters of every script count (an ASCII-only rule made every Japanese or Cyrillic
+    question the empty string, so all of them were merged into one)."""
     return _NON_WORD.sub(" ", text.lower()).strip()
 
 
