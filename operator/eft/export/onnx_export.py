@@ -140,16 +140,57 @@ def export_onnx(st_model, out_dir: Path, opset: int = 17, name: str = "model", q
     return meta
 
 
-def _fix_output_dim(path: Path, dim: int) -> None:
-    """Give the output its static embedding width (the exporter leaves a symbolic one after pooling)."""
+#: Protobuf cannot serialise a message over 2 GiB. A graph whose weights pass this many bytes (a 1B-parameter
+#: model in fp32 or fp16) is saved with all its weights in one external-data file beside it, `<file>.data`,
+#: as the ONNX external data format specifies; onnxruntime and TensorRT's parser read it from the graph's folder.
+EXTERNAL_DATA_ABOVE_BYTES = 1_800_000_000
+
+
+def save_onnx(model, path: Path) -> None:
+    """Save ONNX `model` to `path`: one file, or for weights over `EXTERNAL_DATA_ABOVE_BYTES` the graph plus
+    `path.name + ".data"` (replaced, never appended to)."""
     import onnx
 
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)  # onnx appends to an existing data file
+    if sum(t.ByteSize() for t in model.graph.initializer) <= EXTERNAL_DATA_ABOVE_BYTES:
+        onnx.save(model, str(path))
+        return
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
+              size_threshold=1024)
+
+
+def external_data_files(path: Path) -> set[str]:
+    """Names of the files (beside `path`) that hold the weights of the ONNX graph at `path`; empty for a graph
+    that carries its weights inside."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    names = set()
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            names.update(e.value for e in t.external_data if e.key == "location")
+    return names
+
+
+def _fix_output_dim(path: Path, dim: int) -> None:
+    """Give the output its static embedding width (the exporter leaves a symbolic one after pooling). A graph
+    over 2 GiB, which the exporter writes with one weight file per tensor, is saved again with one data file."""
+    import onnx
+
+    path = Path(path)
+    scattered = external_data_files(path)
     model = onnx.load(str(path))
     shape = model.graph.output[0].type.tensor_type.shape
     if len(shape.dim) == 2:
         shape.dim[0].dim_param = "batch"
         shape.dim[1].dim_value = dim
-        onnx.save(model, str(path))
+    elif not scattered:
+        return
+    save_onnx(model, path)
+    for name in scattered - external_data_files(path):
+        (path.parent / name).unlink(missing_ok=True)
 
 
 def ffn_output_matmuls(model_path: Path) -> list[str]:
@@ -172,9 +213,11 @@ def quantize_int8(src_dir: Path, dst_dir: Path, exclude: list[str] | None = None
 
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     dst_dir.mkdir(parents=True, exist_ok=True)
+    weights = external_data_files(src_dir / MODEL_FILE)
     for f in src_dir.iterdir():
-        if f.is_file() and f.name != MODEL_FILE:
+        if f.is_file() and f.name != MODEL_FILE and f.name not in weights:
             shutil.copy2(f, dst_dir / f.name)
+    (dst_dir / (MODEL_FILE + ".data")).unlink(missing_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         root = logging.getLogger()
@@ -185,7 +228,7 @@ def quantize_int8(src_dir: Path, dst_dir: Path, exclude: list[str] | None = None
             # minimum cosine to fp32 near 0.99 where per-tensor weights drop it to about 0.94, at the same speed.
             quantize_dynamic(str(src_dir / MODEL_FILE), str(dst_dir / MODEL_FILE), weight_type=QuantType.QInt8,
                              op_types_to_quantize=["MatMul"], per_channel=True, nodes_to_exclude=exclude or [],
-                             extra_options={"DefaultTensorType": 1})
+                             extra_options={"DefaultTensorType": 1}, use_external_data_format=bool(weights))
         finally:
             root.disabled = was
     meta = ModelMetadata.load(src_dir)

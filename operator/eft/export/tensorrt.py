@@ -65,9 +65,11 @@ def _fp16_onnx(onnx_path: Path, work: Path) -> Path:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from eft.export.onnx_export import save_onnx
+
     model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
     out = work / "model.fp16.onnx"
-    onnx.save(model, str(out))
+    save_onnx(model, out)
     return out
 
 
