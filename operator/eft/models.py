@@ -95,15 +95,27 @@ def prefixes_for(spec: BaseModelSpec, model=None) -> Prefixes:
     return Prefixes(query=q, passage=p)
 
 
-def trained_dimensions(model_dir: str | Path) -> list[int]:
-    """The Matryoshka widths a saved model was trained for (`eft_training.json`), [] when none were recorded."""
+def training_info(model_dir: str | Path) -> dict:
+    """What the train stage recorded beside a saved model (`eft_training.json`); {} when nothing was."""
     import json
 
     try:
         info = json.loads((Path(model_dir) / TRAINING_INFO_FILE).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
-        return []
-    return [int(d) for d in info.get("matryoshkaDimensions") or []]
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def trained_dimensions(model_dir: str | Path) -> list[int]:
+    """The Matryoshka widths a saved model was trained for (`eft_training.json`), [] when none were recorded."""
+    return [int(d) for d in training_info(model_dir).get("matryoshkaDimensions") or []]
+
+
+def trained_inference_precision(model_dir: str | Path) -> str:
+    """The `baseModel.inferencePrecision` a saved model was evaluated with ("auto" when none was recorded), so
+    the torch server encodes as eval scored."""
+    value = training_info(model_dir).get("inferencePrecision")
+    return value if value in ("auto", "fp32", "bf16", "fp16") else "auto"
 
 
 def matryoshka_dims(spec: BaseModelSpec, requested: list[int] | None, full_dim: int) -> list[int]:
@@ -147,12 +159,33 @@ def _load(location: str, revision: str | None, trust_remote_code: bool, device: 
         ) from None
 
 
-def load_sentence_transformer(spec: BaseModelSpec, location: str | None = None, device: str | None = None):
-    """Load the spec's base model (or the model saved at `location`) with its sequence limit set."""
+def inference_dtype(precision: str, device: str):
+    """The torch dtype a model encodes in outside training: `precision` "fp32", "bf16", "fp16", or "auto" =
+    bf16 on a CUDA device that supports it, fp16 on an older CUDA device, fp32 on CPU (where bf16 matrix
+    products are slow on most processors and fp32 is the reference)."""
+    import torch
+
+    if precision == "auto":
+        if not str(device).startswith("cuda"):
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def load_sentence_transformer(spec: BaseModelSpec, location: str | None = None, device: str | None = None,
+                              for_training: bool = False):
+    """Load the spec's base model (or the model saved at `location`) with its sequence limit set. For
+    inference (the default) the weights are cast to `spec.inference_precision` (`inference_dtype`); for
+    training they stay as saved (fp32), and mixed precision is the trainer's business."""
     loc = location or resolve_model_location(spec.name)
+    device = device or best_device()
     # Never cached: training mutates the model it gets, and evaluation must see the untouched base.
-    model = _load(loc, spec.revision if location is None else None, spec.trust_remote_code, device or best_device())
+    model = _load(loc, spec.revision if location is None else None, spec.trust_remote_code, device)
     model.max_seq_length = spec.max_passage_length
+    if not for_training:
+        dtype = inference_dtype(spec.inference_precision, device)
+        if dtype != next(model.parameters()).dtype:
+            model.to(dtype)
     return model
 
 

@@ -104,7 +104,7 @@ def test_matryoshka_training_is_recorded_and_evaluated_per_width(finished_run):
     train = read_success(workdir / "train")["summary"]
     assert train["loss"] == "MatryoshkaLoss" and train["matryoshkaDimensions"] == [64, 128, 384]
     info = json.loads((workdir / "train" / "model" / "eft_training.json").read_text())
-    assert info == {"matryoshkaDimensions": [64, 128, 384]}
+    assert info == {"matryoshkaDimensions": [64, 128, 384], "inferencePrecision": "auto"}
     mrl = read_success(workdir / "eval")["summary"]["matryoshka"]
     assert mrl["dimensions"] == [64, 128, 384]
     for side in ("base", "finetuned"):

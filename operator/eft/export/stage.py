@@ -112,7 +112,7 @@ def run(ctx: StageContext) -> dict:
     from sentence_transformers import SentenceTransformer
 
     from eft.export import tensorrt as trt_build
-    from eft.models import prefixes_for, trained_dimensions
+    from eft.models import best_device, inference_dtype, load_sentence_transformer, prefixes_for, trained_dimensions
 
     spec = ctx.spec
     onnx_spec, trt_spec = spec.export.onnx, spec.export.tensorrt
@@ -164,7 +164,12 @@ def run(ctx: StageContext) -> dict:
     if onnx_spec.int8:
         from eft.embedding import ModelEncoder
 
-        reference = ModelEncoder(st_model, prefixes, bm.max_query_length, bm.max_passage_length,
+        # eval's fine-tuned model as eval loaded it (device and inferencePrecision), so its vectors are in the
+        # cache; on CPU in fp32 that is the model already loaded here
+        device = best_device()
+        same = device == "cpu" and inference_dtype(bm.inference_precision, device) == next(st_model.parameters()).dtype
+        ref_model = st_model if same else load_sentence_transformer(bm, location=str(model_dir))
+        reference = ModelEncoder(ref_model, prefixes, bm.max_query_length, bm.max_passage_length,
                                  spec.evaluation.batch_size, ctx.embedding_cache, ctx.progress, "finetuned")
         has_test = (beir_dir / "qrels" / "test.tsv").exists()
         k_values = sorted(set(spec.evaluation.k_values) | {10})

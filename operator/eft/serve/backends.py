@@ -18,7 +18,7 @@ import numpy as np
 from eft.errors import InvalidInput
 from eft.export.artifact import (METADATA_FILE, MODEL_FILE, TOKENIZER_FILE, Batch, ModelMetadata, TextTokenizer,
                                  max_positions)
-from eft.models import trained_dimensions
+from eft.models import inference_dtype, trained_dimensions, trained_inference_precision
 
 log = logging.getLogger("eft.serve")
 
@@ -164,6 +164,9 @@ class TorchBackend:
             torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = SentenceTransformer(str(folder), device=device)
+        # the precision eval scored the model in (bf16 on a GPU by default; see BaseModelSpec.inference_precision)
+        self.dtype = inference_dtype(trained_inference_precision(folder), device)
+        self.model.to(self.dtype)
         self.meta = _torch_metadata(folder)
         self.meta.dimension = int((getattr(self.model, "get_embedding_dimension", None)
                                    or self.model.get_sentence_embedding_dimension)() or self.meta.dimension)
@@ -182,7 +185,7 @@ class TorchBackend:
                                        self.meta.max_positions)
         self.device = device
         self.name = "torch"
-        self.providers = [f"torch-{device}"]
+        self.providers = [f"torch-{device}-{str(self.dtype).removeprefix('torch.')}"]
         self._torch = torch
 
     def run_batch(self, batch: Batch) -> np.ndarray:

@@ -129,7 +129,7 @@ def run(ctx: StageContext) -> dict:
     n = len(columns["anchor"])
     dataset = Dataset.from_dict(columns)
 
-    model = load_sentence_transformer(spec.base_model)
+    model = load_sentence_transformer(spec.base_model, for_training=True)
     prefixes = prefixes_for(spec.base_model, model)
     model.max_seq_length = spec.base_model.max_passage_length
     if tr.gradient_checkpointing:
@@ -170,7 +170,7 @@ def run(ctx: StageContext) -> dict:
     )
     full_dim = embedding_dimension(model)
     widths = matryoshka_dims(spec.base_model, tr.matryoshka_dims, full_dim)
-    guide = load_sentence_transformer(spec.base_model) if tr.loss == "gist" else None
+    guide = load_sentence_transformer(spec.base_model, for_training=True) if tr.loss == "gist" else None
     loss = make_loss(model, tr, per_device, spec.base_model.max_passage_length, widths, guide)
     resume = latest_checkpoint(ckpt_dir)
     if resume:
@@ -189,14 +189,15 @@ def run(ctx: StageContext) -> dict:
 
     mixed = 0
     if tr.wise_ft_weight < 1.0:
-        mixed = wise_ft(model, guide or load_sentence_transformer(spec.base_model), tr.wise_ft_weight)
+        mixed = wise_ft(model, guide or load_sentence_transformer(spec.base_model, for_training=True),
+                        tr.wise_ft_weight)
     model.prompts = {"query": prefixes.query, "passage": prefixes.passage, "document": prefixes.passage}
     model.default_prompt_name = None
     final = ctx.out_dir / "model"
     if trainer.is_world_process_zero():
         model.save(str(final))
-        (final / TRAINING_INFO_FILE).write_text(json.dumps({"matryoshkaDimensions": [*widths, full_dim]}),
-                                                encoding="utf-8")
+        info = {"matryoshkaDimensions": [*widths, full_dim], "inferencePrecision": spec.base_model.inference_precision}
+        (final / TRAINING_INFO_FILE).write_text(json.dumps(info), encoding="utf-8")
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
