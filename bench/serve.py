@@ -179,7 +179,7 @@ def start_ours(label, export_dir: Path, backend: str, threads: int | None) -> Se
            "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "bench"]
     if threads:
         cmd += ["--threads", str(threads)]
-    env = {"PYTHONPATH": str(ROOT / "operator")}
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")) if p)}
     srv = Server(label, cmd, port, f"http://127.0.0.1:{port}/v1/health/ready", "/v1/embeddings", "bench", env)
     if not wait_http(srv.ready_url, srv.proc, 120):
         srv.stop()
