@@ -78,3 +78,24 @@ def test_the_torch_server_encodes_in_the_recorded_precision(tmp_path):
     assert backend.providers == ["torch-cpu-bfloat16"]
     (folder / TRAINING_INFO_FILE).write_text(json.dumps({"inferencePrecision": "int4"}))
     assert trained_inference_precision(folder) == "auto"  # an unknown value is ignored, not trusted
+
+
+def test_the_default_leaves_stage_hashes_as_before_and_a_choice_changes_them():
+    from eft.api import parse_resource
+    from eft.api.stages import stage
+    from eft.hashing import plan_hashes
+
+    def resource(**base_model):
+        return parse_resource({"apiVersion": "finetune.embeddings.io/v1alpha1", "kind": "EmbeddingFinetune",
+                               "metadata": {"name": "p"},
+                               "spec": {"baseModel": {"name": MODEL, **base_model},
+                                        "corpus": {"source": {"path": "/docs"}}}})
+
+    auto = resource()
+    # a resource written before the field existed hashes the same fields as then: the base model without it
+    assert "inference_precision" not in stage("prep").config_fields(auto.spec)["base_model"]
+    assert plan_hashes(auto.spec, "fp") == plan_hashes(resource(inferencePrecision="auto").spec, "fp")
+    fp32 = plan_hashes(resource(inferencePrecision="fp32").spec, "fp")
+    bf16 = plan_hashes(resource(inferencePrecision="bf16").spec, "fp")
+    for name in ("prep", "eval", "export"):
+        assert len({plan_hashes(auto.spec, "fp")[name], fp32[name], bf16[name]}) == 3

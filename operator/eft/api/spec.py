@@ -75,7 +75,7 @@ class BaseModelSpec(SpecModel):
     inference_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Precision of every encoding outside training (prep's mining, eval, export's int8 "
         "reference, the torch server): `auto` = bf16 on a GPU that supports it (fp16 on an older GPU), fp32 on CPU. "
-        "On a GPU bf16 runs the 1B model about 10x faster than fp32; base and fine-tuned are always scored in the "
+        "On an H200 bf16 encoded with a 1B model 5-9x faster than fp32; base and fine-tuned are always scored in the "
         "same precision.")
 
 

@@ -27,7 +27,10 @@ _DEPLOY_EXCLUDE = {"replicas", "resources", "image", "verification", "progress_d
 
 
 def _base_model(spec: EmbeddingFinetuneSpec) -> dict[str, Any]:
-    return spec.base_model.model_dump(mode="json")
+    # `inferencePrecision` came later: at its default it is left out, so a resource applied before it existed
+    # keeps its hashes after an upgrade and nothing (an LLM generation above all) runs again for it.
+    exclude = {"inference_precision"} if spec.base_model.inference_precision == "auto" else set()
+    return spec.base_model.model_dump(mode="json", exclude=exclude)
 
 
 def _sdg_fields(spec: EmbeddingFinetuneSpec) -> dict[str, Any]:
