@@ -129,8 +129,7 @@ def run_pipeline(args, model_dir: Path, workdir: Path, stages: list[str]) -> dic
 
     spec_args = argparse.Namespace(corpus="quickstart", steps=args.steps, docs=args.docs,
                                    base_model=str(model_dir),
-                                   set=["spec.export.onnx.int8=false", "spec.training.gpus=1",
-                                        "spec.evaluation.batchSize=256", *args.set])
+                                   set=["spec.export.onnx.int8=false", "spec.training.gpus=1", *args.set])
     spec = pipeline.write_spec(spec_args, workdir, False)
     result: dict = RESULTS.get("pipeline", {"seconds": {}, "encodings": {}, "summaries": {}})
     for name in stages:
