@@ -29,6 +29,7 @@ as noisy when other work shares the machine; the encoding counts are exact.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import shutil
@@ -111,8 +112,7 @@ main()
 '''
 
 
-DIGEST_SOURCE = r'''
-def DIGEST(model):
+def DIGEST(model):  # noqa: N802 - the name the hook calls it by
     """A digest of a SentenceTransformer's weights: every tensor, strided to at most 2**16 values each (a
     fine-tuning step moves every weight of every dense layer, and a 1B model hashes in well under a second)."""
     import hashlib
@@ -122,16 +122,17 @@ def DIGEST(model):
         step = max(1, flat.numel() // 65536)
         h.update(name.encode()); h.update(flat[::step].float().cpu().numpy().tobytes())
     return "st:" + h.hexdigest()[:16]
-'''
-exec(DIGEST_SOURCE)
-HOOK = DIGEST_SOURCE + HOOK
+
+
+# the stage processes run the same function: its source goes in front of the hook
+HOOK = inspect.getsource(DIGEST) + HOOK
 
 
 def st_digest(path: str) -> str:
     """The hook's digest of a SentenceTransformer's weights (to name the models it saw)."""
     from sentence_transformers import SentenceTransformer
 
-    return DIGEST(SentenceTransformer(path, device="cpu"))  # noqa: F821 - defined by exec above
+    return DIGEST(SentenceTransformer(path, device="cpu"))
 
 
 # ----------------------------------------------------------------------------- corpora and specs
