@@ -66,7 +66,8 @@ class ServerState:
             self.meta = backend.meta
             batcher = DynamicBatcher(backend.run_batch, backend.tokenizer.pad, backend.meta.dimension,
                                      max_batch=min(self.settings.max_batch_size, getattr(backend, "max_batch", 10**9)),
-                                     max_wait_ms=self.settings.max_wait_ms, on_batch=self.metrics.on_batch)
+                                     max_wait_ms=self.settings.max_wait_ms,
+                                     max_tokens=getattr(backend, "batch_tokens", None), on_batch=self.metrics.on_batch)
             if self.settings.warmup:
                 warm(backend)
             self.backend, self.batcher = backend, batcher
