@@ -17,9 +17,10 @@
    does not start, or whose vectors differ from the same weights' is reported as NOT MEASURED and never
    enters a ratio; the strongest peer is the fastest of those that ran.
 4. Our graphs alone (`engine_alone`): each exported graph run by onnxruntime in this process on the same texts,
-   already tokenised, in batches of the largest concurrency, no HTTP: the most any server can get from that
-   graph and engine on this machine (the server adds parsing, tokenising and batching, and here shares the
-   cores with the client).
+   already tokenised, making the model calls our server makes for a full batch of the largest concurrency
+   (the same length groups and tokens per call), no HTTP: the most our server can get from that graph and
+   engine on this machine (it adds parsing, tokenising and batching, and here shares the cores with the
+   client).
 5. The targets: medium c=32 fp32 >= 85% of the fp32 GEMM roofline; int8 >= 2.5x our fp32 with nDCG@10 within
    1%; short c=32 >= 2x the strongest peer; batch-1 p50 within 2 ms of in-process encoding. Each line says
    met / NOT met; where the roofline itself puts a target out of reach it says so, and where the graph alone
@@ -375,24 +376,31 @@ def inprocess(model, texts: list[str], concurrency: int, seconds: float) -> dict
 
 
 def engine_alone(folder: Path, texts: list[str], batch: int, seconds: float, threads: int, windows: int = 3) -> dict:
-    """Sentences/s of one exported graph run by onnxruntime in this process, without a server: `texts`
-    tokenised beforehand (as the server does before batching), sorted by length (the least padding any
-    batching can reach), padded in consecutive batches of `batch`, `OnnxEncoder.run_batch` timed in `windows`
-    windows of `seconds / windows` each (after one warm-up batch); the best window counts, as for the roofline,
-    since this is a ceiling for the server. Returns the same fields as an HTTP run (`p50`/`p99` per batch, ms)."""
-    from eft.export.artifact import OnnxEncoder
+    """Sentences/s of one exported graph run by onnxruntime in this process, without a server: the model calls
+    our server would make for `batch` waiting texts (tokenised beforehand, sorted by length and cut by the
+    server's own `group_by_length` at the backend's tokens per call), timed in `windows` windows of
+    `seconds / windows` each after a warm-up call; the best window counts, as for the roofline, since this is a
+    ceiling for the server. Returns the same fields as an HTTP run (`p50`/`p99` per call, in ms)."""
+    from eft.serve.backends import OnnxBackend
+    from eft.serve.batcher import _Item, batch_token_budget, group_by_length
 
-    enc = OnnxEncoder(folder, threads=threads, prefer_gpu=False)
-    seqs = sorted(enc.tokenizer.encode(texts, truncate="END"), key=len)
-    batches = [enc.tokenizer.pad(seqs[i: i + batch]) for i in range(0, len(seqs) - batch + 1, batch)]
-    enc.run_batch(batches[0])
+    backend = OnnxBackend(folder, threads=threads)
+    tok = backend.tokenizer
+    seqs = tok.encode(texts, truncate="END")
+    calls = []
+    for start in range(0, len(seqs) - batch + 1, batch):
+        items = [_Item(len(s), s, None, i) for i, s in enumerate(seqs[start: start + batch])]
+        calls.append([tok.pad([it.seq for it in g]) for g in
+                      group_by_length(items, batch, batch_token_budget(batch, backend.batch_tokens))])
+    backend.run_batch(calls[0][0])
     lat, best, n_total = [], 0.0, 0
     for _ in range(windows):
         n, started = 0, time.perf_counter()
-        for b in batches:
-            t = time.perf_counter()
-            enc.run_batch(b)
-            lat.append(time.perf_counter() - t)
+        for groups in calls:
+            for g in groups:
+                t = time.perf_counter()
+                backend.run_batch(g)
+                lat.append(time.perf_counter() - t)
             n += batch
             if time.perf_counter() - started >= seconds / windows:
                 break

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from eft.api.spec import SdgSpec
+from eft.prep.split import normalise_question
 from eft.sdg import prompts
 from eft.sdg.units import Unit
 
@@ -179,10 +180,6 @@ def _items(data: Any, keys: tuple[str, ...]) -> list:
             return next(iter(data.values()))
         return [data]
     raise MalformedAnswer("answer is not a JSON object")
-
-
-def normalise_question(text: str) -> str:
-    return re.sub(r"[^\w]+", " ", text.lower()).strip()
 
 
 def parse_generation(data: Any, unit: Unit, spec: SdgSpec, counts: Counter) -> list[dict]:

@@ -46,7 +46,8 @@ from eft.errors import InvalidInput, StageFailed
 from eft.progress import Progress
 from eft.records import Chunk, QuestionRecord
 from eft.sdg import prompts
-from eft.sdg.answers import normalise_question, parse_generation, parse_judge
+from eft.prep.split import normalise_question
+from eft.sdg.answers import parse_generation, parse_judge
 from eft.sdg.chat import Aborted, ChatClient, Rejected, TransientFailure, new_usage
 from eft.sdg.units import Unit, plan_units
 

@@ -55,6 +55,12 @@ def group_by_length(items: Sequence[_Item], max_batch: int, max_tokens: int) -> 
     return groups
 
 
+def batch_token_budget(max_batch: int, max_tokens: int | None = None) -> int:
+    """Padded tokens per model call (sequences x longest length): `max_tokens` when given (a backend's own
+    budget, e.g. `CPU_BATCH_TOKENS`), else max(128 x `max_batch`, 8192)."""
+    return int(max_tokens or max(max_batch * 128, 8192))
+
+
 class DynamicBatcher:
     """Batches token sequences from concurrent requests into model calls.
 
@@ -72,7 +78,7 @@ class DynamicBatcher:
         self.dimension = dimension
         self.max_batch = max(1, int(max_batch))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
-        self.max_tokens = int(max_tokens or max(self.max_batch * 128, 8192))
+        self.max_tokens = batch_token_budget(self.max_batch, max_tokens)
         self.on_batch = on_batch
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eft-infer")
         self._queue: deque[_Item] = deque()
