@@ -9,10 +9,23 @@ Files in `DIR/sdg/`:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Iterable, Literal
 
 from pydantic import BaseModel, Field
+
+#: Anything but letters and digits, in any script (the underscore counts as a separator, as in MAX_SIZE).
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def normalise_question(text: str) -> str:
+    """Lower case, with every run of non-letters and non-digits as one space: twins differ only in case,
+    punctuation and spacing (prep merges them; the LLM generator drops them within a unit). Letters of every
+    script count (an ASCII-only rule made every Japanese or Cyrillic question the empty string, so all of them
+    were merged into one)."""
+    return _NON_WORD.sub(" ", text.lower()).strip()
+
 
 QueryType = Literal["factual", "procedural", "conceptual", "comparative", "troubleshooting", "keyword", "other"]
 ReasoningType = Literal["lookup", "inference", "synthesis", "comparison", "causal", "multi_step", "other"]

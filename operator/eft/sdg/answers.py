@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from eft.api.spec import SdgSpec
-from eft.prep.split import normalise_question
+from eft.records import normalise_question
 from eft.sdg import prompts
 from eft.sdg.units import Unit
 

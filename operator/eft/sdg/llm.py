@@ -44,9 +44,8 @@ from typing import Any, Callable
 from eft.api.spec import SdgSpec
 from eft.errors import InvalidInput, StageFailed
 from eft.progress import Progress
-from eft.records import Chunk, QuestionRecord
+from eft.records import Chunk, QuestionRecord, normalise_question
 from eft.sdg import prompts
-from eft.prep.split import normalise_question
 from eft.sdg.answers import parse_generation, parse_judge
 from eft.sdg.chat import Aborted, ChatClient, Rejected, TransientFailure, new_usage
 from eft.sdg.units import Unit, plan_units
