@@ -17,6 +17,7 @@ from collections import defaultdict
 
 from eft.records import QuestionRecord, normalise_question
 
+
 def twin_groups(questions: list[QuestionRecord]) -> list[list[int]]:
     """Indices of questions grouped by normalised text, in first-seen order."""
     groups: dict[str, list[int]] = defaultdict(list)
