@@ -110,7 +110,8 @@ def int8_gemm_rate(dims: dict, threads: int, repeats: int = 5) -> dict | None:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1")  # as our server's sessions
+        so.add_session_config_entry("session.force_spinning_stop", "1")
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
         rates[f"{m}x{k}x{n}"] = _best_rate(lambda: sess.run(None, {"a": a}), 2.0 * m * k * n, repeats)
