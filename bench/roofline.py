@@ -152,6 +152,28 @@ def _limits(roof: dict) -> None:
         v["int8_sent_s"] = roof["int8"]["ops"] / v["flops"] if roof["int8"] else None
 
 
+#: onnxruntime operators that are matrix products (with their int8 forms, activation quantisation included):
+#: their time is what a faster GEMM could shrink; the rest of a graph (bias, GELU, adds, layer norms, softmax,
+#: transposes) stays as it is. Counting quantisation as GEMM time makes `gemm_bound` generous.
+GEMM_OPS = frozenset({"MatMul", "FusedMatMul", "Gemm", "MatMulInteger", "MatMulIntegerToFloat",
+                      "DynamicQuantizeMatMul", "DynamicQuantizeLinear", "QLinearMatMul", "QGemm"})
+
+
+def split_operator_time(kernel_us: dict[str, float]) -> dict:
+    """{op_type: microseconds} of one model call -> {"gemm_ms", "other_ms", "call_ms"} (kernel time only)."""
+    gemm = sum(us for op, us in kernel_us.items() if op in GEMM_OPS) / 1000
+    other = sum(us for op, us in kernel_us.items() if op not in GEMM_OPS) / 1000
+    return {"gemm_ms": gemm, "other_ms": other, "call_ms": gemm + other}
+
+
+def gemm_bound(split: dict, flops_per_call: float, rate: float, sentences_per_call: int) -> float:
+    """Sentences/s of a graph whose GEMMs ran at 100% of `rate` (FLOP/s or OP/s) while its other operators kept
+    the time they were profiled at (`split` from `split_operator_time`): Amdahl's bound for any faster GEMM
+    kernel. `flops_per_call`: the call's dense FLOPs (`flops_per_sentence` at the padded length x sentences)."""
+    seconds = flops_per_call / rate + split["other_ms"] / 1000
+    return sentences_per_call / seconds
+
+
 def print_roofline(r: dict) -> None:
     d = r["dims"]
     print(f"roofline: {d['layers']} layers, hidden {d['hidden']}, intermediate {d['intermediate']}; "

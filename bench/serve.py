@@ -21,11 +21,16 @@
    (the same length groups and tokens per call), no HTTP: the most our server can get from that graph and
    engine on this machine (it adds parsing, tokenising and batching, and here shares the cores with the
    client).
+   Each graph's first medium-length call is also profiled (`profile_graph`, onnxruntime's profiler with the
+   server's session options): kernel time in GEMMs (matrix products, int8 activation quantisation included)
+   and in everything else, and from it Amdahl's bound (`roofline.gemm_bound`): the most the graph could do if
+   its GEMMs ran at 100% of the measured GEMM rate and the other operators kept their time.
 5. The targets: medium c=32 fp32 >= 85% of the fp32 GEMM roofline; int8 >= 2.5x our fp32 with nDCG@10 within
    1%; short c=32 >= 2x the strongest peer; batch-1 p50 within 2 ms of in-process encoding. Each line says
-   met / NOT met; where the roofline itself puts a target out of reach it says so, and where the graph alone
+   met / NOT met; where the roofline itself puts a target out of reach it says so, where the graph alone
    (step 4) already falls short of it, it says that the target is out of reach with onnxruntime's kernels on
-   this CPU, whatever the server does.
+   this CPU, whatever the server does, and where even Amdahl's bound falls short, that no faster GEMM kernel
+   can reach it while the other operators take the time they take.
 Without `--export` the packaged MiniLM is exported to a temporary folder first. nDCG@10 of int8 vs fp32 comes
 from the export's summary when `--export` points into a workspace (DIR/export/_SUCCESS.json), else from
 `--beir DIR` through both servers.
@@ -411,6 +416,47 @@ def engine_alone(folder: Path, texts: list[str], batch: int, seconds: float, thr
             "n": n_total, "errors": 0}
 
 
+def profile_graph(folder: Path, texts: list[str], batch: int, threads: int, dims: dict, runs: int = 20,
+                  warmup: int = 3) -> dict:
+    """Where one model call's time goes: the first call our server would make for `batch` waiting `texts`
+    (as `engine_alone`), run `warmup` + `runs` times by onnxruntime with the server's session options and its
+    profiler on; kernel time per operator type, averaged over the runs after the warm-up, split into GEMMs and
+    the rest (`roofline.split_operator_time`). Also returns the call's sentences and dense FLOPs (`dims` from
+    `roofline.encoder_dims`, at the call's padded length), for `roofline.gemm_bound`."""
+    import onnxruntime as ort
+    from roofline import flops_per_sentence, split_operator_time
+
+    from eft.export.artifact import MODEL_FILE, ModelMetadata, TextTokenizer, ort_session_options
+    from eft.serve.backends import CPU_BATCH_TOKENS
+    from eft.serve.batcher import _Item, batch_token_budget, group_by_length
+
+    meta = ModelMetadata.load(folder)
+    tok = TextTokenizer(folder / "tokenizer.json", meta.max_seq_length, meta.pad_token_id, meta.max_positions)
+    seqs = tok.encode(texts[:batch], truncate="END")
+    items = [_Item(len(s), s, None, i) for i, s in enumerate(seqs)]
+    group = group_by_length(items, batch, batch_token_budget(batch, CPU_BATCH_TOKENS))[0]
+    padded = tok.pad([it.seq for it in group])
+    feed = padded.feed(meta.input_names)
+    so = ort_session_options(threads)
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory(prefix="eft-profile-") as tmp:
+        so.profile_file_prefix = str(Path(tmp) / "ort")
+        sess = ort.InferenceSession(str(folder / MODEL_FILE), so, providers=["CPUExecutionProvider"])
+        for _ in range(warmup + runs):
+            sess.run([meta.output_name], feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    calls = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[warmup:]
+    kernel_us: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and any(a <= e["ts"] <= b for a, b in calls):
+            op = e["args"]["op_name"]
+            kernel_us[op] = kernel_us.get(op, 0.0) + e["dur"] / len(calls)
+    length = int(padded.input_ids.shape[1])
+    return {"split": split_operator_time(kernel_us), "sentences": len(group), "padded_length": length,
+            "by_op_ms": {k: v / 1000 for k, v in sorted(kernel_us.items(), key=lambda kv: -kv[1])},
+            "flops": len(group) * flops_per_sentence(dims, length)}
+
+
 # ----------------------------------------------------------------------------- quality
 def ndcg_from_export(export_dir: Path) -> dict | None:
     succ = export_dir / "_SUCCESS.json"
@@ -456,6 +502,8 @@ OURS_FP32, OURS_INT8 = "ours fp32 (onnx)", "ours int8 (onnx)"
 IN_PROCESS = "in-process sentence-transformers"
 #: `results` keys of our graphs run without a server (`engine_alone`).
 ALONE = {OURS_FP32: "fp32 graph alone (onnxruntime)", OURS_INT8: "int8 graph alone (onnxruntime)"}
+#: results key of `profile_graph` per graph (ours fp32 / int8), medium texts
+PROFILE = "profile"
 
 
 def fmt_row(label, r, share: float | None = None):
@@ -464,6 +512,15 @@ def fmt_row(label, r, share: float | None = None):
     err = f"  errors={r['errors']}" if r.get("errors") else ""
     roof = f" {share * 100:>8.0f}%" if share is not None else ""
     return f"  {label:<30} {r['sent_s']:>10.1f} {r['p50']:>9.2f} {r['p99']:>9.2f} {r['n']:>7}{roof}{err}"
+
+
+def fmt_profile(label: str, prof: dict) -> str:
+    sp = prof["split"]
+    top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(prof["by_op_ms"].items())[:5])
+    return (f"  {label}, one call of {prof['sentences']} x {prof['padded_length']} tokens (profiled): "
+            f"{sp['call_ms']:.1f} ms of kernels, GEMMs {sp['gemm_ms']:.1f} ms "
+            f"({prof['flops'] / sp['gemm_ms'] / 1e6:.0f} G(FL)OP/s), other operators {sp['other_ms']:.1f} ms; "
+            f"largest (ms): {top}")
 
 
 def roofline_share(roof: dict, length: str, sent_s: float, precision: str = "fp32") -> float | None:
@@ -478,10 +535,13 @@ def verdict(ok: bool) -> str:
 
 def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: list[int], nd: dict | None,
                   peers_ran: list[str]) -> None:
+    from roofline import gemm_bound
+
     cmax = max(concurrency)
     ours, q8, ip = results.get(OURS_FP32, {}), results.get(OURS_INT8, {}), results.get(IN_PROCESS, {})
     alone32, alone8 = results.get(ALONE[OURS_FP32], {}), results.get(ALONE[OURS_INT8], {})
     kernels = "out of reach with onnxruntime's kernels on this CPU, whatever the server does"
+    amdahl = "out of reach with these non-GEMM kernels, however fast the GEMMs"
     print(f"\nshare of the roofline at c={cmax} (fp32 GEMM {roof['fp32']['flops'] / 1e9:.0f} GFLOP/s"
           + (f", int8 {roof['int8']['ops'] / 1e9:.0f} GOP/s" if roof["int8"] else "") + ")")
     for length in lengths:
@@ -506,6 +566,13 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
             alone = roofline_share(roof, "medium", alone32[med]["sent_s"])
             line += (f"; the fp32 graph alone (no server) reaches {alone * 100:.1f}%"
                      + (f" -> {kernels}" if alone < TARGET_ROOFLINE_SHARE else ""))
+        p32 = results.get(PROFILE, {}).get(OURS_FP32)
+        if p32:
+            most = gemm_bound(p32["split"], p32["flops"], roof["fp32"]["flops"], p32["sentences"])
+            share_max = most * p32["flops"] / p32["sentences"] / roof["fp32"]["flops"]
+            line += (f"; with its other operators as profiled ({p32['split']['other_ms']:.1f} of "
+                     f"{p32['split']['call_ms']:.1f} ms a call), GEMMs at 100% of the roofline would reach at most "
+                     f"{share_max * 100:.0f}%" + (f" -> {amdahl}" if share_max < TARGET_ROOFLINE_SHARE else ""))
         print(line)
     if med in ours and med in q8:
         speed = q8[med]["sent_s"] / ours[med]["sent_s"]
@@ -522,6 +589,13 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
             alone = alone8[med]["sent_s"] / alone32[med]["sent_s"]
             line += (f"; the graphs alone (no server): {alone:.2f}x"
                      + (f" -> {kernels}" if alone < TARGET_INT8_SPEEDUP else ""))
+        p8 = results.get(PROFILE, {}).get(OURS_INT8)
+        if p8 and roof["int8"]:
+            most = gemm_bound(p8["split"], p8["flops"], roof["int8"]["ops"], p8["sentences"])
+            reach = most / ours[med]["sent_s"]
+            line += (f"; with the int8 graph's other operators as profiled ({p8['split']['other_ms']:.1f} of "
+                     f"{p8['split']['call_ms']:.1f} ms a call), int8 GEMMs at 100% of the int8 rate would give at "
+                     f"most {most:.0f} sent/s = {reach:.2f}x" + (f" -> {amdahl}" if reach < TARGET_INT8_SPEEDUP else ""))
         print(line)
     if nd:
         rel = (nd["int8"] - nd["fp32"]) / nd["fp32"] if nd["fp32"] else 0.0
@@ -641,6 +715,11 @@ def main() -> None:
             r = engine_alone(export / variant, ts[: args.requests], max(concurrency), args.seconds, threads)
             results.setdefault(ALONE[label], {})[f"{name}/c{max(concurrency)}"] = r
             show(ALONE[label], name, max(concurrency), r, f"{variant} graph alone b")
+    if "medium" in texts:
+        for label, variant in ((OURS_FP32, "onnx"), (OURS_INT8, "onnx-int8")):
+            prof = profile_graph(export / variant, texts["medium"], max(concurrency), threads, roof["dims"])
+            results.setdefault(PROFILE, {})[label] = prof
+            print(fmt_profile(f"{variant} graph", prof))
     refresh(roof)
 
     import torch

@@ -76,3 +76,69 @@ def test_no_peer_no_ratio(capsys):
     lines = _targets(capsys, _results(60, 120, 500, 1000), peers=())
     assert "NO PEER RAN: no ratio printed" in lines["short c=32"]
     assert "that peer" not in lines["short c=32"]
+
+
+def _profile(other_ms, call_ms, sentences=8, length=128):
+    flops = sentences * roofline.flops_per_sentence(DIMS, length)
+    return {"split": {"gemm_ms": call_ms - other_ms, "other_ms": other_ms, "call_ms": call_ms},
+            "sentences": sentences, "padded_length": length, "flops": flops, "by_op_ms": {}}
+
+
+def test_split_operator_time_counts_matrix_products_and_their_quantisation_as_gemm():
+    split = roofline.split_operator_time({"MatMul": 60_000, "DynamicQuantizeMatMul": 10_000,
+                                          "DynamicQuantizeLinear": 1_000, "BiasGelu": 7_000, "Softmax": 2_000})
+    assert split == {"gemm_ms": 71.0, "other_ms": 9.0, "call_ms": 80.0}
+
+
+def test_gemm_bound_is_amdahls_law():
+    # 8 sentences of 128 tokens: 8 x 2.869 GFLOP = 22.95 GFLOP; at 300 GFLOP/s the GEMMs take 76.5 ms, plus
+    # 30 ms of other operators: 8 / 0.1065 s = 75.1 sentences/s
+    prof = _profile(other_ms=30.0, call_ms=110.0)
+    assert abs(roofline.gemm_bound(prof["split"], prof["flops"], 300e9, 8) - 8 / (prof["flops"] / 300e9 + 0.030)) < 1e-9
+    assert abs(roofline.gemm_bound(prof["split"], prof["flops"], 300e9, 8) - 75.1) < 0.1
+    # with no other operators the bound is the roofline itself
+    free = _profile(other_ms=0.0, call_ms=80.0)
+    limit = 300e9 / roofline.flops_per_sentence(DIMS, 128)
+    assert abs(roofline.gemm_bound(free["split"], free["flops"], 300e9, 8) - limit) < 1e-6
+
+
+def test_amdahls_bound_below_a_target_is_called_out_of_reach_for_any_gemm(capsys):
+    results = _results(90, 180, 500, 1000)  # the graphs alone would not call the fp32 or int8 target out of reach
+    # fp32: 76.5 ms of GEMMs at the roofline + 30 ms of other operators -> 71.8% at most (< 85%)
+    # int8: 22.95 GOP at 1200 GOP/s = 19.1 ms + 60 ms -> 101.1 sentences/s = 2.02x our fp32's 50 (< 2.5x)
+    results[serve.PROFILE] = {serve.OURS_FP32: _profile(30.0, 110.0), serve.OURS_INT8: _profile(60.0, 90.0)}
+    lines = _targets(capsys, results)
+    fp32 = lines["fp32 GEMM roofline"]
+    assert "would reach at most 72%" in fp32 and "out of reach with these non-GEMM kernels" in fp32
+    int8 = lines["int8 / our fp32"]
+    assert "would give at most 101 sent/s = 2.02x" in int8 and "out of reach with these non-GEMM kernels" in int8
+
+
+def test_amdahls_bound_above_a_target_claims_nothing(capsys):
+    results = _results(90, 180, 500, 1000)
+    # fp32 with 5 ms of other operators: 76.5 / 81.5 = 93.9% at most; int8 with 10 ms: 8 / 29.1 ms = 275 (5.5x)
+    results[serve.PROFILE] = {serve.OURS_FP32: _profile(5.0, 90.0), serve.OURS_INT8: _profile(10.0, 40.0)}
+    lines = _targets(capsys, results)
+    assert "would reach at most 94%" in lines["fp32 GEMM roofline"]
+    assert "non-GEMM" not in lines["fp32 GEMM roofline"]
+    assert "= 5.49x" in lines["int8 / our fp32"] and "non-GEMM" not in lines["int8 / our fp32"]
+
+
+def test_profile_graph_splits_a_real_call_of_the_server():
+    """onnxruntime's profiler on an exported MiniLM: the call is the server's first call for 32 waiting texts of
+    ~128 tokens (its token budget allows 8), and its time splits into GEMMs and the rest."""
+    from tokenizers import Tokenizer
+
+    from model_workspace import exported_workdir
+
+    export = exported_workdir() / "export"
+    texts = serve.make_texts(Tokenizer.from_file(str(export / "onnx" / "tokenizer.json")), 128, 32)
+    for variant, gemm_op in (("onnx", "MatMul"), ("onnx-int8", "DynamicQuantizeMatMul")):
+        prof = serve.profile_graph(export / variant, texts, 32, 2, DIMS, runs=3, warmup=1)
+        assert prof["sentences"] == 8 and 128 <= prof["padded_length"] <= 136
+        assert prof["flops"] == 8 * roofline.flops_per_sentence(DIMS, prof["padded_length"])
+        split = prof["split"]
+        assert split["gemm_ms"] > 0 and split["other_ms"] > 0
+        assert abs(split["gemm_ms"] + split["other_ms"] - split["call_ms"]) < 1e-9
+        assert abs(sum(prof["by_op_ms"].values()) - split["call_ms"]) < 1e-6
+        assert gemm_op in prof["by_op_ms"] and "Softmax" in prof["by_op_ms"]

@@ -240,9 +240,9 @@ def ort_providers(prefer_gpu: bool = True) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def ort_session(model_path: str | Path, threads: int | None = None, prefer_gpu: bool = True):
-    """An inference session tuned for serving: all graph optimisations, intra-op threads = cores, and intra-op
-    threads that spin for work inside a run but stop spinning as soon as the run returns
+def ort_session_options(threads: int | None = None):
+    """onnxruntime SessionOptions tuned for serving: all graph optimisations, intra-op threads = cores, and
+    intra-op threads that spin for work inside a run but stop spinning as soon as the run returns
     (`session.force_spinning_stop`), so the event loop gets the cores between batches.
 
     Measured on the benchmark's 2-core CPU (quickstart MiniLM export, our server, interleaved A/B, c=32, median
@@ -262,7 +262,15 @@ def ort_session(model_path: str | Path, threads: int | None = None, prefer_gpu: 
     so.add_session_config_entry("session.intra_op.allow_spinning", "1")
     so.add_session_config_entry("session.force_spinning_stop", "1")
     so.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), so, providers=ort_providers(prefer_gpu))
+    return so
+
+
+def ort_session(model_path: str | Path, threads: int | None = None, prefer_gpu: bool = True):
+    """An inference session on `model_path` with `ort_session_options(threads)`, on CUDA when present and
+    `prefer_gpu`."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(model_path), ort_session_options(threads), providers=ort_providers(prefer_gpu))
 
 
 class OnnxEncoder:
