@@ -380,6 +380,21 @@ def inprocess(model, texts: list[str], concurrency: int, seconds: float) -> dict
             "errors": 0}
 
 
+def server_calls(tok, texts: list[str], batch: int, batch_tokens: int | None) -> list[list]:
+    """The padded model calls (`Batch`es) our server makes for each full `batch` of waiting `texts`: tokenised as
+    it does, sorted and cut by its own `group_by_length` at its tokens per call (`batch_tokens`: the backend's
+    budget, None for the batcher's default). One list of calls per batch of texts."""
+    from eft.serve.batcher import _Item, batch_token_budget, group_by_length
+
+    seqs = tok.encode(texts, truncate="END")
+    calls = []
+    for start in range(0, len(seqs) - batch + 1, batch):
+        items = [_Item(len(s), s, None, i) for i, s in enumerate(seqs[start: start + batch])]
+        calls.append([tok.pad([it.seq for it in g]) for g in
+                      group_by_length(items, batch, batch_token_budget(batch, batch_tokens))])
+    return calls
+
+
 def engine_alone(folder: Path, texts: list[str], batch: int, seconds: float, threads: int, windows: int = 3) -> dict:
     """Sentences/s of one exported graph run by onnxruntime in this process, without a server: the model calls
     our server would make for `batch` waiting texts (tokenised beforehand, sorted by length and cut by the
@@ -387,16 +402,9 @@ def engine_alone(folder: Path, texts: list[str], batch: int, seconds: float, thr
     `seconds / windows` each after a warm-up call; the best window counts, as for the roofline, since this is a
     ceiling for the server. Returns the same fields as an HTTP run (`p50`/`p99` per call, in ms)."""
     from eft.serve.backends import OnnxBackend
-    from eft.serve.batcher import _Item, batch_token_budget, group_by_length
 
     backend = OnnxBackend(folder, threads=threads)
-    tok = backend.tokenizer
-    seqs = tok.encode(texts, truncate="END")
-    calls = []
-    for start in range(0, len(seqs) - batch + 1, batch):
-        items = [_Item(len(s), s, None, i) for i, s in enumerate(seqs[start: start + batch])]
-        calls.append([tok.pad([it.seq for it in g]) for g in
-                      group_by_length(items, batch, batch_token_budget(batch, backend.batch_tokens))])
+    calls = server_calls(backend.tokenizer, texts, batch, backend.batch_tokens)
     backend.run_batch(calls[0][0])
     lat, best, n_total = [], 0.0, 0
     for _ in range(windows):
@@ -426,16 +434,12 @@ def profile_graph(folder: Path, texts: list[str], batch: int, threads: int, dims
     import onnxruntime as ort
     from roofline import flops_per_sentence, split_operator_time
 
-    from eft.export.artifact import MODEL_FILE, ModelMetadata, TextTokenizer, ort_session_options
+    from eft.export.artifact import MODEL_FILE, TOKENIZER_FILE, ModelMetadata, TextTokenizer, ort_session_options
     from eft.serve.backends import CPU_BATCH_TOKENS
-    from eft.serve.batcher import _Item, batch_token_budget, group_by_length
 
     meta = ModelMetadata.load(folder)
-    tok = TextTokenizer(folder / "tokenizer.json", meta.max_seq_length, meta.pad_token_id, meta.max_positions)
-    seqs = tok.encode(texts[:batch], truncate="END")
-    items = [_Item(len(s), s, None, i) for i, s in enumerate(seqs)]
-    group = group_by_length(items, batch, batch_token_budget(batch, CPU_BATCH_TOKENS))[0]
-    padded = tok.pad([it.seq for it in group])
+    tok = TextTokenizer(folder / TOKENIZER_FILE, meta.max_seq_length, meta.pad_token_id, meta.max_positions)
+    padded = server_calls(tok, texts[:batch], batch, CPU_BATCH_TOKENS)[0][0]
     feed = padded.feed(meta.input_names)
     so = ort_session_options(threads)
     so.enable_profiling = True
@@ -452,9 +456,10 @@ def profile_graph(folder: Path, texts: list[str], batch: int, threads: int, dims
             op = e["args"]["op_name"]
             kernel_us[op] = kernel_us.get(op, 0.0) + e["dur"] / len(calls)
     length = int(padded.input_ids.shape[1])
-    return {"split": split_operator_time(kernel_us), "sentences": len(group), "padded_length": length,
+    n = int(padded.input_ids.shape[0])
+    return {"split": split_operator_time(kernel_us), "sentences": n, "padded_length": length,
             "by_op_ms": {k: v / 1000 for k, v in sorted(kernel_us.items(), key=lambda kv: -kv[1])},
-            "flops": len(group) * flops_per_sentence(dims, length)}
+            "flops": n * flops_per_sentence(dims, length)}
 
 
 # ----------------------------------------------------------------------------- quality
@@ -595,7 +600,8 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
             reach = most / ours[med]["sent_s"]
             line += (f"; with the int8 graph's other operators as profiled ({p8['split']['other_ms']:.1f} of "
                      f"{p8['split']['call_ms']:.1f} ms a call), int8 GEMMs at 100% of the int8 rate would give at "
-                     f"most {most:.0f} sent/s = {reach:.2f}x" + (f" -> {amdahl}" if reach < TARGET_INT8_SPEEDUP else ""))
+                     f"most {most:.0f} sent/s = {reach:.2f}x"
+                     + (f" -> {amdahl}" if reach < TARGET_INT8_SPEEDUP else ""))
         print(line)
     if nd:
         rel = (nd["int8"] - nd["fp32"]) / nd["fp32"] if nd["fp32"] else 0.0

@@ -103,7 +103,7 @@ def locate(path: str | Path, backend: str = "auto") -> ModelSource:
 #: Padded tokens per model call for onnxruntime on CPU. Measured on the quickstart's MiniLM export (2 cores,
 #: AVX-512 VNNI, graph alone, median of 4): at ~128-token texts 8 texts a call (1,024 tokens) ran int8 at 128
 #: sentences/s and fp32 at 57, 32 a call (4,096 tokens) at 119 and 54 (with spinning threads, see
-#: `ort_session`, median of 5: 139.6 and 80.1 against 113.7 and 69.3); 256-512 tokens a call was slower again.
+#: `ort_session_options`, median of 5: 139.6 and 80.1 against 113.7 and 69.3); 256-512 tokens a call was slower again.
 #: Short texts are not held back by it (64 texts of 16 tokens fit). GPUs keep the batcher's larger default.
 CPU_BATCH_TOKENS = 1024
 
