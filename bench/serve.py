@@ -559,7 +559,8 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
             int8_run = label in (OURS_INT8, ALONE[OURS_INT8])
             s8 = roofline_share(roof, length, r["sent_s"], "int8") if int8_run and roof["int8"] else None
             extra = f", {s8 * 100:.0f}% of the int8 roofline" if s8 is not None else ""
-            print(f"  {length:<6} {label:<34} {r['sent_s']:8.1f} sent/s = {s32 * 100:5.1f}% of the fp32 roofline{extra}")
+            print(f"  {length:<6} {label:<34} {r['sent_s']:8.1f} sent/s = {s32 * 100:5.1f}% of the fp32 roofline"
+                  f"{extra}")
 
     print("\ntargets:")
     med = f"medium/c{cmax}"

@@ -1,5 +1,7 @@
-"""bench/serve.py's verdicts: a target is called out of reach only when our graph alone, without a server,
-already falls short of it; and a peer that did not run never enters a ratio."""
+"""bench/serve.py's verdicts: a target is called out of reach with onnxruntime's kernels only when our graph
+alone, without a server, already falls short of it, and out of reach for any faster GEMM only when Amdahl's
+bound from the graph's profile falls short of it; a peer that did not run never enters a ratio; and the profile
+of a real exported graph splits its call into GEMMs and the rest."""
 
 from __future__ import annotations
 
