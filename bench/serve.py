@@ -427,14 +427,14 @@ def engine_alone(folder: Path, texts: list[str], batch: int, seconds: float, thr
 def profile_graph(folder: Path, texts: list[str], batch: int, threads: int, dims: dict, runs: int = 20,
                   warmup: int = 3) -> dict:
     """Where one model call's time goes: the first call our server would make for `batch` waiting `texts`
-    (as `engine_alone`), run `warmup` + `runs` times by onnxruntime with the server's session options and its
-    profiler on; kernel time per operator type, averaged over the runs after the warm-up, split into GEMMs and
-    the rest (`roofline.split_operator_time`). Also returns the call's sentences and dense FLOPs (`dims` from
-    `roofline.encoder_dims`, at the call's padded length), for `roofline.gemm_bound`."""
-    import onnxruntime as ort
+    (as `engine_alone`), run `warmup` + `runs` times by onnxruntime in the server's session (`ort_session` on
+    the CPU) with its profiler on; kernel time per operator type, averaged over the runs after the warm-up, split
+    into GEMMs and the rest (`roofline.split_operator_time`). Also returns the call's sentences and dense FLOPs
+    (`dims` from `roofline.encoder_dims`, at the call's padded length), for `roofline.gemm_bound`."""
     from roofline import flops_per_sentence, split_operator_time
 
-    from eft.export.artifact import MODEL_FILE, TOKENIZER_FILE, ModelMetadata, TextTokenizer, ort_session_options
+    from eft.export.artifact import (MODEL_FILE, TOKENIZER_FILE, ModelMetadata, TextTokenizer, ort_session,
+                                     ort_session_options)
     from eft.serve.backends import CPU_BATCH_TOKENS
 
     meta = ModelMetadata.load(folder)
@@ -445,7 +445,7 @@ def profile_graph(folder: Path, texts: list[str], batch: int, threads: int, dims
     so.enable_profiling = True
     with tempfile.TemporaryDirectory(prefix="eft-profile-") as tmp:
         so.profile_file_prefix = str(Path(tmp) / "ort")
-        sess = ort.InferenceSession(str(folder / MODEL_FILE), so, providers=["CPUExecutionProvider"])
+        sess = ort_session(folder / MODEL_FILE, prefer_gpu=False, options=so)
         for _ in range(warmup + runs):
             sess.run([meta.output_name], feed)
         events = json.loads(Path(sess.end_profiling()).read_text())
