@@ -45,7 +45,8 @@ class ServingSettings:
     max_wait_ms: float = deploy_default("max_wait_ms")
     max_inputs_per_request: int = deploy_default("max_inputs_per_request")
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    #: Inference threads; None = the CPUs this process may use.
+    #: Inference threads; None = the CPUs this process may use (onnxruntime on CPU: also its lanes, see
+    #: `eft.serve.backends.OnnxBackend`).
     threads: int | None = None
     #: Run a warm-up batch before reporting ready (tests switch it off).
     warmup: bool = True
@@ -119,5 +120,6 @@ SERVE_OPTIONS: tuple[ServeOption, ...] = (
     ServeOption("max_request_bytes", "--max-request-bytes", "EFT_MAX_REQUEST_BYTES", None,
                 "Largest request body (bytes)."),
     ServeOption("threads", "--threads", "EFT_THREADS", None,
-                "Inference threads (default: the CPUs this process may use)."),
+                "Inference threads (default: the CPUs this process may use). With onnxruntime on CPU, also the "
+                "model calls that may run at once, one thread each (a lone request gets all threads)."),
 )

@@ -67,7 +67,8 @@ class ServerState:
             batcher = DynamicBatcher(backend.run_batch, backend.tokenizer.pad, backend.meta.dimension,
                                      max_batch=min(self.settings.max_batch_size, getattr(backend, "max_batch", 10**9)),
                                      max_wait_ms=self.settings.max_wait_ms,
-                                     max_tokens=getattr(backend, "batch_tokens", None), on_batch=self.metrics.on_batch)
+                                     max_tokens=getattr(backend, "batch_tokens", None), on_batch=self.metrics.on_batch,
+                                     run_lane=getattr(backend, "run_lane", None), lanes=getattr(backend, "lanes", 1))
             if self.settings.warmup:
                 warm(backend)
             self.backend, self.batcher = backend, batcher
@@ -85,9 +86,11 @@ class ServerState:
 def warm(backend) -> None:
     """Run a few shapes once so the first real requests do not pay for allocations and kernel selection."""
     tok = backend.tokenizer
+    runs = [backend.run_batch] + ([backend.run_lane] if getattr(backend, "lanes", 1) > 1 else [])
     for n, words in ((1, 4), (8, 24), (32, 60)):
         seqs = tok.encode(["warm up " * words] * n, truncate="END")
-        backend.run_batch(tok.pad(seqs))
+        for run in runs:
+            run(tok.pad(seqs))
 
 
 def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = None,

@@ -100,15 +100,39 @@ def locate(path: str | Path, backend: str = "auto") -> ModelSource:
 
 
 # ----------------------------------------------------------------------------- onnxruntime
-#: Padded tokens per model call for onnxruntime on CPU. Measured on the quickstart's MiniLM export (2 cores,
-#: AVX-512 VNNI, graph alone, median of 4): at ~128-token texts 8 texts a call (1,024 tokens) ran int8 at 128
-#: sentences/s and fp32 at 57, 32 a call (4,096 tokens) at 119 and 54 (with spinning threads, see
-#: `ort_session_options`, median of 5: 139.6 and 80.1 against 113.7 and 69.3); 256-512 tokens a call was slower again.
-#: Short texts are not held back by it (64 texts of 16 tokens fit). GPUs keep the batcher's larger default.
-CPU_BATCH_TOKENS = 1024
+#: Padded tokens per model call for onnxruntime on CPU, where calls run one per lane on one thread each
+#: (`OnnxBackend`). Measured on the quickstart's MiniLM export (2 cores, AVX-512 VNNI), 32 waiting texts of ~128
+#: tokens: through our server (interleaved A/B, c=32, median of 3) 512 tokens a call (4 texts) gave fp32 75.6
+#: against 70.4 sentences/s at 1,024, int8 155.9 against 154.6; the graph alone, two lanes, 4 texts a call
+#: against 8: fp32 74.9 against 64.9, int8 161.4 against 145.6. (Before lanes, one two-thread call at a time: 1,024
+#: tokens beat 4,096, 139.6 and 80.1 against 113.7 and 69.3 sentences/s int8 and fp32.) Short texts are not held
+#: back by it (28 texts of 16 tokens fit a call, and lanes split a batch anyway). GPUs keep the batcher's larger
+#: default.
+CPU_BATCH_TOKENS = 512
+
+
+def cpu_lanes(threads: int | None = None) -> int:
+    """Lanes of an onnxruntime CPU backend (`OnnxBackend`): one per inference thread (`threads`, default the
+    CPUs this process may use)."""
+    from eft.export.artifact import cpu_threads
+
+    return max(1, int(threads or cpu_threads()))
 
 
 class OnnxBackend:
+    """onnxruntime on an exported folder. On the CPU with more than one thread it also has `lanes` (= threads)
+    single-threaded calls that may run at once (`run_lane`, one session shared by the lanes; onnxruntime's
+    `Run` is thread-safe), beside the all-threads session of `run_batch`; the batcher gives a lone request all
+    threads and spreads anything more over the lanes. The weights are then loaded twice.
+
+    Why lanes: on the benchmark's 2-core CPU, onnxruntime's two intra-op threads meet at every operator, which
+    costs more than it gains on small calls. The quickstart's MiniLM export, graph alone, two single-threaded
+    calls at once against one two-thread call (median of 5): int8 ~16-token texts 1,476-1,548 against 963-973
+    sentences/s, ~128 tokens 146-161 against 139; fp32 517 against 467 and 65-75 against 60. A lone text
+    is faster on both threads (fp32 ~128 tokens 20.3 against 27.1 ms, int8 7.6 against 11.8 ms), hence the
+    whole-model session for it.
+    """
+
     def __init__(self, folder: Path, name: str = "onnx", threads: int | None = None):
         from eft.export.artifact import OnnxEncoder
 
@@ -117,11 +141,19 @@ class OnnxBackend:
         self.tokenizer = self.encoder.tokenizer
         self.name = name
         self.providers = list(self.encoder.providers)
+        on_cpu = self.providers[:1] == ["CPUExecutionProvider"]
         #: padded tokens per call for the batcher (None: its default)
-        self.batch_tokens = CPU_BATCH_TOKENS if self.providers[:1] == ["CPUExecutionProvider"] else None
+        self.batch_tokens = CPU_BATCH_TOKENS if on_cpu else None
+        #: model calls that may run at once, each on one thread (1: only `run_batch`)
+        self.lanes = cpu_lanes(threads) if on_cpu else 1
+        self._lane = OnnxEncoder(folder, threads=1, prefer_gpu=False) if self.lanes > 1 else None
 
     def run_batch(self, batch: Batch) -> np.ndarray:
         return self.encoder.run_batch(batch)
+
+    def run_lane(self, batch: Batch) -> np.ndarray:
+        """One single-threaded call; up to `lanes` of these may run at once."""
+        return (self._lane or self.encoder).run_batch(batch)
 
 
 class TensorRTBackend:

@@ -1,11 +1,17 @@
-"""Dynamic batching across concurrent requests.
+"""Dynamic batching across concurrent requests, over one or more lanes.
 
 Requests put their tokenised inputs on one queue; a single worker takes up to `max_batch` of them, sorts them by
 length, cuts them into sub-batches of similar length (bounded padding and token count), and runs each sub-batch
-in a one-thread executor, so inference never blocks the event loop. While a batch runs, new requests queue up
-and form the next batch. When the model is idle the first input goes at once, unless other requests are
-already being read and tokenised: then the worker waits for them, at most `max_wait`. That keeps batch-1 latency
-at the model's own speed and fills batches under load.
+in an executor thread, so inference never blocks the event loop. While calls run, new requests queue up and form
+the next batch. When the model is idle the first input goes at once, unless other requests are already being
+read and tokenised: then the worker waits for them, at most `max_wait`. That keeps batch-1 latency at the
+model's own speed and fills batches under load.
+
+Lanes: a backend may offer `lanes` > 1 model calls at once (`run_lane`; onnxruntime on CPU runs one
+single-threaded call per core, see `eft.serve.backends.OnnxBackend`). Then the worker cuts what it takes into at
+least as many calls as there are free lanes, gives each call a lane, and takes the next batch as soon as a lane
+is free. A lone input that finds every lane idle runs on `run_batch` instead (all cores on one call, occupying
+every lane), so a single request is as fast as the backend can make it.
 """
 
 from __future__ import annotations
@@ -55,6 +61,21 @@ def group_by_length(items: Sequence[_Item], max_batch: int, max_tokens: int) -> 
     return groups
 
 
+def split_for_lanes(groups: Sequence[list[_Item]], lanes: int) -> list[list[_Item]]:
+    """`groups` cut further until there are at least `lanes` of them or none has two items left: the group with
+    the most padded tokens (items x longest) is halved, keeping length order. So `lanes` idle model lanes all
+    get work from one batch."""
+    out = [list(g) for g in groups if g]
+    while len(out) < lanes:
+        splittable = [i for i, g in enumerate(out) if len(g) > 1]
+        if not splittable:
+            break
+        i = max(splittable, key=lambda k: len(out[k]) * out[k][-1].length)
+        half = (len(out[i]) + 1) // 2
+        out[i:i + 1] = [out[i][:half], out[i][half:]]
+    return out
+
+
 def batch_token_budget(max_batch: int, max_tokens: int | None = None) -> int:
     """Padded tokens per model call (sequences x longest length): `max_tokens` when given (a backend's own
     budget, e.g. `CPU_BATCH_TOKENS`), else max(128 x `max_batch`, 8192)."""
@@ -67,12 +88,14 @@ class DynamicBatcher:
     `run_batch(pad(seqs))` must return float32 `[len(seqs), dimension]`, one row per sequence in order;
     `max_batch` bounds sequences per call, `max_tokens` padded tokens per call (sequences x longest length;
     default `max(128 x max_batch, 8192)`), `max_wait_ms` (milliseconds) how long an idle worker waits for
-    requests already arriving. `on_batch(sequences, tokens, seconds)` is called after each model call.
+    requests already arriving. `run_lane` (same contract) with `lanes` > 1: up to `lanes` calls of it run at
+    once, one per lane (module docstring). `on_batch(sequences, tokens, seconds)` is called after each model call.
     """
 
     def __init__(self, run_batch: Callable[[Batch], np.ndarray], pad: Callable[[list[list[int]]], Batch],
                  dimension: int, max_batch: int = 64, max_wait_ms: float = 5.0, max_tokens: int | None = None,
-                 on_batch: Callable[[int, int, float], None] | None = None):
+                 on_batch: Callable[[int, int, float], None] | None = None,
+                 run_lane: Callable[[Batch], np.ndarray] | None = None, lanes: int = 1):
         self.run_batch = run_batch
         self.pad = pad
         self.dimension = dimension
@@ -80,11 +103,16 @@ class DynamicBatcher:
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
         self.max_tokens = batch_token_budget(self.max_batch, max_tokens)
         self.on_batch = on_batch
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eft-infer")
+        self.run_lane = run_lane
+        self.lanes = max(1, int(lanes)) if run_lane is not None else 1
+        self.executor = ThreadPoolExecutor(max_workers=self.lanes, thread_name_prefix="eft-infer")
         self._queue: deque[_Item] = deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._arriving = 0  # requests accepted and being read/tokenised, not yet queued
+        self._free = self.lanes  # lanes without a model call
+        self._lane_freed: asyncio.Event | None = None
+        self._calls: set[asyncio.Task] = set()
 
     # -------------------------------------------------------------- request side
     def arriving(self) -> None:
@@ -115,6 +143,7 @@ class DynamicBatcher:
     def _ensure_worker(self) -> None:
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
+            self._lane_freed = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._worker(), name="eft-batcher")
 
     async def _collect(self) -> list[_Item]:
@@ -135,41 +164,64 @@ class DynamicBatcher:
         n = min(self.max_batch, len(self._queue))
         return [self._queue.popleft() for _ in range(n)]
 
-    def _infer(self, group: list[_Item]) -> np.ndarray:
-        return self.run_batch(self.pad([it.seq for it in group]))
+    async def _lanes_free(self, n: int) -> None:
+        while self._free < n:
+            self._lane_freed.clear()
+            await self._lane_freed.wait()
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._lanes_free(1)
             items = await self._collect()
-            for group in group_by_length(items, self.max_batch, self.max_tokens):
-                live = [it for it in group if not it.request.future.done()]
-                if not live:
+            # a lone input with every lane idle gets all cores (run_batch); anything else is spread over lanes
+            whole = self.lanes == 1 or (len(items) == 1 and self._free == self.lanes)
+            groups = group_by_length(items, self.max_batch, self.max_tokens)
+            if not whole:
+                groups = split_for_lanes(groups, self._free)
+            for group in groups:
+                need = self.lanes if whole else 1
+                await self._lanes_free(need)
+                self._free -= need
+                call = loop.create_task(self._call(group, self.run_batch if whole else self.run_lane, need))
+                self._calls.add(call)
+                call.add_done_callback(self._calls.discard)
+
+    async def _call(self, group: list[_Item], run: Callable[[Batch], np.ndarray], lanes: int) -> None:
+        try:
+            live = [it for it in group if not it.request.future.done()]
+            if not live:
+                return
+            started = time.perf_counter()
+            try:
+                emb = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, lambda: run(self.pad([it.seq for it in live])))
+            except Exception as err:  # noqa: BLE001 - reported to the waiting requests
+                for it in live:
+                    if not it.request.future.done():
+                        it.request.future.set_exception(err)
+                return
+            if self.on_batch is not None:
+                self.on_batch(len(live), sum(it.length for it in live), time.perf_counter() - started)
+            for row, it in zip(emb, live):
+                req = it.request
+                if req.future.done():
                     continue
-                started = time.perf_counter()
-                try:
-                    emb = await loop.run_in_executor(self.executor, self._infer, live)
-                except Exception as err:  # noqa: BLE001 - reported to the waiting requests
-                    for it in live:
-                        if not it.request.future.done():
-                            it.request.future.set_exception(err)
-                    continue
-                if self.on_batch is not None:
-                    self.on_batch(len(live), sum(it.length for it in live), time.perf_counter() - started)
-                for row, it in zip(emb, live):
-                    req = it.request
-                    if req.future.done():
-                        continue
-                    req.out[it.index] = row
-                    req.remaining -= 1
-                    if req.remaining == 0:
-                        req.future.set_result(req.out)
+                req.out[it.index] = row
+                req.remaining -= 1
+                if req.remaining == 0:
+                    req.future.set_result(req.out)
+        finally:
+            self._free += lanes
+            self._lane_freed.set()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in [self._task, *self._calls]:
+            if task is None:
+                continue
+            task.cancel()
             try:
-                await self._task
+                await task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         self.executor.shutdown(wait=False, cancel_futures=True)
