@@ -166,12 +166,14 @@ def split_operator_time(kernel_us: dict[str, float]) -> dict:
     return {"gemm_ms": gemm, "other_ms": other, "call_ms": gemm + other}
 
 
-def gemm_bound(split: dict, flops_per_call: float, rate: float, sentences_per_call: int) -> float:
+def gemm_bound(split: dict, flops_per_call: float, rate: float, sentences_per_call: int, lanes: int = 1) -> float:
     """Sentences/s of a graph whose GEMMs ran at 100% of `rate` (FLOP/s or OP/s) while its other operators kept
     the time they were profiled at (`split` from `split_operator_time`): Amdahl's bound for any faster GEMM
-    kernel. `flops_per_call`: the call's dense FLOPs (`flops_per_sentence` at the padded length x sentences)."""
-    seconds = flops_per_call / rate + split["other_ms"] / 1000
-    return sentences_per_call / seconds
+    kernel. `flops_per_call`: the call's dense FLOPs (`flops_per_sentence` at the padded length x sentences).
+    With `lanes` > 1 the profiled call is one of that many calls running at once on their own cores, each with
+    `rate / lanes` of the machine's rate."""
+    seconds = flops_per_call / (rate / lanes) + split["other_ms"] / 1000
+    return lanes * sentences_per_call / seconds
 
 
 def print_roofline(r: dict) -> None:

@@ -18,13 +18,14 @@
    enters a ratio; the strongest peer is the fastest of those that ran.
 4. Our graphs alone (`engine_alone`): each exported graph run by onnxruntime in this process on the same texts,
    already tokenised, making the model calls our server makes for a full batch of the largest concurrency
-   (the same length groups and tokens per call), no HTTP: the most our server can get from that graph and
-   engine on this machine (it adds parsing, tokenising and batching, and here shares the cores with the
-   client).
-   Each graph's first medium-length call is also profiled (`profile_graph`, onnxruntime's profiler with the
-   server's session options): kernel time in GEMMs (matrix products, int8 activation quantisation included)
-   and in everything else, and from it Amdahl's bound (`roofline.gemm_bound`): the most the graph could do if
-   its GEMMs ran at 100% of the measured GEMM rate and the other operators kept their time.
+   (the same length groups, tokens per call and lanes: one single-threaded call per core at once), no HTTP:
+   the most our server can get from that graph and engine on this machine (it adds parsing, tokenising and
+   batching, and here shares the cores with the client).
+   Each graph's first medium-length call is also profiled (`profile_graph`, onnxruntime's profiler in the
+   session the server runs it in, one thread for a lane): kernel time in GEMMs (matrix products, int8
+   activation quantisation included) and in everything else, and from it Amdahl's bound
+   (`roofline.gemm_bound`, every lane at its share of the rate): the most the graph could do if its GEMMs ran
+   at 100% of the measured GEMM rate and the other operators kept their time.
 5. The targets: medium c=32 fp32 >= 85% of the fp32 GEMM roofline; int8 >= 2.5x our fp32 with nDCG@10 within
    1%; short c=32 >= 2x the strongest peer; batch-1 p50 within 2 ms of in-process encoding. Each line says
    met / NOT met; where the roofline itself puts a target out of reach it says so, where the graph alone
@@ -380,68 +381,86 @@ def inprocess(model, texts: list[str], concurrency: int, seconds: float) -> dict
             "errors": 0}
 
 
-def server_calls(tok, texts: list[str], batch: int, batch_tokens: int | None) -> list[list]:
+def server_calls(tok, texts: list[str], batch: int, batch_tokens: int | None, lanes: int = 1) -> list[list]:
     """The padded model calls (`Batch`es) our server makes for each full `batch` of waiting `texts`: tokenised as
     it does, sorted and cut by its own `group_by_length` at its tokens per call (`batch_tokens`: the backend's
-    budget, None for the batcher's default). One list of calls per batch of texts."""
-    from eft.serve.batcher import _Item, batch_token_budget, group_by_length
+    budget, None for the batcher's default) and, with `lanes` > 1, by `split_for_lanes` so that every lane gets
+    a call. One list of calls per batch of texts."""
+    from eft.serve.batcher import _Item, batch_token_budget, group_by_length, split_for_lanes
 
     seqs = tok.encode(texts, truncate="END")
     calls = []
     for start in range(0, len(seqs) - batch + 1, batch):
         items = [_Item(len(s), s, None, i) for i, s in enumerate(seqs[start: start + batch])]
-        calls.append([tok.pad([it.seq for it in g]) for g in
-                      group_by_length(items, batch, batch_token_budget(batch, batch_tokens))])
+        groups = split_for_lanes(group_by_length(items, batch, batch_token_budget(batch, batch_tokens)), lanes)
+        calls.append([tok.pad([it.seq for it in g]) for g in groups])
     return calls
 
 
 def engine_alone(folder: Path, texts: list[str], batch: int, seconds: float, threads: int, windows: int = 3) -> dict:
     """Sentences/s of one exported graph run by onnxruntime in this process, without a server: the model calls
     our server would make for `batch` waiting texts (tokenised beforehand, sorted by length and cut by the
-    server's own `group_by_length` at the backend's tokens per call), timed in `windows` windows of
-    `seconds / windows` each after a warm-up call; the best window counts, as for the roofline, since this is a
-    ceiling for the server. Returns the same fields as an HTTP run (`p50`/`p99` per call, in ms)."""
+    server's own `group_by_length` at the backend's tokens per call, and over its lanes), run as the server runs
+    them (on the CPU, one single-threaded call per lane at once, `OnnxBackend.run_lane`), timed in `windows`
+    windows of `seconds / windows` each after a warm-up call; the best window counts, as for the roofline, since
+    this is a ceiling for the server. Returns the same fields as an HTTP run (`p50`/`p99` per call, in ms)."""
+    import itertools
+    import threading
+
     from eft.serve.backends import OnnxBackend
 
     backend = OnnxBackend(folder, threads=threads)
-    calls = server_calls(backend.tokenizer, texts, batch, backend.batch_tokens)
-    backend.run_batch(calls[0][0])
+    lanes = backend.lanes
+    run = backend.run_lane if lanes > 1 else backend.run_batch
+    calls = [c for groups in server_calls(backend.tokenizer, texts, batch, backend.batch_tokens, lanes)
+             for c in groups]
+    run(calls[0])
     lat, best, n_total = [], 0.0, 0
     for _ in range(windows):
-        n, started = 0, time.perf_counter()
-        for groups in calls:
-            for g in groups:
+        order, done = itertools.count(), [0] * lanes
+        stop = time.perf_counter() + seconds / windows
+
+        def lane(k: int) -> None:
+            while time.perf_counter() < stop:
+                call = calls[next(order) % len(calls)]
                 t = time.perf_counter()
-                backend.run_batch(g)
+                run(call)
                 lat.append(time.perf_counter() - t)
-            n += batch
-            if time.perf_counter() - started >= seconds / windows:
-                break
-        best = max(best, n / (time.perf_counter() - started))
-        n_total += n
+                done[k] += len(call.input_ids)
+
+        started = time.perf_counter()
+        workers = [threading.Thread(target=lane, args=(k,)) for k in range(lanes)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = max(best, sum(done) / (time.perf_counter() - started))
+        n_total += sum(done)
     lat = np.array(lat) * 1000
     return {"sent_s": best, "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-            "n": n_total, "errors": 0}
+            "n": n_total, "errors": 0, "lanes": lanes}
 
 
 def profile_graph(folder: Path, texts: list[str], batch: int, threads: int, dims: dict, runs: int = 20,
                   warmup: int = 3) -> dict:
     """Where one model call's time goes: the first call our server would make for `batch` waiting `texts`
-    (as `engine_alone`), run `warmup` + `runs` times by onnxruntime in the server's session (`ort_session` on
-    the CPU) with its profiler on; kernel time per operator type, averaged over the runs after the warm-up, split
-    into GEMMs and the rest (`roofline.split_operator_time`). Also returns the call's sentences and dense FLOPs
-    (`dims` from `roofline.encoder_dims`, at the call's padded length), for `roofline.gemm_bound`."""
+    (as `engine_alone`), run `warmup` + `runs` times by onnxruntime in the server's session for it (`ort_session`
+    on the CPU; one thread when the server has lanes, i.e. `threads` > 1, as its lane calls run) with its profiler
+    on; kernel time per operator type, averaged over the runs after the warm-up, split into GEMMs and the rest
+    (`roofline.split_operator_time`). Also returns the call's sentences, dense FLOPs (`dims` from
+    `roofline.encoder_dims`, at the call's padded length) and the server's lanes, for `roofline.gemm_bound`."""
     from roofline import flops_per_sentence, split_operator_time
 
     from eft.export.artifact import (MODEL_FILE, TOKENIZER_FILE, ModelMetadata, TextTokenizer, ort_session,
                                      ort_session_options)
-    from eft.serve.backends import CPU_BATCH_TOKENS
+    from eft.serve.backends import CPU_BATCH_TOKENS, cpu_lanes
 
+    lanes = cpu_lanes(threads)
     meta = ModelMetadata.load(folder)
     tok = TextTokenizer(folder / TOKENIZER_FILE, meta.max_seq_length, meta.pad_token_id, meta.max_positions)
-    padded = server_calls(tok, texts[:batch], batch, CPU_BATCH_TOKENS)[0][0]
+    padded = server_calls(tok, texts[:batch], batch, CPU_BATCH_TOKENS, lanes)[0][0]
     feed = padded.feed(meta.input_names)
-    so = ort_session_options(threads)
+    so = ort_session_options(1 if lanes > 1 else threads)
     so.enable_profiling = True
     with tempfile.TemporaryDirectory(prefix="eft-profile-") as tmp:
         so.profile_file_prefix = str(Path(tmp) / "ort")
@@ -457,7 +476,7 @@ def profile_graph(folder: Path, texts: list[str], batch: int, threads: int, dims
             kernel_us[op] = kernel_us.get(op, 0.0) + e["dur"] / len(calls)
     length = int(padded.input_ids.shape[1])
     n = int(padded.input_ids.shape[0])
-    return {"split": split_operator_time(kernel_us), "sentences": n, "padded_length": length,
+    return {"split": split_operator_time(kernel_us), "sentences": n, "padded_length": length, "lanes": lanes,
             "by_op_ms": {k: v / 1000 for k, v in sorted(kernel_us.items(), key=lambda kv: -kv[1])},
             "flops": n * flops_per_sentence(dims, length)}
 
@@ -522,7 +541,9 @@ def fmt_row(label, r, share: float | None = None):
 def fmt_profile(label: str, prof: dict) -> str:
     sp = prof["split"]
     top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(prof["by_op_ms"].items())[:5])
-    return (f"  {label}, one call of {prof['sentences']} x {prof['padded_length']} tokens (profiled): "
+    lanes = prof.get("lanes", 1)
+    where = f" on one of {lanes} lanes (one thread)" if lanes > 1 else ""
+    return (f"  {label}, one call of {prof['sentences']} x {prof['padded_length']} tokens{where} (profiled): "
             f"{sp['call_ms']:.1f} ms of kernels, GEMMs {sp['gemm_ms']:.1f} ms "
             f"({prof['flops'] / sp['gemm_ms'] / 1e6:.0f} G(FL)OP/s), other operators {sp['other_ms']:.1f} ms; "
             f"largest (ms): {top}")
@@ -574,7 +595,7 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
                      + (f" -> {kernels}" if alone < TARGET_ROOFLINE_SHARE else ""))
         p32 = results.get(PROFILE, {}).get(OURS_FP32)
         if p32:
-            most = gemm_bound(p32["split"], p32["flops"], roof["fp32"]["flops"], p32["sentences"])
+            most = gemm_bound(p32["split"], p32["flops"], roof["fp32"]["flops"], p32["sentences"], p32.get("lanes", 1))
             share_max = most * p32["flops"] / p32["sentences"] / roof["fp32"]["flops"]
             line += (f"; with its other operators as profiled ({p32['split']['other_ms']:.1f} of "
                      f"{p32['split']['call_ms']:.1f} ms a call), GEMMs at 100% of the roofline would reach at most "
@@ -597,7 +618,7 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
                      + (f" -> {kernels}" if alone < TARGET_INT8_SPEEDUP else ""))
         p8 = results.get(PROFILE, {}).get(OURS_INT8)
         if p8 and roof["int8"]:
-            most = gemm_bound(p8["split"], p8["flops"], roof["int8"]["ops"], p8["sentences"])
+            most = gemm_bound(p8["split"], p8["flops"], roof["int8"]["ops"], p8["sentences"], p8.get("lanes", 1))
             reach = most / ours[med]["sent_s"]
             line += (f"; with the int8 graph's other operators as profiled ({p8['split']['other_ms']:.1f} of "
                      f"{p8['split']['call_ms']:.1f} ms a call), int8 GEMMs at 100% of the int8 rate would give at "

@@ -102,6 +102,9 @@ def test_gemm_bound_is_amdahls_law():
     free = _profile(other_ms=0.0, call_ms=80.0)
     limit = 300e9 / roofline.flops_per_sentence(DIMS, 128)
     assert abs(roofline.gemm_bound(free["split"], free["flops"], 300e9, 8) - limit) < 1e-6
+    # the same call on one of two lanes: its GEMMs get half the rate (153 ms), two calls run at once
+    assert abs(roofline.gemm_bound(prof["split"], prof["flops"], 300e9, 8, lanes=2) - 2 * 8 / (2 * 0.0765 + 0.030)) < 0.1
+    assert abs(roofline.gemm_bound(free["split"], free["flops"], 300e9, 8, lanes=2) - limit) < 1e-6
 
 
 def test_amdahls_bound_below_a_target_is_called_out_of_reach_for_any_gemm(capsys):
@@ -128,7 +131,8 @@ def test_amdahls_bound_above_a_target_claims_nothing(capsys):
 
 def test_profile_graph_splits_a_real_call_of_the_server():
     """onnxruntime's profiler on an exported MiniLM: the call is the server's first call for 32 waiting texts of
-    ~128 tokens (its token budget allows 8), and its time splits into GEMMs and the rest."""
+    ~128 tokens (its token budget of 512 allows 4; two threads make two lanes), and its time splits into GEMMs
+    and the rest."""
     from tokenizers import Tokenizer
 
     from model_workspace import exported_workdir
@@ -137,10 +141,29 @@ def test_profile_graph_splits_a_real_call_of_the_server():
     texts = serve.make_texts(Tokenizer.from_file(str(export / "onnx" / "tokenizer.json")), 128, 32)
     for variant, gemm_op in (("onnx", "MatMul"), ("onnx-int8", "DynamicQuantizeMatMul")):
         prof = serve.profile_graph(export / variant, texts, 32, 2, DIMS, runs=3, warmup=1)
-        assert prof["sentences"] == 8 and 128 <= prof["padded_length"] <= 136
-        assert prof["flops"] == 8 * roofline.flops_per_sentence(DIMS, prof["padded_length"])
+        assert prof["sentences"] == 4 and prof["lanes"] == 2 and 128 <= prof["padded_length"] <= 136
+        assert prof["flops"] == 4 * roofline.flops_per_sentence(DIMS, prof["padded_length"])
         split = prof["split"]
         assert split["gemm_ms"] > 0 and split["other_ms"] > 0
         assert abs(split["gemm_ms"] + split["other_ms"] - split["call_ms"]) < 1e-9
         assert abs(sum(prof["by_op_ms"].values()) - split["call_ms"]) < 1e-6
         assert gemm_op in prof["by_op_ms"] and "Softmax" in prof["by_op_ms"]
+
+
+def test_the_graph_alone_makes_the_servers_calls_over_its_lanes():
+    """32 waiting short texts: one call at one lane, two calls of 16 at two lanes; `engine_alone` runs them on
+    the backend's lanes and reports them."""
+    from tokenizers import Tokenizer
+
+    from eft.export.artifact import TOKENIZER_FILE, TextTokenizer
+    from model_workspace import exported_workdir
+
+    folder = exported_workdir() / "export" / "onnx-int8"
+    tok = TextTokenizer(folder / TOKENIZER_FILE, 256)
+    texts = serve.make_texts(Tokenizer.from_file(str(folder / TOKENIZER_FILE)), 16, 64)
+    one = serve.server_calls(tok, texts, 32, 1024)
+    two = serve.server_calls(tok, texts, 32, 1024, lanes=2)
+    assert [[len(c.input_ids) for c in batch] for batch in one] == [[32], [32]]
+    assert [[len(c.input_ids) for c in batch] for batch in two] == [[16, 16], [16, 16]]
+    r = serve.engine_alone(folder, texts, 32, 0.6, threads=2)
+    assert r["lanes"] == 2 and r["sent_s"] > 0 and r["n"] >= 16 and r["p50"] > 0
