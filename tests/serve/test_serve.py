@@ -470,6 +470,40 @@ def test_concurrent_requests_are_batched_and_correct(server, client):
     assert batches < len(texts), "concurrent requests were never batched together"
 
 
+def test_the_fast_path_and_the_fastapi_route_answer_alike(server, client):
+    """POST /v1/embeddings is answered before FastAPI's stack (EmbeddingServer); with that switched off the
+    registered FastAPI route answers: both give the same status, body and metrics, for good and bad requests."""
+    app = server.server.config.app
+    fast = app.embeddings_asgi
+    used = []
+
+    async def counting(scope, receive, send):
+        used.append(scope["path"])
+        await fast(scope, receive, send)
+
+    requests = [{"model": MODEL, "input": ["same answer either way", "two"], "encoding_format": "base64"},
+                {"model": MODEL, "input": ""}, {"model": "nope", "input": "x"}, {"input": "x"}]
+    answers = {}
+    try:
+        for mode, handler in (("fast", counting), ("fastapi", None)):
+            app.embeddings_asgi = handler
+            before = client.get("/metrics").text
+            got = [client.post("/v1/embeddings", json=body) for body in requests]
+            got.append(client.post("/v1/embeddings", content=b"{not json",
+                                   headers={"content-type": "application/json"}))
+            after = client.get("/metrics").text
+            counted = {code: _metric(after, "eft_requests_total", f'code="{code}",route="/v1/embeddings"')
+                       - _metric(before, "eft_requests_total", f'code="{code}",route="/v1/embeddings"')
+                       for code in ("200", "400", "404")}
+            answers[mode] = ([(r.status_code, r.headers["content-type"], r.json()) for r in got], counted)
+    finally:
+        app.embeddings_asgi = fast
+    assert len(used) == len(requests) + 1  # the fast path answered every POST in "fast" mode, none after
+    assert answers["fast"] == answers["fastapi"]
+    statuses = [a[0] for a in answers["fast"][0]]
+    assert statuses == [200, 400, 404, 400, 400] and answers["fast"][1] == {"200": 1, "400": 3, "404": 1}
+
+
 def test_group_by_length():
     from eft.serve.batcher import _Item, group_by_length
 
