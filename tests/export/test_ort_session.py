@@ -1,10 +1,16 @@
-"""`ort_session` on the CPU leaves out the graph fusions in `CPU_DISABLED_OPTIMIZERS` (SkipLayerNormalization,
-whose CPU kernel is slower than the nodes it replaces) and computes the same outputs."""
+"""onnxruntime sessions on the CPU: `ort_session` leaves out the graph fusions in `CPU_DISABLED_OPTIMIZERS`
+(SkipLayerNormalization, whose CPU kernel is slower than the nodes it replaces) and computes the same outputs;
+`cpu_threads` counts the CPUs the process may use."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import onnx
+import pytest
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
@@ -54,3 +60,13 @@ def test_cpu_session_keeps_add_and_layer_norm_apart(tmp_path):
     assert "SkipLayerNormalization" not in ours_ops
     assert "LayerNormalization" in ours_ops
     np.testing.assert_allclose(ours, fused, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux CPU affinity and two CPUs")
+def test_cpu_threads_follow_the_processs_cpu_affinity():
+    code = ("import os; from eft.export.artifact import cpu_threads; from eft.serve.backends import cpu_lanes; "
+            "before = cpu_threads(); os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "print(before, cpu_threads(), cpu_lanes())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) >= 2 and out[1:] == ["1", "1"]

@@ -120,6 +120,7 @@ SERVE_OPTIONS: tuple[ServeOption, ...] = (
     ServeOption("max_request_bytes", "--max-request-bytes", "EFT_MAX_REQUEST_BYTES", None,
                 "Largest request body (bytes)."),
     ServeOption("threads", "--threads", "EFT_THREADS", None,
-                "Inference threads (default: the CPUs this process may use). With onnxruntime on CPU, also the "
+                "Inference threads (default: the CPUs this process may use, within its container's CPU limit). "
+                "With onnxruntime on CPU, also the "
                 "model calls that may run at once, one thread each (a lone request gets all threads)."),
 )

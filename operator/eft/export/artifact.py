@@ -13,7 +13,6 @@ This module needs only numpy, tokenizers and onnxruntime, so the server and the 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -225,10 +224,12 @@ class TextTokenizer:
 
 
 def cpu_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    """CPUs this process may use: its CPU affinity, capped by a cgroup CPU quota rounded up (a container's CPU
+    limit as Kubernetes sets it, cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us`), via joblib's `cpu_count`. A pod
+    limited to 2 CPUs on a 64-core node gets 2 inference threads, not 64 threads throttled by the quota."""
+    import joblib
+
+    return max(1, int(joblib.cpu_count()))
 
 
 def ort_providers(prefer_gpu: bool = True) -> list[str]:
