@@ -121,6 +121,6 @@ SERVE_OPTIONS: tuple[ServeOption, ...] = (
                 "Largest request body (bytes)."),
     ServeOption("threads", "--threads", "EFT_THREADS", None,
                 "Inference threads (default: the CPUs this process may use, within its container's CPU limit). "
-                "With onnxruntime on CPU, also the "
-                "model calls that may run at once, one thread each (a lone request gets all threads)."),
+                "With onnxruntime on CPU, also the model calls that may run at once, one thread each (a lone "
+                "request gets all threads)."),
 )
