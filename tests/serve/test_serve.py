@@ -586,3 +586,18 @@ def test_cpu_onnx_server_caps_padded_tokens_per_model_call():
     assert [len(g) for g in groups] == [3] * 10 + [2]
     short = group_by_length([_Item(16, [0] * 16, None, i) for i in range(64)], batcher.max_batch, batcher.max_tokens)
     assert [len(g) for g in short] == [32, 32]
+
+
+def test_cpu_onnx_backend_has_one_lane_per_thread_unless_the_model_is_large(monkeypatch):
+    """Lanes: one single-threaded call per inference thread, same vectors as the all-threads session; a model
+    over LANES_MAX_MODEL_BYTES keeps one session (lanes would load its weights twice)."""
+    from eft.serve import backends
+
+    folder = exported_workdir() / "export" / "onnx"
+    backend = backends.OnnxBackend(folder, threads=2)
+    assert backend.lanes == 2
+    batch = backend.tokenizer.pad(backend.tokenizer.encode(["lanes give the same vectors", "a second text"]))
+    np.testing.assert_allclose(backend.run_lane(batch), backend.run_batch(batch), atol=1e-5)
+    monkeypatch.setattr(backends, "LANES_MAX_MODEL_BYTES", (folder / "model.onnx").stat().st_size - 1)
+    assert backends.OnnxBackend(folder, threads=2).lanes == 1
+    assert backends.OnnxBackend(folder, threads=1).lanes == 1

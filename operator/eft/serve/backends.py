@@ -111,6 +111,13 @@ def locate(path: str | Path, backend: str = "auto") -> ModelSource:
 CPU_BATCH_TOKENS = 512
 
 
+#: Lanes need a second copy of the weights; above this size (bytes of the model files) an onnxruntime CPU backend
+#: keeps one all-threads session. Lanes were measured on MiniLM (90 MB in fp32), whose small GEMMs leave
+#: intra-op threads idle at every operator; a 1B model (about 5 GB in fp32) has GEMMs large enough for them,
+#: and its second copy would cost gigabytes.
+LANES_MAX_MODEL_BYTES = 1 << 30
+
+
 def cpu_lanes(threads: int | None = None) -> int:
     """Lanes of an onnxruntime CPU backend (`OnnxBackend`): one per inference thread (`threads`, default the
     CPUs this process may use)."""
@@ -123,7 +130,8 @@ class OnnxBackend:
     """onnxruntime on an exported folder. On the CPU with more than one thread it also has `lanes` (= threads)
     single-threaded calls that may run at once (`run_lane`, one session shared by the lanes; onnxruntime's
     `Run` is thread-safe), beside the all-threads session of `run_batch`; the batcher gives a lone request all
-    threads and spreads anything more over the lanes. The weights are then loaded twice.
+    threads and spreads anything more over the lanes. The weights are then loaded twice, so a model over
+    `LANES_MAX_MODEL_BYTES` gets no lanes.
 
     Why lanes: on the benchmark's 2-core CPU, onnxruntime's two intra-op threads meet at every operator, which
     costs more than it gains on small calls. The quickstart's MiniLM export, graph alone, two single-threaded
@@ -145,7 +153,8 @@ class OnnxBackend:
         #: padded tokens per call for the batcher (None: its default)
         self.batch_tokens = CPU_BATCH_TOKENS if on_cpu else None
         #: model calls that may run at once, each on one thread (1: only `run_batch`)
-        self.lanes = cpu_lanes(threads) if on_cpu else 1
+        weights = sum(f.stat().st_size for f in Path(folder).glob(MODEL_FILE + "*") if f.is_file())
+        self.lanes = cpu_lanes(threads) if on_cpu and weights <= LANES_MAX_MODEL_BYTES else 1
         self._lane = OnnxEncoder(folder, threads=1, prefer_gpu=False) if self.lanes > 1 else None
 
     def run_batch(self, batch: Batch) -> np.ndarray:
