@@ -445,7 +445,7 @@ def profile_graph(folder: Path, texts: list[str], batch: int, threads: int, dims
                   warmup: int = 3) -> dict:
     """Where one model call's time goes: the first call our server would make for `batch` waiting `texts`
     (as `engine_alone`), run `warmup` + `runs` times by onnxruntime in the server's session for it (`ort_session`
-    on the CPU; one thread when the server has lanes, i.e. `threads` > 1, as its lane calls run) with its profiler
+    on the CPU; one thread when the server has lanes, `cpu_lanes` > 1, as its lane calls run) with its profiler
     on; kernel time per operator type, averaged over the runs after the warm-up, split into GEMMs and the rest
     (`roofline.split_operator_time`). Also returns the call's sentences, dense FLOPs (`dims` from
     `roofline.encoder_dims`, at the call's padded length) and the server's lanes, for `roofline.gemm_bound`."""
@@ -455,7 +455,7 @@ def profile_graph(folder: Path, texts: list[str], batch: int, threads: int, dims
                                      ort_session_options)
     from eft.serve.backends import CPU_BATCH_TOKENS, cpu_lanes
 
-    lanes = cpu_lanes(threads)
+    lanes = cpu_lanes(folder, threads)
     meta = ModelMetadata.load(folder)
     tok = TextTokenizer(folder / TOKENIZER_FILE, meta.max_seq_length, meta.pad_token_id, meta.max_positions)
     padded = server_calls(tok, texts[:batch], batch, CPU_BATCH_TOKENS, lanes)[0][0]

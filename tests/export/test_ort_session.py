@@ -64,9 +64,9 @@ def test_cpu_session_keeps_add_and_layer_norm_apart(tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs Linux CPU affinity and two CPUs")
-def test_cpu_threads_follow_the_processs_cpu_affinity():
+def test_cpu_threads_follow_the_processs_cpu_affinity(tmp_path):
     code = ("import os; from eft.export.artifact import cpu_threads; from eft.serve.backends import cpu_lanes; "
             "before = cpu_threads(); os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
-            "print(before, cpu_threads(), cpu_lanes())")
+            f"print(before, cpu_threads(), cpu_lanes({str(tmp_path)!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) >= 2 and out[1:] == ["1", "1"]

@@ -118,11 +118,15 @@ CPU_BATCH_TOKENS = 512
 LANES_MAX_MODEL_BYTES = 1 << 30
 
 
-def cpu_lanes(threads: int | None = None) -> int:
-    """Lanes of an onnxruntime CPU backend (`OnnxBackend`): one per inference thread (`threads`, default the
-    CPUs this process may use)."""
+def cpu_lanes(folder: Path, threads: int | None = None) -> int:
+    """Lanes of an onnxruntime CPU backend (`OnnxBackend`) on the export folder `folder`: one per inference
+    thread (`threads`, default the CPUs this process may use), or 1 for a model whose files pass
+    `LANES_MAX_MODEL_BYTES`."""
     from eft.export.artifact import cpu_threads
 
+    weights = sum(f.stat().st_size for f in Path(folder).glob(MODEL_FILE + "*") if f.is_file())
+    if weights > LANES_MAX_MODEL_BYTES:
+        return 1
     return max(1, int(threads or cpu_threads()))
 
 
@@ -153,8 +157,7 @@ class OnnxBackend:
         #: padded tokens per call for the batcher (None: its default)
         self.batch_tokens = CPU_BATCH_TOKENS if on_cpu else None
         #: model calls that may run at once, each on one thread (1: only `run_batch`)
-        weights = sum(f.stat().st_size for f in Path(folder).glob(MODEL_FILE + "*") if f.is_file())
-        self.lanes = cpu_lanes(threads) if on_cpu and weights <= LANES_MAX_MODEL_BYTES else 1
+        self.lanes = cpu_lanes(folder, threads) if on_cpu else 1
         self._lane = OnnxEncoder(folder, threads=1, prefer_gpu=False) if self.lanes > 1 else None
 
     def run_batch(self, batch: Batch) -> np.ndarray:
