@@ -49,6 +49,12 @@ def _error(err: ApiError, metrics: ServerMetrics | None = None, route: str = "/v
     return JSONResponse(err.body(), status_code=err.status)
 
 
+def _server_fault(err: Exception, path: str) -> ApiError:
+    """The 500 answer to an unexpected exception on `path`, logged with its traceback."""
+    log.exception("unexpected error on %s", path)
+    return ApiError(500, f"internal server error: {type(err).__name__}", None, "internal_error", "server_error")
+
+
 class ServerState:
     def __init__(self, settings: ServingSettings, source: ModelSource | None, meta: ModelMetadata,
                  loader: Callable[[], Any]):
@@ -161,9 +167,7 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
 
     @app.exception_handler(Exception)
     async def _server_error(request: Request, err: Exception):
-        log.exception("unexpected error on %s", request.url.path)
-        return _error(ApiError(500, f"internal server error: {type(err).__name__}", None, "internal_error",
-                               "server_error"), metrics, request.url.path)
+        return _error(_server_fault(err, request.url.path), metrics, request.url.path)
 
     request_schema = EmbeddingRequest.model_json_schema()
     props = request_schema["properties"]
@@ -242,17 +246,10 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
         """(status, JSON body) of one embeddings request, errors included (counted in the error metrics)."""
         try:
             return 200, await embed(content_type, content_length, receive)
-        except ApiError as err:
-            metrics.errors.labels(EMBEDDINGS, err.type).inc()
-            return err.status, orjson.dumps(err.body())
-        except Exception as err:  # noqa: BLE001 - a server fault: logged, answered 500
-            log.exception("unexpected error on %s", EMBEDDINGS)
-            fault = ApiError(500, f"internal server error: {type(err).__name__}", None, "internal_error",
-                             "server_error")
-            metrics.errors.labels(EMBEDDINGS, fault.type).inc()
-            return 500, orjson.dumps(fault.body())
-
-    latency = metrics.latency.labels(EMBEDDINGS)
+        except Exception as err:  # noqa: BLE001 - ApiError: the client's to fix; anything else: a server fault
+            api = err if isinstance(err, ApiError) else _server_fault(err, EMBEDDINGS)
+            metrics.errors.labels(EMBEDDINGS, api.type).inc()
+            return api.status, orjson.dumps(api.body())
 
     async def embeddings_asgi(scope, receive, send) -> None:
         started = time.perf_counter()
@@ -269,8 +266,7 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
                         "headers": _JSON_HEADERS + [(b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
         finally:
-            latency.observe(time.perf_counter() - started)
-            metrics.requests.labels(EMBEDDINGS, str(status)).inc()
+            metrics.observe_request(EMBEDDINGS, status, time.perf_counter() - started)
 
     app.embeddings_asgi = embeddings_asgi
 

@@ -48,6 +48,11 @@ class ServerMetrics:
         self.batch_tokens.observe(tokens)
         self.inference.observe(seconds)
 
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """One answered HTTP request: its latency and its count by route and status code."""
+        self.latency.labels(route).observe(seconds)
+        self.requests.labels(route, str(status)).inc()
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
@@ -74,5 +79,4 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(route, str(status["code"])).inc()
+            self.metrics.observe_request(route, status["code"], time.perf_counter() - started)
