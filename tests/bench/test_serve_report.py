@@ -63,6 +63,25 @@ def test_graph_alone_below_a_target_is_called_out_of_reach(capsys):
     assert "fp32 graph alone (no server) is 1.28x that peer -> out of reach" in short
     assert "int8 graph alone (no server) is 2.56x that peer" in short
     assert "2.56x that peer -> out of reach" not in short
+    # served: fp32 360 / 390 = 0.92x, int8 540 / 390 = 1.38x, each with its own verdict
+    assert "= 0.92x [>= 2.0x]: NOT met; int8 1.38x [>= 2.0x]: NOT met" in short
+
+
+def test_int8_meeting_the_peer_target_is_called_met(capsys):
+    results = _results(60, 120, 500, 1000)
+    results[serve.OURS_INT8]["short/c32"] = _run(800)  # 800 / 390 = 2.05x
+    lines = _targets(capsys, results)
+    assert "int8 2.05x [>= 2.0x]: met" in lines["short c=32"]
+    assert "[>= 2.0x]" not in lines["medium c=32 fp32 /"]  # no peer target on medium texts
+
+
+def test_ndcg_verdict_is_on_the_loss_only(capsys):
+    for fp32, int8, want in ((0.73, 0.75, "+2.74% [no more than 1% below fp32]: met"),
+                             (0.73, 0.7235, "-0.89% [no more than 1% below fp32]: met"),
+                             (0.73, 0.72, "-1.37% [no more than 1% below fp32]: NOT met")):
+        serve.print_summary(_results(60, 120, 500, 1000), _roof(), ["short", "medium"], [1, 32],
+                            {"fp32": fp32, "int8": int8, "source": "x"}, [serve.IN_PROCESS])
+        assert want in capsys.readouterr().out
 
 
 def test_graph_alone_above_a_target_leaves_the_gap_to_the_server(capsys):
