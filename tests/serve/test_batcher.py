@@ -1,6 +1,6 @@
 """The dynamic batcher's lanes, without a model: calls spread over free lanes, a lone request gets the whole
-model, no call overlaps a whole-model call, every request gets its own rows, and a failing call fails only its
-own requests."""
+model, no call overlaps a whole-model call, every request gets its own rows, and a failing call (an exception, or
+rows of the wrong shape) fails only its own requests, never leaving them waiting."""
 
 from __future__ import annotations
 
@@ -151,6 +151,22 @@ def test_a_failing_call_fails_only_its_own_requests():
     _check_rows([[5]], ok5)
     _check_rows([[6, 6]], ok6)
     _check_rows([[9]], after)
+
+
+@pytest.mark.parametrize("wrong", ["wider", "fewer"])
+def test_a_call_returning_the_wrong_shape_fails_its_requests_instead_of_hanging_them(wrong):
+    def broken(batch):
+        rows = np.ones((len(batch.input_ids), DIM), dtype=np.float32)
+        return np.ones((len(rows), DIM + 4), np.float32) if wrong == "wider" else rows[:-1]
+
+    async def main():
+        b = DynamicBatcher(broken, _pad, DIM, max_wait_ms=0)
+        with pytest.raises(RuntimeError, match=rf"expected \(2, {DIM}\)"):
+            await asyncio.wait_for(b.embed([[1], [2, 2]]), 5)
+        assert b._free == b.lanes  # the lane is free again
+        await b.close()
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("lanes", [2, 4])

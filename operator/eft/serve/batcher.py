@@ -188,19 +188,16 @@ class DynamicBatcher:
                 call.add_done_callback(self._calls.discard)
 
     async def _call(self, group: list[_Item], run: Callable[[Batch], np.ndarray], lanes: int) -> None:
+        live = [it for it in group if not it.request.future.done()]
         try:
-            live = [it for it in group if not it.request.future.done()]
             if not live:
                 return
             started = time.perf_counter()
-            try:
-                emb = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, lambda: run(self.pad([it.seq for it in live])))
-            except Exception as err:  # noqa: BLE001 - reported to the waiting requests
-                for it in live:
-                    if not it.request.future.done():
-                        it.request.future.set_exception(err)
-                return
+            emb = await asyncio.get_running_loop().run_in_executor(
+                self.executor, lambda: run(self.pad([it.seq for it in live])))
+            if getattr(emb, "shape", None) != (len(live), self.dimension):
+                raise RuntimeError(f"the model returned an array of shape {getattr(emb, 'shape', type(emb))} for "
+                                   f"{len(live)} inputs; expected ({len(live)}, {self.dimension})")
             if self.on_batch is not None:
                 self.on_batch(len(live), sum(it.length for it in live), time.perf_counter() - started)
             for row, it in zip(emb, live):
@@ -211,6 +208,10 @@ class DynamicBatcher:
                 req.remaining -= 1
                 if req.remaining == 0:
                     req.future.set_result(req.out)
+        except Exception as err:  # noqa: BLE001 - a failed call fails its own requests, never hangs them
+            for it in live:
+                if not it.request.future.done():
+                    it.request.future.set_exception(err)
         finally:
             self._free += lanes
             self._lane_freed.set()
