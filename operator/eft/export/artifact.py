@@ -167,12 +167,20 @@ class TextTokenizer:
         at = next((i for i in range(len(framed)) if framed[i:i + len(probe)] == probe), 0)
         self._head, self._tail = framed[:at], framed[at + len(probe):]
 
+    @staticmethod
+    def _prefix_tokens(offsets: Sequence[tuple[int, int]], prefix: str) -> int:
+        """How many leading tokens (character `offsets` of prefix + text tokenised together) are the prefix's:
+        those that start in its text before any trailing whitespace. Byte-level BPE (Llama 3) and SentencePiece
+        tokenizers fold the space that ends a prefix like "query: " into the text's first token ('Ġhello' and
+        '▁hello' start at that space); that token is the user's."""
+        cut = len(prefix.rstrip())
+        return sum(1 for start, _ in offsets if start < cut) if cut else 0
+
     def prefix_length(self, prefix: str) -> int:
         """Tokens a prefix takes in front of a text (tokenised together with one, as in `encode_counted`)."""
         if not prefix:
             return 0
-        enc = self.tok.encode(prefix + " x", add_special_tokens=False)
-        return sum(1 for start, _ in enc.offsets if start < len(prefix))
+        return self._prefix_tokens(self.tok.encode(prefix + " x", add_special_tokens=False).offsets, prefix)
 
     def user_limit(self, n_prefix: int) -> int:
         """The most tokens of user text one input may have after a prefix of `n_prefix` tokens."""
@@ -187,13 +195,12 @@ class TextTokenizer:
         Raises `InputTooLong` for the first text over the limit when `truncate` is NONE.
         """
         encs = self.tok.encode_batch([prefix + t for t in texts], add_special_tokens=False)
-        cut = len(prefix)
         seqs: list[list[int]] = []
         counts: list[int] = []
         for i, enc in enumerate(encs):
             ids = enc.ids
-            # Tokens that start inside the prefix belong to it (the tokenizer saw prefix and text together).
-            n_prefix = sum(1 for start, _ in enc.offsets if start < cut) if cut else 0
+            # the tokenizer saw prefix and text together; the leading tokens from the prefix's text are its own
+            n_prefix = self._prefix_tokens(enc.offsets, prefix) if prefix else 0
             allowed = self.user_limit(n_prefix)
             if max_length:
                 allowed = min(allowed, max(0, max_length - self.n_special - n_prefix))
