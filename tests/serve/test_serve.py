@@ -361,10 +361,20 @@ def test_huge_chunked_body_without_content_length(client):
 
 
 def test_unknown_route_and_method_are_openai_errors(client):
+    before = client.get("/metrics").text
     r = client.get("/v1/nothing")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     r = client.get("/v1/embeddings")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST"  # HTTP requires it on a 405
+    after = client.get("/metrics").text
+    # errors are counted under the route the request counts under
+    for route, code in (("other", "404"), ("/v1/embeddings", "405")):
+        labels = f'route="{route}",type="invalid_request_error"'
+        assert _metric(after, "eft_request_errors_total", labels) == _metric(
+            before, "eft_request_errors_total", labels) + 1, route
+        labels = f'code="{code}",route="{route}"'
+        assert _metric(after, "eft_requests_total", labels) == _metric(before, "eft_requests_total", labels) + 1
 
 
 def test_lone_surrogate_is_a_client_error(client):

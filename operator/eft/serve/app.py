@@ -33,7 +33,7 @@ from eft.api.serving import ServingSettings
 from eft.export.artifact import InputTooLong, ModelMetadata
 from eft.serve.backends import ModelSource, locate
 from eft.serve.batcher import DynamicBatcher
-from eft.serve.metrics import MetricsMiddleware, ServerMetrics
+from eft.serve.metrics import MetricsMiddleware, ServerMetrics, route_label
 from eft.serve.schemas import (ApiError, EmbeddingRequest, EmbeddingResponse, ErrorResponse, HealthResponse,
                                ModelList, validate)
 
@@ -43,10 +43,11 @@ log = logging.getLogger("eft.serve")
 TOKENIZE_OFFLOAD = 32
 
 
-def _error(err: ApiError, metrics: ServerMetrics | None = None, route: str = "/v1/embeddings") -> JSONResponse:
-    if metrics is not None:
-        metrics.errors.labels(route, err.type).inc()
-    return JSONResponse(err.body(), status_code=err.status)
+def _error(err: ApiError, metrics: ServerMetrics, path: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON answer to an error on `path`, counted in the error metrics; `headers` go with it (a 405's
+    Allow)."""
+    metrics.errors.labels(route_label(path), err.type).inc()
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
 def _server_fault(err: Exception, path: str) -> ApiError:
@@ -156,7 +157,8 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
-        return _error(ApiError(err.status_code, str(err.detail), None, code), metrics, "other")
+        return _error(ApiError(err.status_code, str(err.detail), None, code), metrics, request.url.path,
+                      getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, err: RequestValidationError):

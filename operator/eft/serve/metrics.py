@@ -14,6 +14,12 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+def route_label(path: str) -> str:
+    """The `route` label of a request path: one of `ROUTES`, else "other" (a label per unknown path would let
+    any client grow the metrics without bound)."""
+    return path if path in ROUTES else "other"
+
+
 class ServerMetrics:
     def __init__(self, model: str, backend: str = "loading"):
         self.registry = CollectorRegistry()
@@ -25,7 +31,8 @@ class ServerMetrics:
         self.latency = Histogram("eft_request_duration_seconds", "HTTP request latency.", ["route"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.inputs = Counter("eft_embedding_inputs", "Texts embedded.", registry=r)
-        self.tokens = Counter("eft_embedding_tokens", "Tokens embedded (after truncation, with special tokens).",
+        self.tokens = Counter("eft_embedding_tokens", "The users' tokens embedded, as counted in usage (after "
+                              "truncation, without prefixes and special tokens).",
                               registry=r)
         self.batch_size = Histogram("eft_batch_size", "Inputs per model batch.", buckets=BATCH_BUCKETS, registry=r)
         self.batch_tokens = Histogram("eft_batch_tokens", "Tokens per model batch (without padding).",
@@ -67,7 +74,7 @@ class MetricsMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        route = scope["path"] if scope["path"] in ROUTES else "other"
+        route = route_label(scope["path"])
         started = time.perf_counter()
         status = {"code": 500}
 
