@@ -223,6 +223,22 @@ def test_the_operator_can_choose_a_default_input_type(tmp_path):
     assert card["input_type_required"] is False and card["default_input_type"] == "passage"
 
 
+def test_a_models_one_shared_prefix_applies_without_input_type(tmp_path):
+    same = {"prefixes": {"query": "search: ", "passage": "search: "}}
+    with _variant_server(tmp_path, same) as srv:
+        _wait_ready(srv.url)
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            text = "how do glaciers move"
+            default, body = _embed(c, input=text)
+            as_query, _ = _embed(c, input=text, input_type="query")
+            card = c.get("/v1/models").json()["data"][0]
+    _assert_parity(default, _ref(["search: " + text]), 0.9999)  # as in training and eval
+    np.testing.assert_allclose(default, as_query, atol=1e-6)
+    # the user's tokens only
+    assert body["usage"]["prompt_tokens"] == len(st_model().tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert card["input_type_required"] is False
+
+
 def test_truncation_never_cuts_the_prefix_and_limits_count_the_users_tokens(prefixed_server):
     tok = st_model().tokenizer
     with httpx.Client(base_url=prefixed_server.url, timeout=30) as c:

@@ -59,6 +59,16 @@ class ModelMetadata:
         """True when queries and passages are encoded differently (distinct prefixes)."""
         return self.query_prefix != self.passage_prefix
 
+    def prefix_for(self, input_type: str | None) -> str:
+        """The instruction put before a text: the query or passage prefix for that `input_type`; without one,
+        the prefix both share when they are the same (a symmetric model with one instruction, as in training and
+        eval), else none."""
+        if input_type == "query":
+            return self.query_prefix
+        if input_type == "passage":
+            return self.passage_prefix
+        return "" if self.asymmetric else self.query_prefix
+
     def to_json(self) -> dict:
         d = asdict(self)
         return {

@@ -207,11 +207,7 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
             meta = state.meta
             req = validate(payload, set(state.names), settings.max_inputs_per_request, meta.supported_dimensions,
                            meta.asymmetric, settings.default_input_type)
-            prefix = ""
-            if req.input_type == "query":
-                prefix = meta.query_prefix
-            elif req.input_type == "passage":
-                prefix = meta.passage_prefix
+            prefix = meta.prefix_for(req.input_type)
             tokenizer = state.backend.tokenizer
             try:
                 if len(req.texts) > TOKENIZE_OFFLOAD:
