@@ -239,6 +239,19 @@ def test_a_models_one_shared_prefix_applies_without_input_type(tmp_path):
     assert card["input_type_required"] is False
 
 
+def test_an_app_started_again_serves_again(tmp_path):
+    """The same app object run twice (an embedding app, a test client): its worker pools start with it."""
+    app = _app(exported_workdir() / "export", max_inputs_per_request=64)
+    texts = [f"text number {i}" for i in range(40)]  # over TOKENIZE_OFFLOAD: tokenised in the worker pool
+    for _ in range(2):
+        with ServerThread(app) as srv:
+            _wait_ready(srv.url)
+            with httpx.Client(base_url=srv.url, timeout=30) as c:
+                r = c.post("/v1/embeddings", json={"model": MODEL, "input": texts})
+                assert r.status_code == 200, r.text
+                assert len(r.json()["data"]) == 40
+
+
 def test_truncation_never_cuts_the_prefix_and_limits_count_the_users_tokens(prefixed_server):
     tok = st_model().tokenizer
     with httpx.Client(base_url=prefixed_server.url, timeout=30) as c:

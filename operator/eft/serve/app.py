@@ -70,7 +70,8 @@ class ServerState:
         self.load_error: str | None = None
         self.created = int(time.time())
         self.metrics = ServerMetrics(self.names[0])
-        self.tokenize_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eft-tokenize")
+        #: tokenises requests of over TOKENIZE_OFFLOAD texts; started and shut down with the app (lifespan)
+        self.tokenize_pool: ThreadPoolExecutor | None = None
 
     def load(self) -> None:
         started = time.monotonic()
@@ -137,9 +138,12 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        state.tokenize_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eft-tokenize")
         thread = threading.Thread(target=state.load, name="eft-model-load", daemon=True)
         thread.start()
         yield
+        state.ready = False  # an app started again loads its model again (and is not ready until then)
+        state.metrics.ready.set(0)
         if state.batcher is not None:
             await state.batcher.close()
         state.tokenize_pool.shutdown(wait=False, cancel_futures=True)
@@ -219,8 +223,6 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
                 param = "input" if isinstance(payload.get("input"), str) else f"input[{err.index}]"
                 raise ApiError(400, str(err).replace(f"input[{err.index}]", param), param,
                                "input_too_long") from None
-            except Exception as err:  # noqa: BLE001 - text the tokenizer cannot take (e.g. lone surrogates)
-                raise ApiError(400, f"'input' could not be tokenised: {err}", "input", "invalid_value") from None
         finally:
             batcher.arrived()
         emb = await batcher.embed(seqs)
