@@ -210,28 +210,31 @@ def test_missing_input_type_on_an_asymmetric_model_is_a_400(prefixed_server):
     assert "'input_type' is required for this model" in err["message"]
 
 
-def test_the_operator_can_choose_a_default_input_type(tmp_path):
-    with _variant_server(tmp_path, PREFIXES, default_input_type="passage") as srv:
+def _without_and_with_input_type(folder, meta_changes: dict, text: str, input_type: str, **settings):
+    """(vectors and body of `text` sent without input_type, its vectors with `input_type`, the model card) from
+    the export served with changed metadata."""
+    with _variant_server(folder, meta_changes, **settings) as srv:
         _wait_ready(srv.url)
         with httpx.Client(base_url=srv.url, timeout=30) as c:
-            text = "espresso is brewed under pressure"
-            default, _ = _embed(c, input=text)
-            explicit_query, _ = _embed(c, input=text, input_type="query")
+            default, body = _embed(c, input=text)
+            explicit, _ = _embed(c, input=text, input_type=input_type)
             card = c.get("/v1/models").json()["data"][0]
+    return default, body, explicit, card
+
+
+def test_the_operator_can_choose_a_default_input_type(tmp_path):
+    text = "espresso is brewed under pressure"
+    default, _, explicit_query, card = _without_and_with_input_type(tmp_path, PREFIXES, text, "query",
+                                                                    default_input_type="passage")
     _assert_parity(default, _ref(["passage: " + text]), 0.9999)
     _assert_parity(explicit_query, _ref(["query: " + text]), 0.9999)
     assert card["input_type_required"] is False and card["default_input_type"] == "passage"
 
 
 def test_a_models_one_shared_prefix_applies_without_input_type(tmp_path):
-    same = {"prefixes": {"query": "search: ", "passage": "search: "}}
-    with _variant_server(tmp_path, same) as srv:
-        _wait_ready(srv.url)
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
-            text = "how do glaciers move"
-            default, body = _embed(c, input=text)
-            as_query, _ = _embed(c, input=text, input_type="query")
-            card = c.get("/v1/models").json()["data"][0]
+    text = "how do glaciers move"
+    default, body, as_query, card = _without_and_with_input_type(
+        tmp_path, {"prefixes": {"query": "search: ", "passage": "search: "}}, text, "query")
     _assert_parity(default, _ref(["search: " + text]), 0.9999)  # as in training and eval
     np.testing.assert_allclose(default, as_query, atol=1e-6)
     # the user's tokens only
