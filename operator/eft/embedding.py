@@ -7,14 +7,15 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from eft.embedding_cache import EmbeddingCache, EncodeSettings, sentence_transformer_identity
+from eft.embedding_cache import EmbeddingCache, EncodeSettings, sentence_transformer_identity, truncation_side
 from eft.models import Prefixes
 
 
 def encode_texts(model, texts: list[str], prefix: str, max_length: int, batch_size: int = 64,
                  progress=None, description: str = "texts encoded") -> np.ndarray:
     """L2-normalised float32 embeddings [len(texts), dim] of `prefix + text`, cut at `max_length` tokens
-    (the end is cut, as sentence-transformers does), encoded in batches with progress.
+    (on the side the tokenizer cuts, its `truncation_side`: the end by default), encoded in batches with
+    progress.
 
     Texts are batched longest first, ties broken by the text itself, so the batches (and so the padding, which
     moves float results in the last bits) depend only on the set of texts, not on their order: the same set
@@ -64,7 +65,8 @@ class ModelEncoder:
     def settings(self, kind: str) -> EncodeSettings:
         prefix = self.prefixes.query if kind == "query" else self.prefixes.passage
         return EncodeSettings(model=self._identity[0], pooling=self._identity[1], prefix=prefix,
-                              max_length=self.max_length[kind], truncation="END", batch_size=self.batch_size)
+                              max_length=self.max_length[kind], truncation=truncation_side(self.model),
+                              batch_size=self.batch_size)
 
     def __call__(self, texts: list[str], kind: str) -> np.ndarray:
         if kind not in self.max_length:

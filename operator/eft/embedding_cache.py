@@ -12,13 +12,14 @@ sha256 of their own bytes.
 
 The key covers everything that changes a vector (`KEY_COMPONENTS`):
 - `model`: a digest of the weights as loaded (every tensor's name, dtype, shape and bytes), the tokenizer
-  (its full serialisation) and the transformer config. The device is not part of it: the same fp32 weights
+  (its serialisation without the truncation and padding it was last called with, which every call rewrites,
+  and its padding side) and the transformer config. The device is not part of it: the same fp32 weights
   on a GPU and on a CPU give the same vectors up to float rounding, and export (on CPU) must find the
   fine-tuned vectors eval computed on a GPU;
-- `pooling`: the module stack (pooling mode, normalisation layers, their configs) and the normalisation of
-  the output;
-- `prefix`, `max_length`, `truncation` (which side is cut), `batch_size` (it decides the padding of each
-  batch, which moves float results in the last bits);
+- `pooling`: the module stack (pooling mode, normalisation layers, their configs), the Matryoshka width the
+  model is loaded with (`truncate_dim`), its prompts and default prompt, and the normalisation of the output;
+- `prefix`, `max_length`, `truncation` (which side is cut: the tokenizer's `truncation_side`), `batch_size`
+  (it decides the padding of each batch, which moves float results in the last bits);
 and each text is looked up by the sha256 of its exact string. A changed model or length is a new key, so it
 re-encodes; the stage config hashes are untouched by the cache. A shard whose bytes do not match its name,
 that cannot be read or whose shapes disagree, and a key folder whose `meta.json` disagrees with its key, are
@@ -84,9 +85,12 @@ def sentence_transformer_identity(model) -> tuple[str, str]:
     """(`model`, `pooling`) digests of a SentenceTransformer as loaded.
 
     `model` hashes every tensor of the state dict (name, dtype, shape, bytes; bf16 and GPU tensors included),
-    the tokenizer's serialisation and the transformer config (without paths and version strings); `pooling` hashes the module stack with each module's config (sequence length left out: it is its own
-    key component) and any default prompt. Cost: one pass over the weights (~0.1 s for MiniLM, a few seconds
-    for a 1B model).
+    the tokenizer's serialisation (without its last call's truncation and padding, which are not the model's:
+    every encode rewrites them) and padding side, and the transformer config (without paths and version
+    strings); `pooling` hashes the module stack with each module's config (sequence length left out: it is its
+    own key component), the `truncate_dim` the model cuts its vectors to, and its prompts with the default one.
+    The truncation side is the `truncation` key component (`truncation_side`). Cost: one pass over the weights
+    (~0.1 s for MiniLM, a few seconds for a 1B model).
     """
     import torch
 
@@ -98,9 +102,14 @@ def sentence_transformer_identity(model) -> tuple[str, str]:
     tok = getattr(model, "tokenizer", None)
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is not None:
-        h.update(backend.to_str().encode())
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        h.update(_sha(state).encode())
     elif tok is not None:
         h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
+    if tok is not None:
+        h.update(f"padding_side={getattr(tok, 'padding_side', None)}".encode())
     modules = []
     for module in model:
         cfg = dict(module.get_config_dict()) if hasattr(module, "get_config_dict") else {}
@@ -111,9 +120,16 @@ def sentence_transformer_identity(model) -> tuple[str, str]:
                     if not k.startswith("_") and k not in ("transformers_version", "torch_dtype", "dtype")}
             h.update(_sha(tcfg).encode())
         modules.append([f"{type(module).__module__}.{type(module).__qualname__}", cfg])
-    pooling = _sha({"modules": modules, "default_prompt": getattr(model, "default_prompt_name", None),
-                    "normalized": True})
+    pooling = _sha({"modules": modules, "truncate_dim": getattr(model, "truncate_dim", None),
+                    "prompts": getattr(model, "prompts", None) or {},
+                    "default_prompt": getattr(model, "default_prompt_name", None), "normalized": True})
     return h.hexdigest(), pooling
+
+
+def truncation_side(model) -> str:
+    """The `truncation` key component of a model: "START" when its tokenizer cuts long texts at the left,
+    else "END" (the default of every tokenizer)."""
+    return "START" if getattr(getattr(model, "tokenizer", None), "truncation_side", "right") == "left" else "END"
 
 
 def files_identity(folder: Path) -> str:

@@ -189,6 +189,40 @@ def test_model_identity_follows_weights_and_pooling(minilm):
     assert sentence_transformer_identity(minilm) == (weights, pooling)
 
 
+def test_identity_follows_what_changes_a_vector_and_ignores_the_tokenizers_last_call(minilm):
+    from eft.embedding import encode_texts
+    from eft.embedding_cache import sentence_transformer_identity, truncation_side
+
+    before = sentence_transformer_identity(minilm)
+    # every encode leaves its truncation and padding in the tokenizer's state: not the model's identity
+    encode_texts(minilm, ["a text to set the tokenizer's state"], "", 23, 2)
+    assert sentence_transformer_identity(minilm) == before
+    tok = minilm.tokenizer
+    # the side that is cut is its own key component
+    assert truncation_side(minilm) == "END"
+    tok.truncation_side = "left"
+    try:
+        assert truncation_side(minilm) == "START"
+    finally:
+        tok.truncation_side = "right"
+    prompts = dict(minilm.prompts)
+    for attr, value in {"truncate_dim": 64, "prompts": {**prompts, "query": "query: "},
+                        "default_prompt_name": "query"}.items():
+        saved = getattr(minilm, attr)
+        setattr(minilm, attr, value)
+        try:
+            assert sentence_transformer_identity(minilm)[1] != before[1], attr
+        finally:
+            setattr(minilm, attr, saved)
+    saved = tok.padding_side
+    tok.padding_side = "left" if saved == "right" else "right"
+    try:
+        assert sentence_transformer_identity(minilm)[0] != before[0]
+    finally:
+        tok.padding_side = saved
+    assert sentence_transformer_identity(minilm) == before
+
+
 def test_model_encoder_is_identical_with_and_without_cache(minilm, tmp_path):
     from eft.embedding import ModelEncoder
     from eft.models import Prefixes
