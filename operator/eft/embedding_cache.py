@@ -28,6 +28,13 @@ ignored (and logged): a cache that does not match is never used.
 Misses are counted by cause: `text` (the key is known, the text is not), a key component (no entry for this
 key, and the closest existing entry differs in that component; each differing component is counted) or `cold`
 (nothing cached yet). `EFT_EMBEDDING_CACHE=off` turns the cache off (every text is encoded).
+
+Bounded: the cache holds at most `EFT_EMBEDDING_CACHE_MAX_BYTES` (default 8 GiB; a run of the pipeline needs
+about three keys of corpus size x dimension x 4 bytes); after each write the least recently used keys (by their
+`meta.json`'s modification time, touched on every read) are removed until it fits, never the key just used. A
+key whose writes left more than `MAX_SHARDS` shards is merged into one, so reading it stays one pass. A write
+that fails removes its temporary file, and temporary files older than an hour (a writer killed mid-write) are
+swept.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ import io
 import json
 import logging
 import os
+import shutil
+import time
 import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -45,12 +54,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from eft.errors import InvalidInput
+
 log = logging.getLogger("eft.embedding_cache")
 
 KEY_COMPONENTS = ("model", "pooling", "prefix", "max_length", "truncation", "batch_size")
 CACHE_DIR = Path("_cache") / "embeddings"
 META_FILE = "meta.json"
 ENV_SWITCH = "EFT_EMBEDDING_CACHE"
+ENV_MAX_BYTES = "EFT_EMBEDDING_CACHE_MAX_BYTES"
+DEFAULT_MAX_BYTES = 8 << 30
+#: a key with more shards than this after a write is merged into one shard
+MAX_SHARDS = 16
+#: seconds after which a temporary file is a dead writer's
+STALE_TEMP_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -147,8 +164,9 @@ def files_identity(folder: Path) -> str:
 class EmbeddingCache:
     """Vectors by (settings key, text digest) on disk; `root=None` is a disabled cache (always encodes)."""
 
-    def __init__(self, root: Path | None):
+    def __init__(self, root: Path | None, max_bytes: int | None = None):
         self.root = Path(root) if root is not None else None
+        self.max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
         self.hits = 0
         self.misses: Counter[str] = Counter()
         #: texts actually encoded, by caller label ("base/passage", "finetuned/query", ...)
@@ -158,10 +176,18 @@ class EmbeddingCache:
 
     @classmethod
     def for_workdir(cls, workdir: Path) -> "EmbeddingCache":
-        """The workdir's shared cache, or a disabled one when `EFT_EMBEDDING_CACHE` is `off`/`0`/`false`."""
+        """The workdir's shared cache, or a disabled one when `EFT_EMBEDDING_CACHE` is `off`/`0`/`false`;
+        its size bound from `EFT_EMBEDDING_CACHE_MAX_BYTES` (bytes; default 8 GiB).
+
+        Raises `InvalidInput` when that bound is not a whole number of bytes."""
         if os.environ.get(ENV_SWITCH, "").strip().lower() in ("off", "0", "false", "no"):
             return cls(None)
-        return cls(Path(workdir) / CACHE_DIR)
+        raw = os.environ.get(ENV_MAX_BYTES, "").strip()
+        try:
+            max_bytes = int(raw) if raw else None
+        except ValueError:
+            raise InvalidInput(f"{ENV_MAX_BYTES} must be a whole number of bytes, got {raw!r}") from None
+        return cls(Path(workdir) / CACHE_DIR, max_bytes)
 
     @property
     def enabled(self) -> bool:
@@ -198,6 +224,9 @@ class EmbeddingCache:
         for shard in sorted(folder.glob("*.npz")):
             try:
                 blob = shard.read_bytes()
+            except FileNotFoundError:  # merged into another shard by a concurrent writer
+                continue
+            try:
                 if hashlib.sha256(blob).hexdigest()[:32] != shard.stem:
                     raise ValueError("content does not match its name")
                 with np.load(io.BytesIO(blob), allow_pickle=False) as z:
@@ -228,24 +257,75 @@ class EmbeddingCache:
         return best or []
 
     # ------------------------------------------------------------------ writing
+    @staticmethod
+    def _write_atomic(path: Path, data: bytes) -> None:
+        """`data` at `path` via a temporary file and a rename; the temporary file is removed if that fails."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _write_shard(self, folder: Path, digests: list[bytes], emb: np.ndarray) -> Path:
+        buf = io.BytesIO()
+        ids = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
+        np.savez(buf, ids=ids, emb=np.ascontiguousarray(emb, dtype=np.float32))
+        blob = buf.getvalue()
+        path = folder / f"{hashlib.sha256(blob).hexdigest()[:32]}.npz"
+        self._write_atomic(path, blob)
+        return path
+
     def _store(self, folder: Path, settings: EncodeSettings, digests: list[bytes], emb: np.ndarray) -> None:
+        """Write the new rows as a shard (merging the key's shards into one beyond `MAX_SHARDS`), then keep
+        the cache within its bound."""
         try:
             folder.mkdir(parents=True, exist_ok=True)
             meta = folder / META_FILE
             if not meta.exists():
-                tmp = folder / f".{META_FILE}.{os.getpid()}"
-                tmp.write_text(json.dumps(settings.components(), sort_keys=True), encoding="utf-8")
-                os.replace(tmp, meta)
-            buf = io.BytesIO()
-            ids = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
-            np.savez(buf, ids=ids, emb=np.ascontiguousarray(emb, dtype=np.float32))
-            blob = buf.getvalue()
-            name = hashlib.sha256(blob).hexdigest()[:32]
-            tmp = folder / f".{name}.{os.getpid()}"
-            tmp.write_bytes(blob)
-            os.replace(tmp, folder / f"{name}.npz")
+                self._write_atomic(meta, json.dumps(settings.components(), sort_keys=True).encode())
+            self._write_shard(folder, digests, emb)
+            shards = list(folder.glob("*.npz"))
+            if len(shards) > MAX_SHARDS:
+                rows = self._load(folder)  # every shard there now, a concurrent writer's too
+                merged = self._write_shard(folder, list(rows), np.stack(list(rows.values())))
+                for shard in shards:
+                    if shard != merged:
+                        shard.unlink(missing_ok=True)
         except OSError as err:  # a full or read-only volume costs speed, never a result
             log.warning("embedding cache: could not store %d vectors in %s (%s)", len(digests), folder, err)
+        self._prune(folder)
+
+    def _prune(self, keep: Path) -> None:
+        """Remove the least recently used keys until the cache fits `max_bytes` (never `keep`), and temporary
+        files left by writers that died."""
+        stale = time.time() - STALE_TEMP_SECONDS
+        keys = []
+        for folder in (p for p in self.root.iterdir() if p.is_dir()):
+            size = 0
+            for f in folder.iterdir():
+                try:
+                    st = f.stat()
+                    if f.name.startswith(".") and st.st_mtime < stale:
+                        f.unlink(missing_ok=True)
+                        continue
+                    size += st.st_size
+                except FileNotFoundError:
+                    continue
+            try:
+                used = (folder / META_FILE).stat().st_mtime
+            except FileNotFoundError:
+                used = 0.0
+            keys.append((folder == keep, used, size, folder))
+        total = sum(k[2] for k in keys)
+        for is_kept, _, size, folder in sorted(keys, key=lambda k: (k[0], k[1])):
+            if total <= self.max_bytes or is_kept:
+                break
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= size
+            log.info("embedding cache: removed %s (%d bytes, least recently used) to stay within %d bytes",
+                     folder.name, size, self.max_bytes)
 
     # ------------------------------------------------------------------ the one entry point
     def encode(self, settings: EncodeSettings, texts: Sequence[str], compute: Callable[[list[str]], np.ndarray],
@@ -264,9 +344,11 @@ class EmbeddingCache:
             folder = self.root / settings.key()
             if folder.is_dir() and self._entry_valid(folder, settings):
                 cached = self._load(folder)
+                try:
+                    os.utime(folder / META_FILE)  # recently used: the last to be pruned
+                except OSError:
+                    pass
             elif folder.is_dir():
-                import shutil
-
                 shutil.rmtree(folder, ignore_errors=True)
         missing: dict[bytes, str] = {}
         for d, t in zip(digests, texts):

@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 import zlib
 
 import numpy as np
 import pytest
 
-from eft.embedding_cache import CACHE_DIR, KEY_COMPONENTS, META_FILE, EmbeddingCache, EncodeSettings
+from eft.embedding_cache import CACHE_DIR, KEY_COMPONENTS, MAX_SHARDS, META_FILE, EmbeddingCache, EncodeSettings
 
 BASE = EncodeSettings(model="m" * 64, pooling="p" * 64, prefix="query: ", max_length=64, truncation="END",
                       batch_size=64)
@@ -148,6 +149,78 @@ def test_entry_whose_meta_disagrees_with_its_key_is_never_used(tmp_path):
 def test_encoder_returning_the_wrong_row_count_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="2 texts"):
         EmbeddingCache(tmp_path).encode(BASE, ["a", "b"], lambda texts: np.zeros((1, 4), np.float32))
+
+
+def _keys(root):
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
+def test_the_least_recently_used_keys_go_when_the_cache_is_over_its_bound(tmp_path):
+    enc = CountingEncoder(dim=64)
+    texts = [f"text {i}" for i in range(50)]  # 50 x 64 x 4 bytes: ~14 KB a key with its ids and meta
+    one = EmbeddingCache(tmp_path, max_bytes=40_000)
+    settings = [dataclasses.replace(BASE, max_length=n) for n in (10, 20, 30)]
+    one.encode(settings[0], texts, enc)
+    one.encode(settings[1], texts, enc)
+    assert len(_keys(tmp_path)) == 2
+    time.sleep(0.05)
+    one.encode(settings[0], texts, enc)  # read: now the most recently used
+    time.sleep(0.05)
+    one.encode(settings[2], texts, enc)  # over the bound: the least recently used key (20) goes
+    assert _keys(tmp_path) == sorted([settings[0].key(), settings[2].key()])
+    # a bound below one key keeps the key just used
+    tiny = EmbeddingCache(tmp_path, max_bytes=1)
+    tiny.encode(settings[1], texts, enc)
+    assert _keys(tmp_path) == [settings[1].key()]
+
+
+def test_the_size_bound_comes_from_the_environment(tmp_path, monkeypatch):
+    from eft.errors import InvalidInput
+
+    monkeypatch.setenv("EFT_EMBEDDING_CACHE_MAX_BYTES", "12345")
+    assert EmbeddingCache.for_workdir(tmp_path).max_bytes == 12345
+    monkeypatch.setenv("EFT_EMBEDDING_CACHE_MAX_BYTES", "8GiB")
+    with pytest.raises(InvalidInput, match="EFT_EMBEDDING_CACHE_MAX_BYTES must be a whole number of bytes"):
+        EmbeddingCache.for_workdir(tmp_path)
+
+
+def test_many_small_writes_are_merged_into_one_shard(tmp_path):
+    enc = CountingEncoder()
+    cache = EmbeddingCache(tmp_path)
+    for i in range(MAX_SHARDS + 3):
+        cache.encode(BASE, [f"query {i}"], enc)
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert len(list(folder.glob("*.npz"))) <= MAX_SHARDS
+    again = EmbeddingCache(tmp_path)
+    rows = again.encode(BASE, [f"query {i}" for i in range(MAX_SHARDS + 3)], enc)
+    assert again.hits == MAX_SHARDS + 3 and len(enc.calls) == MAX_SHARDS + 3  # nothing lost, nothing encoded again
+    assert np.array_equal(rows, CountingEncoder()([f"query {i}" for i in range(MAX_SHARDS + 3)]))
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_dead_writers_files_are_swept(tmp_path, monkeypatch):
+    import os
+
+    enc = CountingEncoder()
+    EmbeddingCache(tmp_path).encode(BASE, ["alpha"], enc)
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    dead = folder / ".0123456789abcdef.4242"  # a writer killed mid-write two hours ago
+    dead.write_bytes(b"partial")
+    os.utime(dead, (time.time() - 7200, time.time() - 7200))
+    live = folder / ".fedcba9876543210.4343"  # a write in progress
+    live.write_bytes(b"partial")
+
+    real_replace = os.replace
+
+    def disk_full(src, dst):
+        if str(dst).endswith(".npz"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    out = EmbeddingCache(tmp_path).encode(BASE, ["alpha", "beta"], enc)  # beta cannot be stored
+    assert out.shape == (2, enc.dim)  # the result stands
+    left = sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    assert left == [live.name]
 
 
 # ----------------------------------------------------------------------------- with the real model
