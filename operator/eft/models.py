@@ -172,6 +172,26 @@ def inference_dtype(precision: str, device: str):
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def apply_pooling(model, pooling: str) -> None:
+    """Set the pooling of a SentenceTransformer's Pooling module to `pooling` ("mean", "cls", "lasttoken");
+    "auto" keeps the model's own. The module keeps its width and whether it pools over the prompt.
+
+    Raises `InvalidInput` (field `spec.baseModel.pooling`) when the model has no Pooling module to set."""
+    if pooling == "auto":
+        return
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    names = [name for name, module in model.named_children() if isinstance(module, Pooling)]
+    if not names:
+        raise InvalidInput(f"pooling '{pooling}' was asked for, but the model has no sentence-transformers Pooling "
+                           "module to set (its pooling is its own code); use pooling: auto", "spec.baseModel.pooling")
+    for name in names:
+        old = model._modules[name]
+        if old.pooling_mode != pooling:
+            model._modules[name] = Pooling(old.embedding_dimension, pooling_mode=pooling,
+                                           include_prompt=old.include_prompt)
+
+
 def load_sentence_transformer(spec: BaseModelSpec, location: str | None = None, device: str | None = None,
                               for_training: bool = False):
     """Load the spec's base model (or the model saved at `location`) with its sequence limit set. For
@@ -181,6 +201,8 @@ def load_sentence_transformer(spec: BaseModelSpec, location: str | None = None, 
     device = device or best_device()
     # Never cached: training mutates the model it gets, and evaluation must see the untouched base.
     model = _load(loc, spec.revision if location is None else None, spec.trust_remote_code, device)
+    if location is None:  # a fine-tuned model was saved with the pooling it was trained with
+        apply_pooling(model, spec.pooling)
     model.max_seq_length = spec.max_passage_length
     if not for_training:
         dtype = inference_dtype(spec.inference_precision, device)
