@@ -3,6 +3,8 @@ next actions (pure, level-triggered); and the termination messages it reads summ
 
 from __future__ import annotations
 
+import dataclasses
+
 from eft.controller.plan import DeploymentObs, JobObs, Observed, parse_termination, plan_stages
 from eft.hashing import plan_hashes
 from eftop_harness import sample_spec
@@ -42,6 +44,47 @@ def test_plan_failed_stage_and_retry_after_a_spec_change():
     assert again.stages["sdg"].message == p.stages["sdg"].message
     p = plan_stages("demo", 4, spec, h, {}, obs, False, False, None)
     assert [(a.kind, a.name) for a in p.actions] == [("delete_job", name)]
+
+
+def test_a_job_running_for_an_earlier_spec_is_stopped_before_its_stage_starts_again():
+    spec = sample_spec()
+    old = plan_hashes(spec)
+    done = {f"demo-{s}-{old[s][:8]}": _job(f"demo-{s}-{old[s][:8]}", s, old[s], "Succeeded") for s in ("sdg", "prep")}
+    running = f"demo-train-{old['train'][:8]}"
+    jobs = {**done, running: _job(running, "train", old["train"], "Running")}
+    spec.training.epochs += 2  # the spec changes while train runs
+    new = plan_hashes(spec)
+    assert new["train"] != old["train"] and new["prep"] == old["prep"]
+    p = plan_stages("demo", 4, spec, new, {}, Observed(jobs=jobs), False, False, None)
+    # the old Job is deleted and no new one starts beside it: they would share train/
+    assert [(a.kind, a.name) for a in p.actions] == [("delete_job", running)]
+    assert p.stages["train"].reason == "StoppingOutdatedJob" and running in p.stages["train"].message
+    assert p.current_stage == "train" and p.reason == "StoppingOutdatedJob"
+    # while it is being deleted: nothing more to do, still waiting
+    jobs[running] = dataclasses.replace(jobs[running], deleting=True)
+    p = plan_stages("demo", 4, spec, new, {}, Observed(jobs=jobs), False, False, None)
+    assert not p.actions and p.stages["train"].reason == "StoppingOutdatedJob"
+    # once it is gone, the new Job starts
+    del jobs[running]
+    p = plan_stages("demo", 4, spec, new, {}, Observed(jobs=jobs), False, False, None)
+    assert [(a.kind, a.name) for a in p.actions] == [("create_job", f"demo-train-{new['train'][:8]}")]
+    # a finished Job of an earlier config is left alone (its output is replaced by the new run's)
+    jobs[running] = _job(running, "train", old["train"], "Succeeded")
+    p = plan_stages("demo", 4, spec, new, {}, Observed(jobs=jobs), False, False, None)
+    assert [(a.kind, a.name) for a in p.actions] == [("create_job", f"demo-train-{new['train'][:8]}")]
+
+
+def test_a_running_job_of_a_later_stage_is_stopped_when_an_earlier_stage_changes():
+    spec = sample_spec()
+    old = plan_hashes(spec)
+    jobs = {f"demo-{s}-{old[s][:8]}": _job(f"demo-{s}-{old[s][:8]}", s, old[s], "Succeeded") for s in ("sdg", "prep")}
+    training = f"demo-train-{old['train'][:8]}"
+    jobs[training] = _job(training, "train", old["train"], "Running")
+    spec.prep.seed += 1  # prep's config changes: prep runs again, and the running train reads a folder it empties
+    new = plan_hashes(spec)
+    p = plan_stages("demo", 4, spec, new, {}, Observed(jobs=jobs), False, False, None)
+    assert ("delete_job", training) in [(a.kind, a.name) for a in p.actions]
+    assert ("create_job", f"demo-prep-{new['prep'][:8]}") in [(a.kind, a.name) for a in p.actions]
 
 
 def test_plan_uses_recorded_success_when_the_job_is_gone_and_rolls_the_server():

@@ -308,6 +308,9 @@ def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes:
     only this incarnation's children (their controller owner reference carries the resource's uid); while
     `observed.foreign` names children of an earlier resource of the same name, nothing starts.
 
+    A Job still running for an earlier config (the spec changed while it ran) is deleted, and its stage waits
+    until it is gone: a stage's Jobs share its folder, and a new one starts by emptying it.
+
     A recorded failure stays failed, whether or not its Job still exists, until the spec changes (a newer
     `generation` than the failure's) or `retry` (the resource's `ANN_RETRY` annotation) differs from the value
     the failed Job was created with. A finished Job whose pods vanished before their termination message was read
@@ -342,11 +345,25 @@ def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes:
             return f"the {ANN_RETRY} annotation changed to {retry!r}; retrying"
         return None
 
+    # Jobs still running for an earlier config of their stage: stop them (their stage waits for them below).
+    superseded = {j.name: j for j in observed.jobs.values()
+                  if j.stage in hashes and j.name != child_name(name, j.stage, hashes[j.stage])
+                  and j.state not in ("Succeeded", "Failed")}
+    if not deleting:  # a resource being deleted takes its Jobs with it
+        plan.actions += [Action(ActionKind.DELETE_JOB, j.stage, j.name) for j in superseded.values() if not j.deleting]
+
     def job_stage(stage: str) -> str:
         """'done', 'wait', 'failed' or 'suspended' for a Job-backed stage; records its StageStatus."""
         h = hashes[stage]
         jn = child_name(name, stage, h)
         job = observed.jobs.get(jn)
+        older = sorted(n for n, j in superseded.items() if j.stage == stage)
+        if older and not deleting:
+            plan.stages[stage] = StageStatus(
+                phase="Pending", job=jn, config_hash=h, reason="StoppingOutdatedJob",
+                message=f"the spec changed while Job {', '.join(older)} ran; stopping it before Job {jn} starts "
+                        f"(they share the {stage} folder)")
+            return "wait"
         rec = recorded.get(stage) or {}
         term = observed.summaries.get(jn) or {}
         rec_same = rec.get("job") == jn and rec.get("configHash", h) == h
@@ -448,6 +465,8 @@ def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes:
             if deleting:
                 return wait(stage, Outcome.PENDING, "Deleting", "the resource is being deleted")
             return wait(stage, Outcome.SUSPENDED, "Suspended", f"spec.suspend is true; stage {stage} is not started")
+        if st.reason == "StoppingOutdatedJob":
+            return wait(stage, Outcome.RUNNING, st.reason, st.message)
         return wait(stage, Outcome.RUNNING, "StageRunning", f"stage {stage} is running ({st.job})")
 
     # The stages every resource runs, up to the promotion gate (sdg, prep, train, eval).
