@@ -9,12 +9,15 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
+from eft.controller import kube
 from eft.controller.config import OperatorConfig
 from eft.controller.kube import Res
 from eft.api import parse_resource
 from eft.controller.plan import JobObs, observe_deployment
 from eft.hashing import plan_hashes
-from eft.controller.reconciler import Reconciler
+from eft.controller.reconciler import ChildRejected, Reconciler
 from eftop_harness import STAGE_SUMMARIES, sample_resource
 
 NS, NAME = "team-a", "demo"
@@ -406,3 +409,31 @@ def test_a_job_that_has_not_started_is_replaced_when_the_spec_changes_how_it_run
     job = api.objects[("jobs", NS, sdg)]
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"] == "2Gi"
     assert job["metadata"]["annotations"]["finetune.embeddings.io/spec-hash"] != stamp
+
+
+class RefusingApi(MemoryApi):
+    """The API server answering every Job create with 422, as for a request above its limit."""
+
+    async def create(self, res: Res, namespace: str, body: dict) -> tuple[dict | None, bool]:
+        if res.plural == "jobs":
+            self.calls.append(("create", res.plural, body["metadata"]["name"]))
+            raise kube.ApiError(422, "Invalid", 'Job.batch "x" is invalid: spec.template.spec.containers[0].resources'
+                                               '.requests: Invalid value: "24Gi": must be less than or equal to '
+                                               'memory limit of 16Gi')
+        return await super().create(res, namespace, body)
+
+
+def test_a_child_the_api_server_refuses_is_on_the_status_with_its_words_and_retried():
+    reconciler, memory = _setup()
+    api = RefusingApi()
+    api.objects, reconciler.api = memory.objects, api
+    with pytest.raises(ChildRejected):  # the worker backs off and retries
+        asyncio.run(reconciler.reconcile((NS, NAME)))
+    status = _status(api)
+    assert status["phase"] == "Failed"
+    conds = {c["type"]: (c["status"], c["reason"], c["message"]) for c in status["conditions"]}
+    assert conds["Degraded"][:2] == ("True", "ChildRejected")
+    assert "must be less than or equal to memory limit of 16Gi" in conds["Degraded"][2]
+    sdg = status["stages"]["sdg"]
+    assert sdg["phase"] == "Pending" and sdg["reason"] == "ChildRejected" and "422 Invalid" in sdg["message"]
+    assert "ChildRejected" in [o["reason"] for (p, _, _), o in api.objects.items() if p == "events"]

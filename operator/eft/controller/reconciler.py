@@ -24,11 +24,14 @@ from eft.controller.config import OperatorConfig
 from eft.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, PODS, PVCS, SERVICES, Res
 from eft.controller.manifests import LABEL_COMPONENT, LABEL_HASH, LABEL_RESOURCE, Owner
 from eft.controller.plan import (
+    Action,
     ActionKind,
     DeploymentObs,
     JobObs,
     Observed,
+    Outcome,
     Plan,
+    StageStatus,
     controller_uid,
     parse_termination,
     plan_stages,
@@ -41,6 +44,34 @@ from eft.controller.validation import format_problems, secret_refs, validate
 from eft.hashing import digest, plan_hashes
 
 log = logging.getLogger("eft.controller")
+
+
+#: What the API server answers for an object it will never accept as built (validation, admission, RBAC).
+REFUSED_STATUS = (400, 403, 422)
+
+
+class ChildRejected(Exception):
+    """The API server refused a child object the operator built from the spec (`action`, `error`)."""
+
+    def __init__(self, action: Action, error: kube.ApiError):
+        self.action, self.error = action, error
+        super().__init__(f"{action.kind.value} {action.name}: {error}")
+
+
+def _report_refusal(plan: Plan, err: ChildRejected) -> None:
+    """Turn a refused child into the resource's status: its stage Pending with the API server's words, the
+    resource Failed/Degraded (ChildRejected); retried with back-off, so a fixed quota or policy recovers."""
+    what = {"create_job": "Job", "create_deployment": "Deployment", "sync_deployment": "Deployment",
+            "ensure_service": "Service", "delete_job": "Job", "delete_deployment": "Deployment"}
+    kind = what.get(err.action.kind.value, "object")
+    message = (f"the API server refused {kind} {err.action.name} ({err.error.status} {err.error.reason}: "
+               f"{err.error.message}); change the spec or the operator's defaults, or the policy or quota that "
+               f"refused it")[:1024]
+    stage = plan.stages.get(err.action.stage)
+    if stage is not None:
+        plan.stages[err.action.stage] = StageStatus(phase="Pending", job=stage.job, config_hash=stage.config_hash,
+                                                    attempts=stage.attempts, reason="ChildRejected", message=message)
+    plan.outcome, plan.reason, plan.message = Outcome.FAILED, "ChildRejected", message
 
 EFTS = Res(API_GROUP, API_VERSION, PLURAL)
 
@@ -187,6 +218,7 @@ class Reconciler:
         spec_problem: tuple[str, str] | None = None
         plan: Plan = Plan()
         claim = model_path = None
+        refused: ChildRejected | None = None
         if resource is None:
             spec_problem = ("InvalidSpec", format_problems(problems))
         else:
@@ -201,9 +233,21 @@ class Reconciler:
                 plan = plan_stages(name, generation, spec, hashes, recorded, observed, spec.suspend, deleting, endpoint,
                                    retry=owner.retry)
                 if not deleting:
-                    await self._execute(plan, owner, body, spec, hashes, observed)
+                    try:
+                        await self._execute(plan, owner, body, spec, hashes, observed)
+                    except ChildRejected as err:
+                        refused = err
+                        _report_refusal(plan, err)
                 claim, model_path = manifests.workspace_claim(name, spec), manifests.model_dir(spec)
         new_status = compute_status(old_status, plan, generation, spec_problem, now, claim, model_path)
+        await self._write_status(key, body, old_status, new_status, now)
+        if refused is not None:
+            raise refused  # retried with back-off: a quota or an admission policy may change
+
+    async def _write_status(self, key: Key, body: dict[str, Any], old_status: dict[str, Any],
+                            new_status: dict[str, Any], now: str) -> None:
+        assert self.api is not None
+        api, (ns, name) = self.api, key
         patch = merge_patch(old_status, new_status)
         if not patch:
             return
@@ -360,39 +404,50 @@ class Reconciler:
 
     async def _execute(self, plan: Plan, owner: Owner, body: dict[str, Any], spec, hashes: dict[str, str],
                        observed: Observed) -> None:
+        """Carry out the plan's actions in order. Raises `ChildRejected` when the API server refuses what the
+        operator built (the spec, or the operator's defaults, must change); other API errors propagate."""
+        for action in plan.actions:
+            try:
+                await self._act(action, owner, body, spec, hashes, observed)
+            except kube.ApiError as err:
+                if err.status in REFUSED_STATUS:
+                    raise ChildRejected(action, err) from err
+                raise
+
+    async def _act(self, action: Action, owner: Owner, body: dict[str, Any], spec, hashes: dict[str, str],
+                   observed: Observed) -> None:
         assert self.api is not None
         api, ns, cfg = self.api, owner.namespace, self.config
-        for action in plan.actions:
-            if action.kind is ActionKind.CREATE_JOB:
-                pvc = manifests.workspace_pvc(owner, spec)
-                if pvc is not None:
-                    await self._ensure(PVCS, ns, pvc, owner)
-                cm = manifests.spec_configmap(owner, body, spec)
-                await self._ensure(CONFIGMAPS, ns, cm, owner)
-                if action.stage == "train":
-                    svc = manifests.train_headless_service(owner, spec, hashes)
-                    if svc is not None:
-                        await self._ensure(SERVICES, ns, svc, owner)
-                job = self._job_manifest(owner, spec, action.stage, hashes, cm["metadata"]["name"])
-                _, created = await api.create(JOBS, ns, job)
-                if created:
-                    metrics.JOBS_CREATED.labels(action.stage).inc()
-                    log.info("created Job %s/%s", ns, action.name)
-            elif action.kind is ActionKind.DELETE_JOB:
-                await api.delete(JOBS, ns, action.name)
-                log.info("deleted Job %s/%s to run it again", ns, action.name)
-            elif action.kind is ActionKind.ENSURE_SERVICE:
-                await self._ensure_service(ns, manifests.server_service(owner, spec), owner)
-            elif action.kind is ActionKind.SYNC_DEPLOYMENT:
-                await self._sync_deployment(ns, manifests.server_deployment(owner, spec, hashes, cfg),
-                                            observed.deployments.get(action.name))
-            elif action.kind is ActionKind.CREATE_DEPLOYMENT:
-                _, created = await api.create(DEPLOYMENTS, ns, manifests.server_deployment(owner, spec, hashes, cfg))
-                if created:
-                    log.info("created Deployment %s/%s", ns, action.name)
-            elif action.kind is ActionKind.DELETE_DEPLOYMENT:
-                await api.delete(DEPLOYMENTS, ns, action.name)
-                log.info("deleted superseded Deployment %s/%s", ns, action.name)
+        if action.kind is ActionKind.CREATE_JOB:
+            pvc = manifests.workspace_pvc(owner, spec)
+            if pvc is not None:
+                await self._ensure(PVCS, ns, pvc, owner)
+            cm = manifests.spec_configmap(owner, body, spec)
+            await self._ensure(CONFIGMAPS, ns, cm, owner)
+            if action.stage == "train":
+                svc = manifests.train_headless_service(owner, spec, hashes)
+                if svc is not None:
+                    await self._ensure(SERVICES, ns, svc, owner)
+            job = self._job_manifest(owner, spec, action.stage, hashes, cm["metadata"]["name"])
+            _, created = await api.create(JOBS, ns, job)
+            if created:
+                metrics.JOBS_CREATED.labels(action.stage).inc()
+                log.info("created Job %s/%s", ns, action.name)
+        elif action.kind is ActionKind.DELETE_JOB:
+            await api.delete(JOBS, ns, action.name)
+            log.info("deleted Job %s/%s (to run it again, or superseded by a newer spec)", ns, action.name)
+        elif action.kind is ActionKind.ENSURE_SERVICE:
+            await self._ensure_service(ns, manifests.server_service(owner, spec), owner)
+        elif action.kind is ActionKind.SYNC_DEPLOYMENT:
+            await self._sync_deployment(ns, manifests.server_deployment(owner, spec, hashes, cfg),
+                                        observed.deployments.get(action.name))
+        elif action.kind is ActionKind.CREATE_DEPLOYMENT:
+            _, created = await api.create(DEPLOYMENTS, ns, manifests.server_deployment(owner, spec, hashes, cfg))
+            if created:
+                log.info("created Deployment %s/%s", ns, action.name)
+        elif action.kind is ActionKind.DELETE_DEPLOYMENT:
+            await api.delete(DEPLOYMENTS, ns, action.name)
+            log.info("deleted superseded Deployment %s/%s", ns, action.name)
 
     async def _event(self, body: dict[str, Any], type_: str, reason: str, message: str, now: str) -> None:
         assert self.api is not None
