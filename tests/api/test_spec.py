@@ -85,11 +85,34 @@ def test_spec_dict_is_camel_case_with_defaults_filled():
         ({"corpus__chunking": {"maxToken": 64}}, "spec.corpus.chunking.maxToken", "unknown field"),
         ({"prep__negativesUsed": 6}, "spec.prep", "negativesUsed (6) must not exceed negativesMined (5)"),
         ({"sdg__complexity": {"min": 4, "max": 2}}, "spec.sdg.complexity", "must not exceed"),
+        # a promotion metric at a k eval does not compute failed only after the whole evaluation had run
+        ({"evaluation__kValues": [10], "evaluation__promotion": {"metric": "ndcg@100"}}, "spec.evaluation",
+         "promotion.metric ndcg@100 needs k=100 in kValues (got [10])"),
+        # a serving backend the export does not write failed only when the server started
+        ({"export__onnx": {"enabled": False}, "deploy__backend": "onnx"}, "spec",
+         "deploy.backend onnx serves the ONNX export, but export.onnx.enabled is false"),
+        ({"export__onnx": {"int8": False}, "deploy__backend": "onnx-int8"}, "spec",
+         "export.onnx.int8 is false"),
+        ({"export__tensorrt": {"enabled": "false"}, "deploy__backend": "tensorrt"}, "spec",
+         "export.tensorrt.enabled is false"),
+        # the LLM key must not replace a variable the pipeline's pods get from the operator
+        ({"sdg__apiKeyEnv": "HF_TOKEN"}, "spec.sdg", "apiKeyEnv 'HF_TOKEN' would replace a variable"),
+        ({"sdg__apiKeyEnv": "EFT_CONFIG_HASH"}, "spec.sdg", "apiKeyEnv 'EFT_CONFIG_HASH' would replace"),
     ],
 )
 def test_bad_values_name_the_camel_case_field(overrides, path, words):
     problems = problems_of(resource_with(**overrides))
     assert any(p == path and words in m for p, m in problems), problems
+
+
+@pytest.mark.parametrize("overrides", [
+    {"evaluation__kValues": [1, 10], "evaluation__promotion": {"metric": "recall@10"}},
+    {"export__onnx": {"enabled": False}, "deploy__backend": "torch"},
+    {"export__onnx": {"enabled": False}, "deploy__enabled": False, "deploy__backend": "onnx"},
+    {"sdg__apiKeyEnv": "EFT_LLM_API_KEY"}, {"sdg__apiKeyEnv": "NVIDIA_API_KEY"},
+])
+def test_consistent_cross_field_choices_are_accepted(overrides):
+    parse_resource(resource_with(**overrides))  # raises SpecError otherwise
 
 
 def test_out_of_bounds_message_shows_the_value():

@@ -161,6 +161,11 @@ class HopsRange(IntRange):
     max: int = Field(3, ge=1, le=3)
 
 
+#: The default `sdg.apiKeyEnv`, and the prefixes of variables the pipeline's pods get from the operator.
+DEFAULT_API_KEY_ENV = "EFT_LLM_API_KEY"
+RESERVED_ENV_PREFIXES = ("EFT_", "HF_", "PET_")
+
+
 class SdgSpec(SpecModel):
     """Synthetic question generation."""
 
@@ -174,7 +179,8 @@ class SdgSpec(SpecModel):
     judge_model: str | None = Field(None, description="Judge model; defaults to `model`.")
     api_key_secret_ref: SecretKeyRef | None = Field(None, description="Secret holding the API key (in the cluster).")
     api_key_env: str = Field("EFT_LLM_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                             description="Environment variable the API key is read from.")
+                             description="Environment variable the API key is read from (not one the pipeline "
+                                         "sets itself: `EFT_*` other than the default, `HF_*`, `PET_*`).")
     concurrency: int = Field(8, ge=1, le=256, description="Requests in flight.")
     max_chunks: int | None = Field(None, ge=1, description="Generate from at most this many chunks (seeded sample).")
     questions_per_chunk: int = Field(2, ge=1, le=20, description="Questions asked per seed chunk or chunk group.")
@@ -195,6 +201,16 @@ class SdgSpec(SpecModel):
 
 
 # ----------------------------------------------------------------------------- prep
+
+    @model_validator(mode="after")
+    def _api_key_env_not_reserved(self) -> "SdgSpec":
+        env = self.api_key_env
+        if env != DEFAULT_API_KEY_ENV and env.startswith(RESERVED_ENV_PREFIXES):
+            raise ValueError(f"apiKeyEnv {env!r} would replace a variable the pipeline sets itself (names starting "
+                             f"with {', '.join(RESERVED_ENV_PREFIXES)}); choose another name, e.g. MY_LLM_API_KEY")
+        return self
+
+
 class PrepSpec(SpecModel):
     test_fraction: float = Field(0.2, ge=0.05, le=0.5, description="Share of questions held out as the BEIR test set.")
     split_by: Literal["document", "question"] = Field(
@@ -330,6 +346,10 @@ class EvaluationSpec(SpecModel):
         if bad:
             raise ValueError(f"kValues must be between 1 and 10000 (got {bad})")
         self.k_values = sorted(set(self.k_values))
+        k = int(self.promotion.metric.split("@")[1])
+        if k not in self.k_values:
+            raise ValueError(f"promotion.metric {self.promotion.metric} needs k={k} in kValues (got "
+                             f"{self.k_values}): add {k} to kValues or choose a metric at one of them")
         return self
 
 
@@ -455,6 +475,23 @@ class EmbeddingFinetuneSpec(SpecModel):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     suspend: bool = Field(False, description="Stop starting new stage Jobs.")
+
+    @model_validator(mode="after")
+    def _backend_is_exported(self) -> "EmbeddingFinetuneSpec":
+        """A serving backend the export stage will not write fails only when the server starts, after the whole
+        pipeline: refuse it here."""
+        backend, onnx = self.deploy.backend, self.export.onnx
+        if not self.deploy.enabled or backend in ("auto", "torch"):
+            return self
+        if backend in ("onnx", "onnx-int8", "tensorrt") and not onnx.enabled:
+            raise ValueError(f"deploy.backend {backend} serves the ONNX export, but export.onnx.enabled is false: "
+                             "enable it, or use backend auto or torch")
+        if backend == "onnx-int8" and not onnx.int8:
+            raise ValueError("deploy.backend onnx-int8 serves the int8 export, but export.onnx.int8 is false")
+        if backend == "tensorrt" and self.export.tensorrt.enabled == "false":
+            raise ValueError("deploy.backend tensorrt serves the TensorRT engine, but export.tensorrt.enabled is "
+                             "false: set it to auto or true, or use another backend")
+        return self
 
 
 #: Children are named after the resource (`<name>-<stage>-<hash8>`, `<name>-server`, ...): a name must leave room
