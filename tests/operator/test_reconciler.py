@@ -15,7 +15,7 @@ from eft.controller import kube
 from eft.controller.config import OperatorConfig
 from eft.controller.kube import Res
 from eft.api import parse_resource
-from eft.controller.plan import JobObs, observe_deployment
+from eft.controller.plan import JobObs, blocked_pod, observe_deployment
 from eft.hashing import plan_hashes
 from eft.controller.reconciler import ChildRejected, Reconciler
 from eftop_harness import STAGE_SUMMARIES, sample_resource
@@ -155,7 +155,8 @@ def test_a_pod_waiting_for_a_missing_secret_gives_secret_not_found_without_readi
     [sdg] = api.created("jobs")  # nothing blocks the Job: the operator cannot (and does not) read Secrets
     assert not [c for c in api.calls if "secrets" in str(c)]
     # The kubelet reports the pod waiting in CreateContainerConfigError (the Kopf pod index holds it).
-    reconciler.pods_index = {(NS, NAME): [(f"{sdg}-x", "sdg", 'secret "llm-api" not found')]}
+    reconciler.pods_index = {(NS, NAME): [(f"{sdg}-x", "sdg", "CreateContainerConfigError",
+                                           'secret "llm-api" not found')]}
     reconciler.bodies[(NS, NAME)] = api.objects[("embeddingfinetunes", NS, NAME)]
     asyncio.run(reconciler.reconcile((NS, NAME)))
     status = _status(api)
@@ -168,6 +169,38 @@ def test_a_pod_waiting_for_a_missing_secret_gives_secret_not_found_without_readi
     asyncio.run(reconciler.reconcile((NS, NAME)))
     cond = next(c for c in _status(api)["conditions"] if c["type"] == "Degraded")
     assert cond["reason"] != "SecretNotFound"
+
+
+def _waiting(reason: str, message: str) -> dict:
+    return {"containerStatuses": [{"name": "stage", "state": {"waiting": {"reason": reason, "message": message}}}]}
+
+
+def test_which_waiting_pods_block_a_resource():
+    from eft.controller.manifests import LABEL_RESOURCE, LABEL_STAGE
+
+    stage = {LABEL_RESOURCE: NAME, LABEL_STAGE: "train"}
+    server = {LABEL_RESOURCE: NAME}
+    pull = _waiting("ImagePullBackOff", 'Back-off pulling image "registry/eft:typo"')
+    assert blocked_pod("p", stage, pull) == ("p", "train", "ImagePullBackOff",
+                                             'Back-off pulling image "registry/eft:typo"')
+    assert blocked_pod("p", server, pull) is None  # the server's rollout reports its own image problems
+    secret = _waiting("CreateContainerConfigError", 'secret "hf" not found')
+    assert blocked_pod("p", server, secret) == ("p", "server", "CreateContainerConfigError", 'secret "hf" not found')
+    assert blocked_pod("p", stage, _waiting("ContainerCreating", "")) is None
+    assert blocked_pod("p", stage, {}) is None
+
+
+def test_a_stage_pod_whose_image_cannot_be_pulled_is_reported_not_running():
+    reconciler, api = _setup()
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    [sdg] = api.created("jobs")
+    reconciler.pods_index = {(NS, NAME): [(f"{sdg}-x", "sdg", "ErrImagePull", 'pull access denied for "p:1"')]}
+    reconciler.bodies[(NS, NAME)] = api.objects[("embeddingfinetunes", NS, NAME)]
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    status = _status(api)
+    cond = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (status["phase"], cond["status"], cond["reason"]) == ("Failed", "True", "ErrImagePull")
+    assert 'pull access denied for "p:1"' in cond["message"] and "spec.runtime.stages.sdg.image" in cond["message"]
 
 
 def test_workers_reconcile_each_enqueued_key_once():

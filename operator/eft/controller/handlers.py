@@ -20,7 +20,7 @@ from eft.api.spec import API_GROUP, API_VERSION, PLURAL
 from eft.controller.config import OPERATOR_NAME
 from eft.controller.kube import KubeApi
 from eft.controller.manifests import LABEL_MANAGED_BY, LABEL_RESOURCE, LABEL_STAGE
-from eft.controller.plan import DeploymentObs, JobObs, observe_deployment, observe_job
+from eft.controller.plan import DeploymentObs, JobObs, blocked_pod, observe_deployment, observe_job
 from eft.controller.reconciler import Key, Reconciler
 
 MANAGED = {LABEL_MANAGED_BY: OPERATOR_NAME}
@@ -92,15 +92,12 @@ def eft_deployments(namespace: str, labels: dict[str, str], body: kopf.Body, **_
 
 @kopf.index("", "v1", "pods", labels=MANAGED)
 def eft_waiting_pods(namespace: str, name: str, labels: dict[str, str], status: dict[str, Any],
-                     **_: Any) -> dict[Key, tuple[str, str, str]]:
-    """Our pods that cannot start for a missing Secret (or key): (pod, stage, the kubelet's message). The
-    operator never reads Secrets; this is how it learns that a referenced one is missing."""
+                     **_: Any) -> dict[Key, tuple[str, str, str, str]]:
+    """Our pods that cannot start (`blocked_pod`): a missing Secret or key, or a stage image that cannot be
+    pulled. The operator never reads Secrets; this is how it learns that a referenced one is missing."""
     owner = labels.get(LABEL_RESOURCE)
-    for cs in (status or {}).get("containerStatuses") or []:
-        waiting = (cs.get("state") or {}).get("waiting") or {}
-        if owner and waiting.get("reason") == "CreateContainerConfigError":
-            return {(namespace, owner): (name, labels.get(LABEL_STAGE, "server"), waiting.get("message") or "")}
-    return {}
+    blocked = blocked_pod(name, labels, status) if owner else None
+    return {(namespace, owner): blocked} if blocked else {}
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)

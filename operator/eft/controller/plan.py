@@ -156,6 +156,25 @@ FATAL_WAITING = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "Invali
 CRASH_RESTARTS = 3
 
 
+#: Waiting reasons of a stage pod that cannot start until something changes: a missing Secret (or key) or an
+#: image that cannot be pulled. A stage Job has no rollout to time out, so without this it shows as running until
+#: its deadline (hours).
+STAGE_POD_BLOCKED = {"CreateContainerConfigError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName"}
+
+
+def blocked_pod(name: str, labels: dict[str, str], status: dict[str, Any] | None) -> tuple[str, str, str, str] | None:
+    """(pod, stage, waiting reason, the kubelet's message) for one of our pods that cannot start: a stage pod in
+    `STAGE_POD_BLOCKED`, a server pod (no stage label) for a missing Secret only (its image problems are the
+    rollout's, `server_pod_problem`); None otherwise."""
+    stage = labels.get(LABEL_STAGE)
+    for cs in (status or {}).get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason == "CreateContainerConfigError" or (stage and reason in STAGE_POD_BLOCKED):
+            return name, stage or "server", reason, waiting.get("message") or ""
+    return None
+
+
 def server_pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     """(reason, message) for the first server pod that cannot run: a fatal waiting reason, or a container
     restarted `CRASH_RESTARTS` times and not ready (its last exit code and termination message); None if none."""

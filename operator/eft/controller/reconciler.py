@@ -325,14 +325,19 @@ class Reconciler:
         return None
 
     def _pod_config_problem(self, key: Key, spec) -> tuple[str, str] | None:
-        """SecretNotFound when one of our pods cannot start because a Secret (or key) it names is missing: the
-        kubelet's `CreateContainerConfigError` message, e.g. `secret "llm-key" not found`, names it."""
+        """Why one of our pods cannot start (`eft.controller.plan.blocked_pod`): SecretNotFound when a Secret (or
+        key) it names is missing (the kubelet's `CreateContainerConfigError` message, e.g. `secret "llm-key" not
+        found`, names it), the kubelet's reason (ImagePullBackOff, ...) when a stage's image cannot be pulled."""
         waiting = sorted(self._children(self.pods_index, key))
         if not waiting:
             return None
-        pod, stage, message = waiting[0]
-        fields = ", ".join(sorted({f for f, _, _ in secret_refs(spec)})) or "a Secret reference"
-        return "SecretNotFound", f"{stage} pod {pod} cannot start: {message} (check {fields})"
+        pod, stage, reason, message = waiting[0]
+        if reason == "CreateContainerConfigError":
+            fields = ", ".join(sorted({f for f, _, _ in secret_refs(spec)})) or "a Secret reference"
+            return "SecretNotFound", f"{stage} pod {pod} cannot start: {message} (check {fields})"
+        return reason, (f"{stage} pod {pod} cannot start: {reason}: {message} (check spec.runtime.stages.{stage}"
+                        f".image, spec.runtime.image or the operator's pipeline image, and the registry's "
+                        f"credentials)")
 
     async def _cached_get(self, res: Res, ns: str, name: str) -> dict[str, Any] | None:
         ck = (res.plural, ns, name)
