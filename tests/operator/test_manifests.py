@@ -69,6 +69,17 @@ def test_runtime_overrides_and_images_from_the_environment():
         "image"] == "s:1"
 
 
+def test_the_llm_key_is_mounted_only_for_the_llm_generator():
+    cfg = OperatorConfig.from_env({})
+    for generator, mounted in (("llm", True), ("offline", False)):
+        spec = sample_spec(sdg={"generator": generator, "apiKeySecretRef": {"name": "llm-api", "key": "api-key"}})
+        env = manifests.stage_job(OWNER, spec, "sdg", plan_hashes(spec), "cm", cfg)["spec"]["template"]["spec"][
+            "containers"][0]["env"]
+        from_secret = [e["name"] for e in env if "secretKeyRef" in (e.get("valueFrom") or {})
+                       and e["valueFrom"]["secretKeyRef"]["name"] == "llm-api"]
+        assert from_secret == (["EFT_LLM_API_KEY"] if mounted else []), generator
+
+
 def test_operator_defaults_file_sits_below_the_resource_runtime(tmp_path):
     path = tmp_path / "defaults.yaml"
     path.write_text(yaml.safe_dump({
