@@ -49,6 +49,19 @@ def kopf_framework(resource_group: str, resource_plural: str) -> dict[tuple[str,
     }
 
 
+def admission_needs(resource_group: str, resource_plural: str) -> dict[tuple[str, str, str], str]:
+    """Permissions the API server checks on requests the controller makes, without a call of their own: the
+    OwnerReferencesPermissionEnforcement admission plugin refuses an owner reference with blockOwnerDeletion
+    unless the creator may update the owner's finalizers (only while our owner references set it)."""
+    sys.path.insert(0, str(ROOT / "operator"))
+    manifests = importlib.import_module("eft.controller.manifests")
+    ref = manifests.owner_reference(manifests.Owner(name="x", namespace="y", uid="u", generation=1))
+    if not ref.get("blockOwnerDeletion"):
+        return {}
+    return {(resource_group, f"{resource_plural}/finalizers", "update"):
+            "OwnerReferencesPermissionEnforcement: children's owner references set blockOwnerDeletion"}
+
+
 @dataclass
 class Scan:
     calls: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)

@@ -22,6 +22,9 @@
   resources: ["embeddingfinetunes"]
   verbs: ["list", "watch", "patch"]
 - apiGroups: ["finetune.embeddings.io"]
+  resources: ["embeddingfinetunes/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["finetune.embeddings.io"]
   resources: ["embeddingfinetunes/status"]
   verbs: ["patch"]
 {{- end -}}

@@ -14,6 +14,10 @@ REQUIRED_RULES: list[dict[str, list[str]]] = [
     # only merge-patches the status subresource. Nobody GETs it (Kopf's watch keeps the bodies) or PUTs status.
     {"apiGroups": [API_GROUP], "resources": [PLURAL], "verbs": ["list", "watch", "patch"]},
     {"apiGroups": [API_GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["patch"]},
+    # Never called: every child's owner reference sets blockOwnerDeletion, and where the API server runs the
+    # OwnerReferencesPermissionEnforcement admission plugin (OpenShift, hardened clusters) that needs update on the
+    # owner's finalizers subresource, or every child create is refused with a 403.
+    {"apiGroups": [API_GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
     # Kopf's resource observer discovers resources and follows CRDs appearing. (Its namespace observer lists
     # namespaces only for --namespace/globs, falling back to the given names when forbidden; never with
     # --all-namespaces. The chart passes exact names, so it grants nothing on namespaces.)
