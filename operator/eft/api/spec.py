@@ -412,9 +412,16 @@ class DeploySpec(SpecModel):
 
 
 # ----------------------------------------------------------------------------- storage & runtime
+_QUANTITY_NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+#: An unsigned Kubernetes quantity (k8s.io/apimachinery/pkg/api/resource: binary Ki..Ei, decimal n..E, or an
+#: exponent; "50K" is not one, "50k" is).
+QUANTITY_PATTERN = rf"^{_QUANTITY_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_QUANTITY_NUMBER}))?$"
+
+
 class StorageSpec(SpecModel):
     claim_name: str | None = Field(None, description="Reuse this PVC as the workspace; otherwise one is created.")
-    size: str = Field("50Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$")
+    size: str = Field("50Gi", pattern=QUANTITY_PATTERN, description="The workspace claim's size (a Kubernetes "
+                      "quantity: 50Gi, 500G, 1Ti).")
     storage_class_name: str | None = None
     access_modes: list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
         default_factory=lambda: ["ReadWriteOnce"], min_length=1

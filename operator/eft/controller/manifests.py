@@ -220,6 +220,15 @@ def stage_resources(spec: EmbeddingFinetuneSpec, stage: str,
     return out
 
 
+def server_resources(spec: EmbeddingFinetuneSpec, config: OperatorConfig) -> dict[str, dict[str, str]]:
+    """The server container's requests and limits: the operator's server defaults, then `deploy.resources`,
+    merged per entry."""
+    merged: dict[str, Any] = {}
+    _merge_layer(merged, {"resources": (config.server_defaults or {}).get("resources")})
+    _merge_layer(merged, {"resources": spec.deploy.resources.model_dump()})
+    return {k: dict(v) for k, v in (merged.get("resources") or {}).items() if v}
+
+
 def _secret_env(name: str, ref) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
@@ -460,8 +469,7 @@ def server_deployment(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[st
     _merge_layer(server, config.server_defaults)
     _merge_layer(server, {"nodeSelector": spec.runtime.defaults.node_selector,
                           "tolerations": _tolerations(spec.runtime.defaults) or None})
-    _merge_layer(server, {"resources": spec.deploy.resources.model_dump()})
-    resources = {k: dict(v) for k, v in (server.get("resources") or {}).items() if v}
+    resources = server_resources(spec, config)
     if resources:
         container["resources"] = resources
     pod_spec: dict[str, Any] = {

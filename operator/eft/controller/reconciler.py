@@ -40,7 +40,7 @@ from eft.controller.plan import (
     summaries_needed,
 )
 from eft.controller.status import compute_status, merge_patch, transition_events
-from eft.controller.validation import format_problems, secret_refs, validate
+from eft.controller.validation import format_problems, runtime_problems, secret_refs, validate
 from eft.hashing import digest, plan_hashes
 
 log = logging.getLogger("eft.controller")
@@ -223,7 +223,8 @@ class Reconciler:
             spec_problem = ("InvalidSpec", format_problems(problems))
         else:
             spec = resource.spec
-            spec_problem = await self._check_references(ns, spec) or self._pod_config_problem(key, spec)
+            spec_problem = (self._runtime_problem(spec) or await self._check_references(ns, spec)
+                            or self._pod_config_problem(key, spec))
             if spec_problem is None:
                 owner = Owner.from_body(body)
                 hashes = plan_hashes(spec, None)
@@ -323,6 +324,12 @@ class Reconciler:
                 return "ClaimNotFound", (f"spec.storage.claimName: PersistentVolumeClaim "
                                          f"{spec.storage.claim_name!r} not found in namespace {ns!r}")
         return None
+
+    def _runtime_problem(self, spec) -> tuple[str, str] | None:
+        """InvalidSpec for containers the API server would refuse as the operator builds them (its defaults
+        under the resource's runtime settings): `eft.controller.validation.runtime_problems`."""
+        problems = runtime_problems(spec, self.config)
+        return ("InvalidSpec", format_problems(problems)) if problems else None
 
     def _pod_config_problem(self, key: Key, spec) -> tuple[str, str] | None:
         """Why one of our pods cannot start (`eft.controller.plan.blocked_pod`): SecretNotFound when a Secret (or

@@ -7,7 +7,10 @@ import re
 from typing import Any
 
 from eft.api.loader import SpecError, parse_resource
-from eft.api.spec import EmbeddingFinetune, EmbeddingFinetuneSpec
+from eft.api.spec import QUANTITY_PATTERN, EmbeddingFinetune, EmbeddingFinetuneSpec
+from eft.api.stages import JOB_STAGES
+from eft.controller import manifests
+from eft.controller.config import OperatorConfig
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 _PACKAGE = re.compile(r"^package:[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -40,6 +43,57 @@ def cluster_problems(spec: EmbeddingFinetuneSpec) -> list[tuple[str, str]]:
             problems.append((f"spec.evaluation.extraDatasets[{i}].path",
                              f"in the cluster the path must be absolute; got {ds.path!r}"))
     return problems
+
+
+#: The Kubernetes Quantity grammar (k8s.io/apimachinery/pkg/api/resource), with its optional sign.
+QUANTITY = re.compile(r"^(\+|-)?" + QUANTITY_PATTERN[1:])
+#: Resource names without a domain, or in Kubernetes' own domain, are native (overcommittable); others are extended.
+_NATIVE_DOMAIN = ("kubernetes.io/", "requests.")
+
+
+def resources_problems(resources: dict[str, dict[str, str]], field: str) -> list[tuple[str, str]]:
+    """What the API server would refuse in a container's requests and limits (`field` names where they come
+    from): a value that is not a quantity, a request above its limit, an extended resource (`nvidia.com/gpu`)
+    requested without an equal limit."""
+    from kubernetes.utils.quantity import parse_quantity
+
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    problems, valid = [], {}
+    for part, values in (("requests", requests), ("limits", limits)):
+        for name, value in values.items():
+            if QUANTITY.match(str(value)):
+                valid[part, name] = parse_quantity(str(value))
+            else:
+                problems.append((f"{field}.{part}.{name}", f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, "
+                                                           "16Gi, 1.5G)"))
+    for name, value in requests.items():
+        extended = "/" in name and not name.startswith(_NATIVE_DOMAIN)
+        if extended and name not in limits:
+            problems.append((f"{field}.limits.{name}", f"{name} is requested ({value}) without a limit: an "
+                                                       "extended resource needs a limit equal to its request"))
+        elif ("requests", name) in valid and ("limits", name) in valid:
+            req, lim = valid["requests", name], valid["limits", name]
+            if extended and req != lim:
+                problems.append((f"{field}.requests.{name}", f"{name} request {value} must equal its limit "
+                                                             f"{limits[name]} (an extended resource)"))
+            elif req > lim:
+                problems.append((f"{field}.requests.{name}", f"request {value} is above the limit {limits[name]} "
+                                                             "(limits come from the resource or from the operator's "
+                                                             "defaults in the chart's values; raise both)"))
+    return problems
+
+
+def runtime_problems(spec: EmbeddingFinetuneSpec, config: OperatorConfig) -> list[tuple[str, str]]:
+    """`resources_problems` of every stage Job's and the server's container, as the operator builds them
+    (its defaults merged under the resource's runtime settings)."""
+    problems = []
+    for stage in JOB_STAGES:
+        problems += resources_problems(manifests.stage_resources(spec, stage, config),
+                                       f"spec.runtime.stages.{stage}.resources")
+    if spec.deploy.enabled:
+        problems += resources_problems(manifests.server_resources(spec, config), "spec.deploy.resources")
+    seen: set[tuple[str, str]] = set()
+    return [p for p in problems if not (p in seen or seen.add(p))]
 
 
 def validate(body: dict[str, Any]) -> tuple[EmbeddingFinetune | None, list[tuple[str, str]]]:
