@@ -104,6 +104,20 @@ def test_plan_uses_recorded_success_when_the_job_is_gone_and_rolls_the_server():
     assert p.endpoint == "http://e"
 
 
+def test_a_server_scaled_to_zero_publishes_no_endpoint_and_is_not_verified():
+    spec = sample_spec(deploy={"replicas": 0})
+    h = plan_hashes(spec)
+    recorded = {s: {"phase": "Succeeded", "configHash": h[s], "job": f"demo-{s}-{h[s][:8]}",
+                    "summary": {"promotion": {"promoted": True}} if s == "eval" else {}}
+                for s in ("sdg", "prep", "train", "eval", "export")}
+    dn = f"demo-deploy-{h['deploy'][:8]}"
+    scaled = DeploymentObs(dn, h["deploy"], True, 0, 0)  # Available, 0 of 0 replicas: the rollout is complete
+    p = plan_stages("demo", 3, spec, h, recorded, Observed(deployments={dn: scaled}), False, False, "http://e")
+    assert p.outcome == "Complete" and p.reason == "ScaledToZero" and p.endpoint is None
+    assert p.stages["deploy"].reason == "ScaledToZero" and p.stages["verify"].phase == "Skipped"
+    assert not [a for a in p.actions if a.kind == "create_job"]  # no verify Job against nothing
+
+
 def test_termination_message_parsing():
     pods = [{"status": {"containerStatuses": [{"name": "stage", "state": {"terminated": {
         "exitCode": 0, "finishedAt": "2025-01-01T00:00:02Z",

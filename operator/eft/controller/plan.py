@@ -561,6 +561,13 @@ def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes:
     for other in observed.deployments.values():
         if other.name != dn and not deleting:
             plan.actions.append(Action(ActionKind.DELETE_DEPLOYMENT, "deploy", other.name))
+    if want == 0:  # scaled to zero on purpose: nothing serves, so no endpoint and nothing to verify
+        plan.stages["deploy"] = StageStatus(phase="Succeeded", job=dn, config_hash=h, reason="ScaledToZero",
+                                            message=f"Deployment {dn} has 0 replicas (spec.deploy.replicas is 0)")
+        plan.endpoint = None
+        skip(("verify",), "ScaledToZero", "spec.deploy.replicas is 0: nothing serves to verify")
+        return wait(None, Outcome.COMPLETE, "ScaledToZero",
+                    "the model is trained, evaluated and exported; spec.deploy.replicas is 0, so nothing serves it")
     plan.stages["deploy"] = StageStatus(phase="Succeeded", job=dn, config_hash=h, reason="DeploymentAvailable",
                                         message=f"{dep.available_replicas}/{want} replicas available")
     plan.endpoint = endpoint
