@@ -8,7 +8,7 @@ import yaml
 
 from eft.api import SpecError, parse_resource
 from eft.controller.config import OperatorConfig
-from eft.controller.validation import resources_problems, runtime_problems
+from eft.controller.validation import cluster_problems, resources_problems, runtime_problems
 from eftop_harness import sample_resource, sample_spec
 
 CHART_VALUES = "charts/embedding-finetune-operator/values.yaml"
@@ -82,3 +82,22 @@ def test_workspace_size_is_a_kubernetes_quantity(size, ok):
         with pytest.raises(SpecError) as err:
             parse_resource(body)
         assert [f for f, _ in err.value.problems] == ["spec.storage.size"]
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"training": {"nodes": 2, "gpus": 1}}, "needs ReadWriteMany"),
+    ({"storage": {"accessModes": ["ReadWriteOncePod"]}}, "ReadWriteOncePod lets one pod mount the workspace"),
+])
+def test_workspace_access_modes_that_cannot_hold_the_pods(overrides, words):
+    problems = cluster_problems(sample_spec(**overrides))
+    assert [m for f, m in problems if f == "spec.storage.accessModes" and words in m], problems
+
+
+@pytest.mark.parametrize("overrides", [
+    {"training": {"nodes": 2, "gpus": 1}, "storage": {"accessModes": ["ReadWriteMany"]}},
+    {"storage": {"accessModes": ["ReadWriteOncePod"]}, "deploy": {"enabled": False}},
+    {"training": {"nodes": 2, "gpus": 1}, "storage": {"claimName": "shared"}},  # the user's claim, not checked
+    {},
+])
+def test_workspace_access_modes_that_work(overrides):
+    assert [f for f, _ in cluster_problems(sample_spec(**overrides)) if f == "spec.storage.accessModes"] == []

@@ -42,6 +42,27 @@ def cluster_problems(spec: EmbeddingFinetuneSpec) -> list[tuple[str, str]]:
         if not ds.path.startswith("/"):
             problems.append((f"spec.evaluation.extraDatasets[{i}].path",
                              f"in the cluster the path must be absolute; got {ds.path!r}"))
+    problems += workspace_problems(spec)
+    return problems
+
+
+def workspace_problems(spec: EmbeddingFinetuneSpec) -> list[tuple[str, str]]:
+    """Access modes of the workspace claim the operator creates that cannot hold the pods mounting it at once:
+    training on several nodes needs ReadWriteMany; ReadWriteOncePod admits one pod, while the server and its
+    verify Job (and a stage re-run while the server serves) mount the workspace together. (A claim named by
+    `storage.claimName` is the user's; its modes are not checked.)"""
+    if spec.storage.claim_name:
+        return []
+    modes = set(spec.storage.access_modes)
+    problems = []
+    if spec.training.nodes > 1 and "ReadWriteMany" not in modes:
+        problems.append(("spec.storage.accessModes",
+                         f"training.nodes is {spec.training.nodes}: pods on several nodes write the workspace, "
+                         f"which needs ReadWriteMany (got {sorted(modes)})"))
+    if modes == {"ReadWriteOncePod"} and spec.deploy.enabled:
+        problems.append(("spec.storage.accessModes",
+                         "ReadWriteOncePod lets one pod mount the workspace, but the server and its verify Job "
+                         "mount it at the same time; use ReadWriteOnce or ReadWriteMany"))
     return problems
 
 
