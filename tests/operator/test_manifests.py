@@ -80,6 +80,42 @@ def test_the_llm_key_is_mounted_only_for_the_llm_generator():
         assert from_secret == (["EFT_LLM_API_KEY"] if mounted else []), generator
 
 
+def _restricted_violations(pod: dict) -> list[str]:
+    """The controls of the "restricted" Pod Security Standard (kubernetes.io/docs/concepts/security/
+    pod-security-standards) that a pod spec fails."""
+    out, psc = [], pod.get("securityContext") or {}
+    for c in pod["containers"]:
+        csc = c.get("securityContext") or {}
+        if csc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{c['name']}: allowPrivilegeEscalation")
+        if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
+            out.append(f"{c['name']}: capabilities.drop ALL")
+        if not (csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True):
+            out.append(f"{c['name']}: runAsNonRoot")
+        if csc.get("runAsUser", psc.get("runAsUser")) == 0:
+            out.append(f"{c['name']}: runAsUser 0")
+        seccomp = (csc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{c['name']}: seccompProfile")
+    if any("hostPath" in v for v in pod.get("volumes") or []):
+        out.append("hostPath volume")
+    return out
+
+
+def test_every_stage_and_server_pod_meets_the_restricted_pod_security_standard():
+    cfg = OperatorConfig.from_env({})
+    spec = sample_spec()
+    h = plan_hashes(spec)
+    pods = {stage: manifests.stage_job(OWNER, spec, stage, h, "cm", cfg)["spec"]["template"]["spec"]
+            for stage in ("sdg", "prep", "train", "eval", "export")}
+    pods["verify"] = manifests.verify_job(OWNER, spec, h, "cm", cfg)["spec"]["template"]["spec"]
+    pods["server"] = manifests.server_deployment(OWNER, spec, h, cfg)["spec"]["template"]["spec"]
+    for name, pod in pods.items():
+        assert _restricted_violations(pod) == [], name
+        # the images' user, and the workspace made writable for it
+        assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["fsGroup"] == manifests.IMAGE_UID
+
+
 def test_operator_defaults_file_sits_below_the_resource_runtime(tmp_path):
     path = tmp_path / "defaults.yaml"
     path.write_text(yaml.safe_dump({

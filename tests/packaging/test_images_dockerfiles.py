@@ -131,6 +131,10 @@ def test_final_stage_is_non_root_and_has_no_build_tools(name):
     [user] = final.all("USER")[-1:]
     uid = user.args.split(":")[0]
     assert uid.isdigit() and int(uid) != 0, f"{name}: USER must be a numeric non-root uid (runAsNonRoot checks it)"
+    if name in ("pipeline", "server"):  # the operator runs their pods as this user, fsGroup included
+        from eft.controller.manifests import IMAGE_UID
+
+        assert user.args == f"{IMAGE_UID}:{IMAGE_UID}", f"{name}: USER must be the operator's IMAGE_UID"
     assert final.instructions.index(user) > max(final.instructions.index(i) for i in final.all("RUN"))
     runs = " ".join(i.args for i in final.all("RUN"))
     assert "pip install" not in runs, f"{name}: the final stage must not install Python packages (build stage does)"

@@ -6,6 +6,7 @@ reference to the resource (controller=true) and the `app.kubernetes.io/*` labels
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,13 @@ CONTAINER_NAME = "stage"
 SERVER_CONTAINER = "server"
 TERMINATION_PATH = "/dev/termination-log"
 EXIT_INVALID_INPUT = 2
+#: The user the project's images run as (images/*/Dockerfile: `USER 65532:65532`); the workspace claim is made
+#: writable for it through fsGroup.
+IMAGE_UID = 65532
+#: Every stage and server pod meets the "restricted" Pod Security Standard, as the operator's own pod does.
+POD_SECURITY_CONTEXT = {"runAsNonRoot": True, "runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID, "fsGroup": IMAGE_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY_CONTEXT = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 TORCH_MASTER_PORT = 29500
 
 
@@ -277,6 +285,7 @@ def _job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, config_hash: str
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
     }
     resources = stage_resources(spec, stage, config)
     if resources:
@@ -284,6 +293,7 @@ def _job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, config_hash: str
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # required by podFailurePolicy
         "automountServiceAccountToken": False,  # stages make no Kubernetes API calls
+        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "containers": [container],
         "volumes": volumes,
     }
@@ -462,6 +472,7 @@ def server_deployment(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[st
                           "periodSeconds": 15, "failureThreshold": 4},
         "readinessProbe": {"httpGet": {"path": "/v1/health/ready", "port": "http"},
                            "periodSeconds": 5, "failureThreshold": 3},
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
     }
     if spec.runtime.hf_token_secret_ref is not None:
         container["env"].append(_secret_env("HF_TOKEN", spec.runtime.hf_token_secret_ref))
@@ -474,6 +485,7 @@ def server_deployment(owner: Owner, spec: EmbeddingFinetuneSpec, hashes: dict[st
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # the server makes no Kubernetes API calls
+        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "containers": [container],
         "volumes": [{"name": "workspace", "persistentVolumeClaim": {
             "claimName": workspace_claim(owner.name, spec), "readOnly": True}}],
