@@ -421,7 +421,8 @@ QUANTITY_PATTERN = rf"^{_QUANTITY_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_
 class StorageSpec(SpecModel):
     claim_name: str | None = Field(None, description="Reuse this PVC as the workspace; otherwise one is created.")
     size: str = Field("50Gi", pattern=QUANTITY_PATTERN, description="The workspace claim's size (a Kubernetes "
-                      "quantity: 50Gi, 500G, 1Ti).")
+                      "quantity: 50Gi, 500G, 1Ti), used when the operator creates the claim; a later edit does not "
+                      "resize it (grow the PersistentVolumeClaim itself where its StorageClass allows expansion).")
     storage_class_name: str | None = None
     access_modes: list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
         default_factory=lambda: ["ReadWriteOnce"], min_length=1
