@@ -295,7 +295,10 @@ class EmbeddingCache:
                         shard.unlink(missing_ok=True)
         except OSError as err:  # a full or read-only volume costs speed, never a result
             log.warning("embedding cache: could not store %d vectors in %s (%s)", len(digests), folder, err)
-        self._prune(folder)
+        try:
+            self._prune(folder)
+        except OSError as err:
+            log.warning("embedding cache: could not prune %s (%s)", self.root, err)
 
     def _prune(self, keep: Path) -> None:
         """Remove the least recently used keys until the cache fits `max_bytes` (never `keep`), and temporary

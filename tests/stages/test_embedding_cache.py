@@ -184,6 +184,15 @@ def test_the_size_bound_comes_from_the_environment(tmp_path, monkeypatch):
         EmbeddingCache.for_workdir(tmp_path)
 
 
+def test_a_cache_that_cannot_be_written_costs_speed_never_a_result(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would go")
+    cache = EmbeddingCache(blocker / "cache")  # every mkdir, write and listing there fails
+    enc = CountingEncoder()
+    out = cache.encode(BASE, ["alpha", "beta"], enc)
+    assert out.shape == (2, enc.dim) and enc.calls == [["alpha", "beta"]]
+
+
 def test_many_small_writes_are_merged_into_one_shard(tmp_path):
     enc = CountingEncoder()
     cache = EmbeddingCache(tmp_path)
