@@ -45,7 +45,6 @@ from eft.hashing import digest, plan_hashes
 
 log = logging.getLogger("eft.controller")
 
-
 #: What the API server answers for an object it will never accept as built (validation, admission, RBAC).
 REFUSED_STATUS = (400, 403, 422)
 
@@ -72,6 +71,7 @@ def _report_refusal(plan: Plan, err: ChildRejected) -> None:
         plan.stages[err.action.stage] = StageStatus(phase="Pending", job=stage.job, config_hash=stage.config_hash,
                                                     attempts=stage.attempts, reason="ChildRejected", message=message)
     plan.outcome, plan.reason, plan.message = Outcome.FAILED, "ChildRejected", message
+
 
 EFTS = Res(API_GROUP, API_VERSION, PLURAL)
 
@@ -207,7 +207,6 @@ class Reconciler:
         body = self.bodies.get(key)
         if body is None or self.api is None:
             return
-        api = self.api
         ns, name = key
         meta = body.get("metadata") or {}
         generation = int(meta.get("generation") or 1)
