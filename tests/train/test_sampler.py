@@ -95,6 +95,38 @@ def test_training_rows_know_every_positive_of_their_question(tmp_path):
         assert stats["negativesToppedUp"] == 2 + 3 + 3
 
 
+def test_topped_up_negatives_come_from_the_training_documents_only(tmp_path):
+    from eft.train.dataset import load_examples
+
+    train = [Chunk(id=f"t{i}", text=f"train {i}", source="a", doc_id="train-doc", position=i) for i in range(6)]
+    test = [Chunk(id=f"x{i}", text=f"test {i}", source="b", doc_id="test-doc", position=i) for i in range(30)]
+    write_jsonl(tmp_path / "chunks.jsonl", train + test)
+    examples = [{"question_id": f"q{i}", "question": f"question {i}", "pos_doc": [{"id": f"t{i}"}], "neg_doc": []}
+                for i in range(3)]
+    (tmp_path / "train.json").write_text(json.dumps(examples))
+    for seed in range(10):
+        _, stats, rows = load_examples(tmp_path, 4, seed, "document")
+        assert stats["negativesToppedUp"] == 12
+        assert all(p.startswith("t") for r in rows for p in r.passages)  # never a test document's passage
+    # a question split shares documents between the splits: every chunk may serve
+    _, _, rows = load_examples(tmp_path, 4, 0, "question")
+    assert any(p.startswith("x") for r in rows for p in r.passages)
+
+
+def test_too_few_training_passages_for_the_negatives_is_a_clear_error_not_a_hang(tmp_path):
+    from eft.errors import InvalidInput
+    from eft.train.dataset import load_examples
+
+    chunks = [Chunk(id=f"c{i}", text=f"passage {i}", source="x", doc_id="d", position=i) for i in range(3)]
+    write_jsonl(tmp_path / "chunks.jsonl", chunks)
+    examples = [{"question_id": "q", "question": "q", "pos_doc": [{"id": "c0"}], "neg_doc": []}]
+    (tmp_path / "train.json").write_text(json.dumps(examples))
+    load_examples(tmp_path, 2, 0)  # c1 and c2
+    with pytest.raises(InvalidInput, match="3 chunks, too few for 4 negatives") as err:
+        load_examples(tmp_path, 4, 0)
+    assert err.value.field == "spec.training.passagesPerQuery"
+
+
 # ----------------------------------------------------------------------------- Matryoshka
 def test_matryoshka_widths_default_to_the_base_models_own():
     from eft.api.spec import BaseModelSpec

@@ -125,7 +125,7 @@ def run(ctx: StageContext) -> dict:
 
     spec, tr = ctx.spec, ctx.spec.training
     n_neg = min(tr.passages_per_query - 1, spec.prep.negatives_used)
-    columns, data_stats, rows = load_examples(ctx.input_dir("prep"), n_neg, tr.seed)
+    columns, data_stats, rows = load_examples(ctx.input_dir("prep"), n_neg, tr.seed, spec.prep.split_by)
     n = len(columns["anchor"])
     dataset = Dataset.from_dict(columns)
 
