@@ -46,3 +46,23 @@ def test_killed_training_resumes_from_checkpoint(make_resource, tmp_path):
     assert summary["resumedFrom"] is not None and int(summary["resumedFrom"]) >= saved[-1]
     assert (workdir / "train" / "model" / "model.safetensors").exists()
     assert not ckpts.exists(), "checkpoints are removed once the model is saved"
+
+
+def test_resume_skips_a_checkpoint_whose_save_was_cut_short(tmp_path):
+    """A pod killed while the Trainer wrote checkpoint-N leaves a folder without trainer_state.json (written
+    last): resuming from it would fail every later run, so the newest complete one is taken."""
+    from eft.train.stage import CHECKPOINT_COMPLETE, latest_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    assert latest_checkpoint(ckpts) is None
+    for step in (2, 4, 10):
+        (ckpts / f"checkpoint-{step}").mkdir(parents=True)
+        (ckpts / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"x")
+    for step in (2, 4):
+        (ckpts / f"checkpoint-{step}" / CHECKPOINT_COMPLETE).write_text("{}")
+    (ckpts / "checkpoint-6").mkdir()  # cut short before anything was written
+    assert latest_checkpoint(ckpts) == str(ckpts / "checkpoint-4")  # 10 > 4 numerically, and incomplete
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    for step in (2, 4):
+        (ckpts / f"checkpoint-{step}" / CHECKPOINT_COMPLETE).unlink()
+    assert latest_checkpoint(ckpts) is None and not list(ckpts.iterdir())

@@ -114,9 +114,23 @@ def wise_ft(model, base, weight: float) -> int:
     return mixed
 
 
+#: What the Trainer writes last into `checkpoint-N` (transformers' `_save_checkpoint`): without it the folder is
+#: a save that was cut short (a killed or preempted pod) and cannot be resumed from.
+CHECKPOINT_COMPLETE = "trainer_state.json"
+
+
 def latest_checkpoint(folder) -> str | None:
-    cks = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if folder.exists() else []
-    return str(cks[-1]) if cks else None
+    """The newest complete `checkpoint-N` under `folder` (None if none). Incomplete ones, newer than it, are
+    removed and logged: resuming from one fails every later run."""
+    if not folder.exists():
+        return None
+    numbered = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for ckpt in sorted(numbered, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if (ckpt / CHECKPOINT_COMPLETE).is_file():
+            return str(ckpt)
+        log.warning("removing %s: its save was cut short (no %s)", ckpt, CHECKPOINT_COMPLETE)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return None
 
 
 def run(ctx: StageContext) -> dict:
