@@ -11,7 +11,7 @@ from eft.api.spec import EmbeddingFinetune
 from eft.api.stages import PIPELINE_STAGES
 from eft.progress import Progress
 from eft.stages.contract import StageContext, StageOutcome, execute_stage
-from eft.stages.registry import compute_hashes, stage_function
+from eft.stages.registry import compute_hashes, stage_check, stage_function
 
 log = logging.getLogger("eft.runner")
 
@@ -39,7 +39,7 @@ def run_one(resource: EmbeddingFinetune, name: str, workdir: Path, progress: Pro
     ctx = StageContext(resource=resource, workdir=workdir, name=name, config_hash=hashes[name], hashes=hashes,
                        progress=progress)
     with progress.stage(name):
-        return execute_stage(stage_function(name), ctx, force=force)
+        return execute_stage(stage_function(name), ctx, force=force, check=stage_check(name))
 
 
 def run_pipeline(resource: EmbeddingFinetune, workdir: Path, progress: Progress | None = None,

@@ -138,16 +138,19 @@ def test_failing_stage_keeps_earlier_outputs(finished_run, tmp_path):
     doc["spec"]["evaluation"] = {"extraDatasets": [{"name": "missing", "path": str(tmp_path / "nope")}]}
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(doc))
-    train_before = read_success(workdir / "train")
+    train_before, eval_before = read_success(workdir / "train"), read_success(workdir / "eval")
+    report_before = (workdir / "eval" / "report.json").read_bytes()
     result = CliRunner().invoke(main, ["stage", "eval", "--spec", str(bad), "--workdir", str(workdir)])
     assert result.exit_code == 2
     assert "extraDatasets" in result.output and "corpus.jsonl" in result.output
     assert read_success(workdir / "train") == train_before
-    assert read_success(workdir / "eval") is None  # not marked done for the bad config
-    # The good spec re-runs eval cleanly.
+    # refused before the eval folder was emptied: the last report and its record stay (for the good config)
+    assert read_success(workdir / "eval") == eval_before
+    assert (workdir / "eval" / "report.json").read_bytes() == report_before
+    # The good spec finds eval current.
     result = CliRunner().invoke(main, ["stage", "eval", "--spec", str(spec_file), "--workdir", str(workdir)])
     assert result.exit_code == 0, result.output
-    assert read_success(workdir / "eval") is not None
+    assert read_success(workdir / "eval") == eval_before
 
 
 def test_stage_needs_its_inputs(make_resource, tmp_path):

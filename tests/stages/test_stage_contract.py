@@ -103,6 +103,25 @@ def test_changed_config_clears_the_folder_but_keeps_work(tmp_path, term):
     assert (tmp_path / "sdg" / "_work" / "cache.json").exists() and not (tmp_path / "sdg" / "stale.txt").exists()
 
 
+def test_a_stage_check_refusing_its_input_loses_nothing_already_produced(tmp_path, term):
+    ctx = ctx_for(tmp_path, "sdg")
+    execute_stage(sdg_fn([]), ctx)
+    before = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in (tmp_path / "sdg").rglob("*")
+              if p.is_file()}
+    changed = parse_resource({**RESOURCE, "spec": {**RESOURCE["spec"], "sdg": {"qualityThreshold": 8.0}}})
+    calls = []
+
+    def refuse(c):
+        raise InvalidInput("the new input is wrong", "spec.sdg.something")
+
+    with pytest.raises(InvalidInput, match="the new input is wrong"):
+        execute_stage(sdg_fn(calls), ctx_for(tmp_path, "sdg", resource=changed), check=refuse)
+    assert not calls  # the stage never ran
+    after = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in (tmp_path / "sdg").rglob("*")
+             if p.is_file()}
+    assert after == before  # the last good output, its _SUCCESS.json included, is all still there
+
+
 def test_check_inputs_missing_and_stale(tmp_path, term):
     hashes = plan_hashes(parse_resource(RESOURCE).spec, "fp")
     with pytest.raises(InvalidInput, match="needs the output of stage 'sdg'"):

@@ -11,6 +11,7 @@ from eft.evaluate.paired import paired_bootstrap, per_query_ndcg
 from eft.evaluate.promotion import decide, general_ability_dir, relative_change, too_few_queries
 from eft.evaluate.report import write_report
 from eft.models import load_sentence_transformer, prefixes_for, trained_dimensions
+from eft.retrieval.beir import BeirFormatError, check_beir
 from eft.retrieval.scoring import evaluate_encoder
 from eft.stages.contract import StageContext
 
@@ -21,33 +22,54 @@ log = logging.getLogger("eft.eval")
 GENERAL = "general-ability"
 
 
+def _datasets(ctx: StageContext) -> tuple[dict[str, tuple[Path, str, bool, str]], str | None]:
+    """The extra BEIR datasets and the general-ability set to score, by name: (folder, split, ignore identical
+    ids, the spec field naming it), each checked (`check_beir`); and a note when the general-ability set is not
+    scored. Raises `InvalidInput` naming the field and the file."""
+    ev = ctx.spec.evaluation
+    datasets: dict[str, tuple[Path, str, bool, str]] = {}
+    for extra in ev.extra_datasets:
+        field = f"spec.evaluation.extraDatasets[{extra.name}].path"
+        _check(Path(extra.path), extra.split, field)
+        datasets[extra.name] = (Path(extra.path), extra.split, extra.ignore_identical_ids, field)
+    guard = ev.promotion.general_ability
+    general_dir = general_ability_dir(guard)
+    general_note = "disabled" if general_dir is None else None
+    field = "spec.evaluation.promotion.generalAbility.path"
+    if general_dir is not None and (general_dir / "corpus.jsonl").is_file():
+        _check(general_dir, guard.split, field)
+        datasets[GENERAL] = (general_dir, guard.split, False, field)
+    elif general_dir is not None and guard.path:
+        raise InvalidInput(f"no BEIR dataset at {general_dir} (corpus.jsonl missing)", field)
+    elif general_dir is not None:
+        general_note = f"not scored: no set at {general_dir} (scripts/setup.sh builds it)"
+    return datasets, general_note
+
+
+def _check(folder: Path, split: str, field: str) -> None:
+    try:
+        check_beir(folder, split)
+    except BeirFormatError as err:
+        raise InvalidInput(str(err), field) from None
+
+
+def check(ctx: StageContext) -> None:
+    """The extra and general-ability BEIR sets, before the stage's folder (the last report) is emptied and
+    before any model is loaded."""
+    _datasets(ctx)
+
+
 def run(ctx: StageContext) -> dict:
     spec, ev = ctx.spec, ctx.spec.evaluation
     bm = spec.base_model
+    # Our own split: query ids never name corpus documents, so nothing is ignored. Extra datasets: BEIR's own
+    # default (ignore a hit whose id is the query's), unless the dataset says otherwise.
+    extra, general_note = _datasets(ctx)
+    datasets = {"test": (ctx.input_dir("prep") / "beir", "test", False, "spec.prep.testFraction"), **extra}
     base_model = load_sentence_transformer(bm)
     prefixes = prefixes_for(bm, base_model)
     model_dir = ctx.input_dir("train") / "model"
     tuned_model = load_sentence_transformer(bm, location=str(model_dir))
-
-    # Our own split: query ids never name corpus documents, so nothing is ignored. Extra datasets: BEIR's own
-    # default (ignore a hit whose id is the query's), unless the dataset says otherwise.
-    datasets = {"test": (ctx.input_dir("prep") / "beir", "test", False)}
-    for extra in ev.extra_datasets:
-        folder = Path(extra.path)
-        if not (folder / "corpus.jsonl").is_file():
-            raise InvalidInput(f"no BEIR dataset at {folder} (corpus.jsonl missing)",
-                               f"spec.evaluation.extraDatasets[{extra.name}].path")
-        datasets[extra.name] = (folder, extra.split, extra.ignore_identical_ids)
-    guard = ev.promotion.general_ability
-    general_dir = general_ability_dir(guard)
-    general_note = "disabled" if general_dir is None else None
-    if general_dir is not None and (general_dir / "corpus.jsonl").is_file():
-        datasets[GENERAL] = (general_dir, guard.split, False)
-    elif general_dir is not None and guard.path:
-        raise InvalidInput(f"no BEIR dataset at {general_dir} (corpus.jsonl missing)",
-                           "spec.evaluation.promotion.generalAbility.path")
-    elif general_dir is not None:
-        general_note = f"not scored: no set at {general_dir} (scripts/setup.sh builds it)"
     widths = trained_dimensions(model_dir)  # Matryoshka widths the model was trained for (with its full width)
 
     # Through the shared cache: the base model's passages were encoded by prep; the fine-tuned model's test
@@ -58,15 +80,18 @@ def run(ctx: StageContext) -> dict:
     results_by_ds: dict[str, dict] = {}
     significance = None
     matryoshka: dict | None = None
-    for name, (folder, split, ignore_identical) in datasets.items():
+    for name, (folder, split, ignore_identical, field) in datasets.items():
         res: dict = {}
         runs = {}
         by_dim = {}
         for label, encode in encoders.items():
             with ctx.progress.task(f"{name}: {label} evaluated", total=1) as task:
-                scored = evaluate_encoder(encode, folder, ev.k_values, split=split,
-                                          ignore_identical_ids=ignore_identical,
-                                          dimensions=widths if name == "test" and len(widths) > 1 else None)
+                try:
+                    scored = evaluate_encoder(encode, folder, ev.k_values, split=split,
+                                              ignore_identical_ids=ignore_identical,
+                                              dimensions=widths if name == "test" and len(widths) > 1 else None)
+                except BeirFormatError as err:  # a corpus line past the first, which check() does not read
+                    raise InvalidInput(str(err), field) from None
                 res.update(queries=scored["queries"], corpus=scored["corpus"])
                 res[label], runs[label], qrels = scored["metrics"], scored["results"], scored["qrels"]
                 by_dim[label] = scored.get("byDimension")

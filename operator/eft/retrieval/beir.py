@@ -31,11 +31,63 @@ def write_beir(folder: Path, chunks: list[Chunk], questions: list[QuestionRecord
 
 
 def load_beir(folder: Path, split: str = "test") -> tuple[dict[str, dict], dict[str, str], dict[str, dict[str, int]]]:
-    """(corpus, queries, qrels) with BEIR's own loader, so extra datasets in BEIR format load the same way."""
+    """(corpus, queries, qrels) with BEIR's own loader, so extra datasets in BEIR format load the same way.
+
+    Raises `BeirFormatError` naming the folder when a file is missing or cannot be parsed."""
     from beir.datasets.data_loader import GenericDataLoader
 
-    corpus, queries, qrels = GenericDataLoader(data_folder=str(folder)).load(split=split)
+    check_beir(folder, split)
+    try:
+        corpus, queries, qrels = GenericDataLoader(data_folder=str(folder)).load(split=split)
+    except (ValueError, KeyError, IndexError) as err:  # JSONDecodeError is a ValueError
+        raise BeirFormatError(f"{folder} is not a readable BEIR dataset: {type(err).__name__}: {err}") from None
     return corpus, queries, qrels
+
+
+class BeirFormatError(ValueError):
+    """A BEIR folder with a missing, empty or malformed file; the message names the file."""
+
+
+def check_beir(folder: Path, split: str = "test") -> None:
+    """Cheap check of a BEIR folder before any work: `corpus.jsonl`, `queries.jsonl` and `qrels/<split>.tsv`
+    exist; the corpus's first line is a JSON object with `_id` and `text`; every query line is JSON with `_id`
+    and `text`; the qrels have a header and at least one `query-id corpus-id score` row.
+
+    Raises `BeirFormatError` naming the file and what was expected."""
+    folder = Path(folder)
+    corpus, queries, qrels = folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"
+    for path in (corpus, queries, qrels):
+        if not path.is_file():
+            raise BeirFormatError(f"no BEIR dataset at {folder}: {path.relative_to(folder)} is missing")
+
+    def record(path: Path, n: int, line: str) -> None:
+        try:
+            obj = json.loads(line)
+        except ValueError as err:
+            raise BeirFormatError(f"{path} line {n} is not JSON: {err}") from None
+        if not isinstance(obj, dict) or "_id" not in obj or "text" not in obj:
+            raise BeirFormatError(f"{path} line {n}: expected a JSON object with _id and text")
+
+    with corpus.open(encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), None)
+    if first is None:
+        raise BeirFormatError(f"{corpus} is empty")
+    record(corpus, 1, first)
+    with queries.open(encoding="utf-8") as f:
+        n_queries = 0
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                record(queries, n, line)
+                n_queries += 1
+    if not n_queries:
+        raise BeirFormatError(f"{queries} has no queries")
+    with qrels.open(encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.reader(f, delimiter="\t") if r]
+    bad = next((i for i, r in enumerate(rows[1:], 2) if len(r) < 3 or not r[2].strip().lstrip("-").isdigit()), None)
+    if bad is not None:
+        raise BeirFormatError(f"{qrels} line {bad}: expected query-id, corpus-id and an integer score")
+    if len(rows) < 2:
+        raise BeirFormatError(f"{qrels} has no judgements (a header line, then query-id corpus-id score rows)")
 
 
 def passage_text(doc: dict) -> str:

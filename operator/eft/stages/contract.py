@@ -170,8 +170,10 @@ def prepare_output_dir(out: Path, config_hash: str) -> bool:
     return resumable
 
 
-def execute_stage(fn: StageFn, ctx: StageContext, force: bool = False) -> StageOutcome:
-    """Run (or skip) one stage under the contract."""
+def execute_stage(fn: StageFn, ctx: StageContext, force: bool = False,
+                  check: Callable[[StageContext], None] | None = None) -> StageOutcome:
+    """Run (or skip) one stage under the contract. `check(ctx)`, the stage's own check of its inputs (cheap,
+    writes nothing), runs before the stage's folder is emptied, so bad input loses no earlier output."""
     out = ctx.out_dir
     succ = read_success(out)
     if succ and succ.get("configHash") == ctx.config_hash and not force:
@@ -179,6 +181,8 @@ def execute_stage(fn: StageFn, ctx: StageContext, force: bool = False) -> StageO
                                                    "skipped": True, "summary": succ.get("summary", {})}))
         return StageOutcome(ctx.name, True, ctx.config_hash, succ.get("summary", {}), 0.0)
     check_inputs(ctx.name, ctx.workdir, ctx.hashes)
+    if check is not None:
+        check(ctx)
     started = time.monotonic()
     started_at = now_iso()
     prepare_output_dir(out, ctx.config_hash)

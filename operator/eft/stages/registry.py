@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Callable
 
 from eft.api.spec import EmbeddingFinetune
 from eft.api.stages import PIPELINE_STAGES, STAGE_BY_NAME
 from eft.errors import InvalidInput
 from eft.hashing import plan_hashes
-from eft.stages.contract import StageFn
+from eft.stages.contract import StageContext, StageFn
 
 
 def check_stage_name(name: str) -> None:
@@ -22,11 +23,20 @@ def check_stage_name(name: str) -> None:
         raise InvalidInput(f"unknown stage '{name}' (expected one of: {', '.join(PIPELINE_STAGES)})")
 
 
+def _stage_module(name: str):
+    check_stage_name(name)
+    return importlib.import_module(f"eft.{STAGE_BY_NAME[name].package}.stage")
+
+
 def stage_function(name: str) -> StageFn:
     """The `run(ctx) -> summary` function of a pipeline stage (its module is imported now)."""
-    check_stage_name(name)
-    package = STAGE_BY_NAME[name].package
-    return importlib.import_module(f"eft.{package}.stage").run
+    return _stage_module(name).run
+
+
+def stage_check(name: str) -> Callable[[StageContext], None] | None:
+    """The `check(ctx)` of a pipeline stage's module (its inputs checked before its folder is emptied), if it
+    has one."""
+    return getattr(_stage_module(name), "check", None)
 
 
 def compute_hashes(resource: EmbeddingFinetune) -> dict[str, str]:
