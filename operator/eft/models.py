@@ -157,6 +157,25 @@ def _load(location: str, revision: str | None, trust_remote_code: bool, device: 
         raise InvalidInput(
             f"cannot load model '{location}': {err}. Mount the model and give its path, or allow hub access.", FIELD
         ) from None
+    except UNREADABLE_MODEL as err:
+        raise InvalidInput(_not_a_model(location, err), FIELD) from None
+
+
+#: What transformers, sentence-transformers and safetensors raise for a folder that exists but is not a whole
+#: model (a truncated weights file, a broken modules.json or config, a folder of something else).
+UNREADABLE_MODEL: tuple[type[Exception], ...] = (ValueError, KeyError)
+try:
+    from safetensors import SafetensorError
+
+    UNREADABLE_MODEL += (SafetensorError,)
+except ImportError:  # pragma: no cover - safetensors comes with transformers
+    pass
+
+
+def _not_a_model(location: str, err: Exception) -> str:
+    return (f"'{location}' is not a loadable sentence-transformers or Hugging Face model folder "
+            f"({type(err).__name__}: {str(err)[:300]}); check its files (config.json or modules.json, the weights, "
+            "the tokenizer) or give another model")
 
 
 def inference_dtype(precision: str, device: str):
@@ -223,3 +242,5 @@ def load_tokenizer(spec: BaseModelSpec):
         )
     except OSError as err:
         raise InvalidInput(f"cannot load the tokenizer of '{loc}': {err}", FIELD) from None
+    except UNREADABLE_MODEL as err:
+        raise InvalidInput(_not_a_model(loc, err), FIELD) from None
