@@ -5,6 +5,7 @@ Commands of other roles (serve, verify, crd, ...) are registered in LAZY_COMMAND
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from eft.errors import EftError
+from eft.errors import EXIT_FAILURE, EXIT_INVALID_INPUT, EftError
 
 #: name -> "module:attribute" of a click command, imported on first use.
 LAZY_COMMANDS: dict[str, str] = {
@@ -49,6 +50,15 @@ def _unavailable(name: str, why: str) -> click.Command:
 def _fail(err: EftError) -> None:
     click.secho(f"error: {err}", fg="red", err=True)
     sys.exit(err.exit_code)
+
+
+def _fail_os(err: OSError) -> None:
+    """A file the pipeline could not read or write: the path and the system's reason, no traceback. A
+    read-only or forbidden path is the user's to fix (exit code 2); anything else (a full disk) may pass."""
+    where = f" {err.filename}" if err.filename else ""
+    click.secho(f"error: cannot read or write{where}: {err.strerror or err} (check the workdir's volume: free "
+                "space, permissions, read-only)", fg="red", err=True)
+    sys.exit(EXIT_INVALID_INPUT if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else EXIT_FAILURE)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -100,6 +110,8 @@ def run(file: Path, workdir: Path | None) -> None:
         print_metrics_table(wd, outcomes)
     except EftError as err:
         _fail(err)
+    except OSError as err:
+        _fail_os(err)
     except KeyboardInterrupt:
         click.secho("interrupted: finished stages are kept; run the same command again to resume", err=True)
         sys.exit(130)
@@ -124,6 +136,8 @@ def stage(name: str, spec_file: Path, workdir: Path, force: bool) -> None:
             outcome = run_one(resource, name, workdir, progress, force=force)
     except EftError as err:
         _fail(err)
+    except OSError as err:
+        _fail_os(err)
     except KeyboardInterrupt:
         sys.exit(130)
     state = "skipped (up to date)" if outcome.skipped else f"done in {outcome.seconds:.1f}s"

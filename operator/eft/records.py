@@ -63,12 +63,16 @@ def write_jsonl(path: Path, records: Iterable[BaseModel | dict]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            data = r.model_dump(mode="json") if isinstance(r, BaseModel) else r
-            f.write(json.dumps(data, ensure_ascii=False) + "\n")
-            n += 1
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for r in records:
+                data = r.model_dump(mode="json") if isinstance(r, BaseModel) else r
+                f.write(json.dumps(data, ensure_ascii=False) + "\n")
+                n += 1
+        tmp.replace(path)
+    except BaseException:  # a full disk or an interrupt: no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return n
 
 
