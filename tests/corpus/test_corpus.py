@@ -296,6 +296,9 @@ def test_corpus_errors_name_the_field(tmp_path):
     err = _error(a_file)
     assert err.field == FIELD and "not a folder" in str(err)
     assert err.exit_code == 2
+    # include matched, exclude removed everything: the error is on exclude
+    err = _error(empty, include=["*.md"], exclude=["*.md"])
+    assert err.field == "spec.corpus.exclude" and "1 files" in str(err) and "removed every one" in str(err)
 
 
 def test_chunking_spec_bounds():

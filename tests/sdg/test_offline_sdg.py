@@ -157,3 +157,17 @@ def test_hops_max_one_means_no_multi_hop(chunks):
 def test_complexity_range_is_respected(chunks):
     records, _ = gen(chunks, quality_threshold=0.0, complexity={"min": 3, "max": 3})
     assert records and all(r.question_complexity == 3 for r in records)
+
+
+def test_too_few_questions_says_what_held_them_back():
+    from eft.sdg.stage import too_few_questions
+
+    # the judge's threshold dropped most: lower it
+    msg = too_few_questions(2, {"generated": 30, "dropped_below_threshold": 27, "duplicates": 1}, 7.0)
+    assert "generated 30, below the quality threshold 7.0 27, duplicates 1" in msg
+    assert "lower spec.sdg.qualityThreshold" in msg
+    # everything generated passed: the corpus or the generation budget is the limit, not the threshold
+    msg = too_few_questions(4, {"generated": 4, "kept": 4}, 3.0)
+    assert "(generated 4)" in msg and "spec.sdg.maxChunks" in msg and "not what held them back" in msg
+    msg = too_few_questions(0, {}, 0.0)
+    assert msg.startswith("only 0 questions came out of generation, at least 5 are needed: add documents")

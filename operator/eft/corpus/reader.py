@@ -39,11 +39,14 @@ def select_files(spec: CorpusSpec) -> list[Path]:
     found: set[Path] = set()
     for pattern in spec.include:
         found.update(p for p in root.glob(pattern) if p.is_file())
-    rel = sorted(p.relative_to(root).as_posix() for p in found)
-    rel = [r for r in rel if not any(fnmatch.fnmatch(r, ex) for ex in spec.exclude)]
+    included = sorted(p.relative_to(root).as_posix() for p in found)
+    rel = [r for r in included if not any(fnmatch.fnmatch(r, ex) for ex in spec.exclude)]
     supported = [r for r in rel if Path(r).suffix.lower() in SUPPORTED_SUFFIXES]
     if not supported:
         kinds = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        if included and not rel:
+            raise InvalidInput(f"{len(included)} files in {root} matched spec.corpus.include, and spec.corpus.exclude "
+                               f"{spec.exclude} removed every one", "spec.corpus.exclude")
         detail = f"{len(rel)} matched files have unsupported types" if rel else "no file matched spec.corpus.include"
         raise InvalidInput(f"no supported documents in {root} ({detail}; supported: {kinds})", FIELD)
     if spec.max_documents:

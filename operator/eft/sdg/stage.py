@@ -34,6 +34,23 @@ def round_trip_filter(ctx: StageContext, chunks: list, questions: list) -> tuple
     return kept, len(questions) - len(kept)
 
 
+def too_few_questions(kept: int, stats: dict, threshold: float) -> str:
+    """Why fewer than 5 questions came out, from the generator's counts: what was generated, what the judge's
+    threshold and the other filters dropped, and the setting to change for the cause that dominates."""
+    below = int(stats.get("dropped_below_threshold") or 0)
+    parts = [f"{name} {int(stats[key])}" for key, name in (
+        ("generated", "generated"), ("dropped_below_threshold", f"below the quality threshold {threshold}"),
+        ("duplicates", "duplicates"), ("roundTripDropped", "dropped by the round-trip check"))
+        if stats.get(key)]
+    counts = f" ({', '.join(parts)})" if parts else ""
+    if below and below >= kept:
+        fix = "lower spec.sdg.qualityThreshold, or add documents"
+    else:
+        fix = ("add documents or longer ones, or raise spec.sdg.maxChunks / spec.sdg.questionsPerChunk; the quality "
+               "threshold is not what held them back")
+    return f"only {kept} questions came out of generation{counts}, at least 5 are needed: {fix}"
+
+
 def run(ctx: StageContext) -> dict:
     spec = ctx.spec
     files = select_files(spec.corpus)
@@ -62,10 +79,7 @@ def run(ctx: StageContext) -> dict:
     if spec.sdg.round_trip_top_k:
         questions, gen_stats["roundTripDropped"] = round_trip_filter(ctx, chunks, questions)
     if len(questions) < 5:
-        raise InvalidInput(
-            f"only {len(questions)} questions passed the quality threshold {spec.sdg.quality_threshold}; "
-            f"lower spec.sdg.qualityThreshold or add documents", "spec.sdg",
-        )
+        raise InvalidInput(too_few_questions(len(questions), gen_stats, spec.sdg.quality_threshold), "spec.sdg")
     write_jsonl(ctx.out_dir / "questions.jsonl", questions)
     hops = {str(h): sum(1 for q in questions if q.hop_count == h) for h in (1, 2, 3)}
     return {
