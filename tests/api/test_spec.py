@@ -181,6 +181,14 @@ def test_cli_validate_ok_and_invalid(tmp_path):
 
 
 # ----------------------------------------------------------------------------- load_resource
+def test_a_utf16_spec_file_loads_and_a_folder_is_named(tmp_path):
+    text = yaml.safe_dump({**MINIMAL, "metadata": {"name": "cafe"}}, allow_unicode=True)
+    (tmp_path / "ps.yaml").write_bytes(text.encode("utf-16"))  # what PowerShell's `>` writes
+    assert load_resource(tmp_path / "ps.yaml").metadata.name == "cafe"
+    with pytest.raises(InvalidInput, match="is a folder; give the resource's YAML file"):
+        load_resource(tmp_path)
+
+
 def test_relative_corpus_path_resolves_against_the_file(tmp_path):
     folder = tmp_path / "project" / "specs"
     folder.mkdir(parents=True)

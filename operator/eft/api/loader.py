@@ -63,12 +63,17 @@ def parse_resource(data: Any, source: str = "resource") -> EmbeddingFinetune:
 def load_resource(path: str | Path) -> EmbeddingFinetune:
     """Load and validate a resource file. Relative `spec.corpus.source.path` values resolve against the file's folder."""
     p = Path(path)
+    if p.is_dir():
+        raise InvalidInput(f"{p} is a folder; give the resource's YAML file")
     if not p.is_file():
         raise InvalidInput(f"spec file not found: {p}")
     try:
-        docs = [d for d in yaml.safe_load_all(p.read_text(encoding="utf-8")) if d is not None]
+        # bytes: PyYAML reads UTF-8 and, by their byte-order mark, UTF-16 files (PowerShell's `>` writes those)
+        docs = [d for d in yaml.safe_load_all(p.read_bytes()) if d is not None]
     except yaml.YAMLError as err:
         raise InvalidInput(f"{p} is not valid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise InvalidInput(f"{p} is not UTF-8 or UTF-16 text: {err}") from None
     docs = [d for d in docs if isinstance(d, dict) and d.get("kind", "EmbeddingFinetune") == "EmbeddingFinetune"]
     if len(docs) != 1:
         raise InvalidInput(f"{p} must hold exactly one EmbeddingFinetune resource (found {len(docs)})")
