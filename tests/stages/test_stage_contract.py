@@ -122,6 +122,20 @@ def test_a_stage_check_refusing_its_input_loses_nothing_already_produced(tmp_pat
     assert after == before  # the last good output, its _SUCCESS.json included, is all still there
 
 
+def test_a_deleted_output_re_runs_its_stage_and_a_stage_needing_it_names_it(tmp_path, term):
+    calls = []
+    ctx = ctx_for(tmp_path, "sdg")
+    execute_stage(sdg_fn(calls), ctx)
+    execute_stage(lambda c: {"examples": 1}, ctx_for(tmp_path, "prep"))
+    (tmp_path / "sdg" / "chunks.jsonl").unlink()
+    with pytest.raises(InvalidInput, match=r"needs stage 'sdg' re-run: chunks.jsonl in .* is gone or changed"):
+        check_inputs("prep", tmp_path, ctx.hashes)
+    out = execute_stage(sdg_fn(calls), ctx)  # not skipped: its output is gone
+    assert not out.skipped and calls == ["sdg", "sdg"] and (tmp_path / "sdg" / "chunks.jsonl").exists()
+    assert execute_stage(sdg_fn(calls), ctx).skipped  # whole again: skipped as before
+    check_inputs("prep", tmp_path, ctx.hashes)
+
+
 def test_check_inputs_missing_and_stale(tmp_path, term):
     hashes = plan_hashes(parse_resource(RESOURCE).spec, "fp")
     with pytest.raises(InvalidInput, match="needs the output of stage 'sdg'"):

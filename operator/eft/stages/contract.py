@@ -1,6 +1,7 @@
 """The stage contract (docs/architecture.md): inputs from `DIR/<upstream>/`, outputs to `DIR/NAME/`, `_SUCCESS.json` last.
 
-A stage whose `_SUCCESS.json` carries the current config hash is skipped. While a stage runs, `_STATE.json`
+A stage whose `_SUCCESS.json` carries the current config hash, and whose outputs it records are all still there,
+is skipped (a deleted output re-runs it, and a stage needing it says which). While a stage runs, `_STATE.json`
 records the hash it runs for: an interrupted run with the same hash resumes from what it left (training
 checkpoints); a run for a different hash starts from an empty folder, except `_work/`, which holds caches keyed
 by their own content (the LLM answers already paid for) and is kept. Upstream folders are only read,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -25,6 +27,8 @@ from eft.errors import InvalidInput
 from eft.api.stages import stage as stage_row
 from eft.clock import now_iso
 from eft.progress import SILENT, Progress
+
+log = logging.getLogger("eft.stages")
 
 SUCCESS_FILE = "_SUCCESS.json"
 STATE_FILE = "_STATE.json"
@@ -70,6 +74,18 @@ def output_checksums(stage_dir: Path) -> dict[str, dict[str, Any]]:
             continue
         out[str(rel)] = {"sha256": file_checksum(p), "bytes": p.stat().st_size}
     return out
+
+
+def missing_outputs(stage_dir: Path, success: dict[str, Any]) -> list[str]:
+    """The outputs a `_SUCCESS.json` records that are gone or changed size since (a stat each, no checksum)."""
+    gone = []
+    for rel, meta in (success.get("outputs") or {}).items():
+        try:
+            if (stage_dir / rel).stat().st_size != meta.get("bytes"):
+                gone.append(rel)
+        except OSError:
+            gone.append(rel)
+    return gone
 
 
 def compact_summary(payload: dict[str, Any], limit: int = TERMINATION_LIMIT) -> str:
@@ -153,6 +169,11 @@ def check_inputs(name: str, workdir: Path, hashes: dict[str, str]) -> None:
                 f"stage '{name}' needs stage '{up}' re-run: its output in {workdir / up} was made for another "
                 f"configuration (run `eft stage {up}` or `eft run`)"
             )
+        gone = missing_outputs(workdir / up, succ)
+        if gone:
+            shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+            raise InvalidInput(f"stage '{name}' needs stage '{up}' re-run: {shown} in {workdir / up} is gone or "
+                               f"changed since it finished (run `eft stage {up}` or `eft run`, which re-run it)")
 
 
 def prepare_output_dir(out: Path, config_hash: str) -> bool:
@@ -176,7 +197,11 @@ def execute_stage(fn: StageFn, ctx: StageContext, force: bool = False,
     writes nothing), runs before the stage's folder is emptied, so bad input loses no earlier output."""
     out = ctx.out_dir
     succ = read_success(out)
-    if succ and succ.get("configHash") == ctx.config_hash and not force:
+    gone = missing_outputs(out, succ) if succ and succ.get("configHash") == ctx.config_hash and not force else []
+    if gone:
+        log.warning("stage %s: %s gone or changed since it finished; running it again", ctx.name,
+                    ", ".join(gone[:5]))
+    elif succ and succ.get("configHash") == ctx.config_hash and not force:
         write_termination_message(compact_summary({"stage": ctx.name, "configHash": ctx.config_hash,
                                                    "skipped": True, "summary": succ.get("summary", {})}))
         return StageOutcome(ctx.name, True, ctx.config_hash, succ.get("summary", {}), 0.0)
