@@ -119,6 +119,24 @@ def test_multi_hop_questions_and_twins_join_their_documents():
         assert test and train
 
 
+def test_one_large_linked_group_never_takes_the_test_side_past_its_target():
+    # 6 single documents of 1 question each, and 6 documents linked into one group of 23 questions by multi-hop
+    # questions: a 20% target is 6 of 29, so the group of 23 must never be the test side while small ones fit
+    qs, doc_of = corpus_questions(n_docs=12, per_doc=1)
+    for i in range(17):
+        qs.append(QuestionRecord(question_id=f"mh{i}", question=f"compare topics {i}",
+                                 segment_ids=[f"c{6 + i % 6}_0", f"c{6 + (i + 1) % 6}_0"], hop_count=2))
+    assert sorted(len(g) for g in document_groups(qs, doc_of)) == [1] * 6 + [23]
+    for seed in range(20):
+        train, test = split_by_document(qs, doc_of, 0.2, seed)
+        assert len(test) == 6 and len(train) == 23, seed
+    # every group larger than the target: the smallest goes to test alone
+    big, doc_big = corpus_questions(n_docs=3, per_doc=10)
+    big = big[:25]  # groups of 10, 10 and 5; a 10% target is 2
+    for seed in range(10):
+        assert len(split_by_document(big, doc_big, 0.1, seed)[1]) == 5
+
+
 def test_document_split_refuses_a_single_document_and_unknown_chunks():
     qs, doc_of = corpus_questions(n_docs=1)
     with pytest.raises(ValueError, match="one document"):

@@ -27,16 +27,20 @@ def twin_groups(questions: list[QuestionRecord]) -> list[list[int]]:
 
 
 def _assign(groups: list[list[int]], n: int, test_fraction: float, seed: int) -> set[int]:
-    """Indices sent to test: whole groups in seeded order until about `test_fraction` of `n` (at least one group);
-    a group that would overshoot the target is passed over while others remain."""
+    """Indices sent to test: whole groups in seeded order until about `test_fraction` of `n`; a group that would
+    overshoot the target is passed over, the first one included, so one large group (documents linked by
+    multi-hop questions) never takes the test side far past the target. Only when every group is larger than
+    the target does the smallest one go to test alone (at least one group always does)."""
     order = list(groups)
     random.Random(seed).shuffle(order)
     target = max(1, round(n * test_fraction))
+    if all(len(g) > target for g in order):
+        return set(min(order, key=len))
     test_idx: set[int] = set()
     for g in order:
         if len(test_idx) >= target:
             break
-        if len(test_idx) + len(g) > target and test_idx and len(order) > 1:
+        if len(test_idx) + len(g) > target:
             continue
         test_idx.update(g)
     return test_idx
