@@ -148,6 +148,16 @@ def test_a_finished_job_moves_the_chain_on_with_its_termination_summary():
     assert status["currentStage"] == "prep" and api.created("jobs")[-1].startswith("demo-prep-")
 
 
+def _reconcile_with_waiting_pod(reconciler: Reconciler, api: MemoryApi, waiting: tuple) -> tuple[dict, dict]:
+    """Reconcile once with the Kopf pod index holding `waiting` (pod, stage, reason, message): the status and its
+    Degraded condition."""
+    reconciler.pods_index = {(NS, NAME): [waiting]}
+    reconciler.bodies[(NS, NAME)] = api.objects[("embeddingfinetunes", NS, NAME)]
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    status = _status(api)
+    return status, next(c for c in status["conditions"] if c["type"] == "Degraded")
+
+
 def test_a_pod_waiting_for_a_missing_secret_gives_secret_not_found_without_reading_secrets():
     reconciler, api = _setup()
     del api.objects[("secrets", NS, "llm-api")]
@@ -155,12 +165,8 @@ def test_a_pod_waiting_for_a_missing_secret_gives_secret_not_found_without_readi
     [sdg] = api.created("jobs")  # nothing blocks the Job: the operator cannot (and does not) read Secrets
     assert not [c for c in api.calls if "secrets" in str(c)]
     # The kubelet reports the pod waiting in CreateContainerConfigError (the Kopf pod index holds it).
-    reconciler.pods_index = {(NS, NAME): [(f"{sdg}-x", "sdg", "CreateContainerConfigError",
-                                           'secret "llm-api" not found')]}
-    reconciler.bodies[(NS, NAME)] = api.objects[("embeddingfinetunes", NS, NAME)]
-    asyncio.run(reconciler.reconcile((NS, NAME)))
-    status = _status(api)
-    cond = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    status, cond = _reconcile_with_waiting_pod(reconciler, api, (f"{sdg}-x", "sdg", "CreateContainerConfigError",
+                                                                 'secret "llm-api" not found'))
     assert (status["phase"], cond["status"], cond["reason"]) == ("Failed", "True", "SecretNotFound")
     assert 'secret "llm-api" not found' in cond["message"] and "spec.sdg.apiKeySecretRef" in cond["message"]
     # The Secret appears, the pod starts: the condition clears.
@@ -194,11 +200,8 @@ def test_a_stage_pod_whose_image_cannot_be_pulled_is_reported_not_running():
     reconciler, api = _setup()
     asyncio.run(reconciler.reconcile((NS, NAME)))
     [sdg] = api.created("jobs")
-    reconciler.pods_index = {(NS, NAME): [(f"{sdg}-x", "sdg", "ErrImagePull", 'pull access denied for "p:1"')]}
-    reconciler.bodies[(NS, NAME)] = api.objects[("embeddingfinetunes", NS, NAME)]
-    asyncio.run(reconciler.reconcile((NS, NAME)))
-    status = _status(api)
-    cond = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    status, cond = _reconcile_with_waiting_pod(reconciler, api,
+                                               (f"{sdg}-x", "sdg", "ErrImagePull", 'pull access denied for "p:1"'))
     assert (status["phase"], cond["status"], cond["reason"]) == ("Failed", "True", "ErrImagePull")
     assert 'pull access denied for "p:1"' in cond["message"] and "spec.runtime.stages.sdg.image" in cond["message"]
 
