@@ -98,6 +98,19 @@ def test_spec_dict_is_camel_case_with_defaults_filled():
         # the LLM key must not replace a variable the pipeline's pods get from the operator
         ({"sdg__apiKeyEnv": "HF_TOKEN"}, "spec.sdg", "apiKeyEnv 'HF_TOKEN' would replace a variable"),
         ({"sdg__apiKeyEnv": "EFT_CONFIG_HASH"}, "spec.sdg", "apiKeyEnv 'EFT_CONFIG_HASH' would replace"),
+        # object names the API server would refuse (DNS-1123 subdomains) and toleration rules
+        ({"storage__claimName": "Bad_Name"}, "spec.storage.claimName", "should match pattern"),
+        ({"runtime__serviceAccountName": "UPPER"}, "spec.runtime.serviceAccountName", "should match pattern"),
+        ({"runtime__hfTokenSecretRef": {"name": "hf token", "key": "token"}}, "spec.runtime.hfTokenSecretRef.name",
+         "should match pattern"),
+        ({"runtime__hfTokenSecretRef": {"name": "hf", "key": "a/b"}}, "spec.runtime.hfTokenSecretRef.key",
+         "should match pattern"),
+        ({"runtime__defaults": {"tolerations": [{"key": "gpu", "operator": "Exists", "value": "x"}]}},
+         "spec.runtime.defaults.tolerations[0]", "operator Exists takes no value"),
+        ({"runtime__defaults": {"tolerations": [{"operator": "Equal", "value": "x"}]}},
+         "spec.runtime.defaults.tolerations[0]", "a toleration without a key must use operator Exists"),
+        ({"runtime__defaults": {"tolerations": [{"key": "k", "tolerationSeconds": 30, "effect": "NoSchedule"}]}},
+         "spec.runtime.defaults.tolerations[0]", "tolerationSeconds applies to effect NoExecute only"),
     ],
 )
 def test_bad_values_name_the_camel_case_field(overrides, path, words):
@@ -110,6 +123,10 @@ def test_bad_values_name_the_camel_case_field(overrides, path, words):
     {"export__onnx": {"enabled": False}, "deploy__backend": "torch"},
     {"export__onnx": {"enabled": False}, "deploy__enabled": False, "deploy__backend": "onnx"},
     {"sdg__apiKeyEnv": "EFT_LLM_API_KEY"}, {"sdg__apiKeyEnv": "NVIDIA_API_KEY"},
+    {"storage__claimName": "team-a.workspace-1", "storage__storageClassName": "fast-ssd"},
+    {"runtime__defaults": {"tolerations": [{"operator": "Exists"}, {"key": "nvidia.com/gpu", "operator": "Exists",
+                                                                     "effect": "NoSchedule"},
+                                           {"key": "k", "value": "v", "effect": "NoExecute", "tolerationSeconds": 60}]}},
 ])
 def test_consistent_cross_field_choices_are_accepted(overrides):
     parse_resource(resource_with(**overrides))  # raises SpecError otherwise

@@ -79,14 +79,25 @@ class BaseModelSpec(SpecModel):
         "same precision.")
 
 
+#: The name of a Kubernetes object (PersistentVolumeClaim, ConfigMap, Secret, ServiceAccount, StorageClass): a
+#: DNS-1123 subdomain, lower case, at most 253 characters (the API server refuses anything else).
+OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+OBJECT_NAME_MAX = 253
+
+
+def object_name(description: str | None = None, default: Any = ...) -> Any:
+    """A field holding the name of a Kubernetes object (`OBJECT_NAME`)."""
+    return Field(default, min_length=1, max_length=OBJECT_NAME_MAX, pattern=OBJECT_NAME, description=description)
+
+
 # ----------------------------------------------------------------------------- corpus
 class PvcSource(SpecModel):
-    claim_name: str = Field(..., min_length=1, description="PersistentVolumeClaim holding the documents.")
+    claim_name: str = object_name("PersistentVolumeClaim holding the documents.")
     sub_path: str = Field("", description="Folder inside the claim.")
 
 
 class ConfigMapSource(SpecModel):
-    name: str = Field(..., min_length=1, description="ConfigMap whose keys are document files.")
+    name: str = object_name("ConfigMap whose keys are document files.")
 
 
 class CorpusSource(SpecModel):
@@ -136,8 +147,9 @@ class CorpusSpec(SpecModel):
 
 # ----------------------------------------------------------------------------- sdg
 class SecretKeyRef(SpecModel):
-    name: str = Field(..., min_length=1)
-    key: str = Field("api-key", min_length=1)
+    name: str = object_name()
+    key: str = Field("api-key", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$",
+                     description="A key of the Secret's data (letters, digits, '-', '_', '.').")
 
 
 class IntRange(SpecModel):
@@ -419,11 +431,11 @@ QUANTITY_PATTERN = rf"^{_QUANTITY_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_
 
 
 class StorageSpec(SpecModel):
-    claim_name: str | None = Field(None, description="Reuse this PVC as the workspace; otherwise one is created.")
+    claim_name: str | None = object_name("Reuse this PVC as the workspace; otherwise one is created.", None)
     size: str = Field("50Gi", pattern=QUANTITY_PATTERN, description="The workspace claim's size (a Kubernetes "
                       "quantity: 50Gi, 500G, 1Ti), used when the operator creates the claim; a later edit does not "
                       "resize it (grow the PersistentVolumeClaim itself where its StorageClass allows expansion).")
-    storage_class_name: str | None = None
+    storage_class_name: str | None = object_name(None, None)
     access_modes: list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
         default_factory=lambda: ["ReadWriteOnce"], min_length=1
     )
@@ -435,6 +447,19 @@ class Toleration(SpecModel):
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _kubernetes_rules(self) -> "Toleration":
+        """The rules of a pod's toleration (core/v1 Toleration): Exists takes no value, an empty key needs
+        Exists (it tolerates every taint), tolerationSeconds goes with NoExecute only."""
+        operator = self.operator or "Equal"
+        if operator == "Exists" and self.value:
+            raise ValueError(f"operator Exists takes no value (got value {self.value!r})")
+        if not self.key and operator != "Exists":
+            raise ValueError("a toleration without a key must use operator Exists (it tolerates every taint)")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds applies to effect NoExecute only")
+        return self
 
 
 class StageRuntime(SpecModel):
@@ -464,7 +489,7 @@ StagesRuntime = create_model(
 class RuntimeSpec(SpecModel):
     image: str | None = Field(None, description="Pipeline image for every stage; default from the operator's configuration.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    service_account_name: str | None = None
+    service_account_name: str | None = object_name(None, None)
     hf_token_secret_ref: SecretKeyRef | None = Field(None, description="Secret with a Hugging Face token (HF_TOKEN).")
     defaults: StageRuntime = Field(default_factory=StageRuntime, description="Applied to every stage, then overridden per stage.")
     stages: StagesRuntime = Field(default_factory=StagesRuntime)
