@@ -158,6 +158,10 @@ def test_stage_runtime_schema_mirrors_the_resource_model():
         {"nodeSelector": {"a": "b"}}, {"nodeSelector": {"a": 1}},
         {"tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}]},
         {"tolerations": [{"operator": "Maybe"}]}, {"tolerations": [{"tolerationSeconds": 30}]},
+        {"tolerations": [{"operator": "Exists"}]}, {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]},
+        {"tolerations": [{"operator": "Equal", "value": "v"}]}, {"tolerations": [{"key": "", "value": "v"}]},
+        {"tolerations": [{"key": "k", "effect": "NoExecute", "tolerationSeconds": 30}]},
+        {"tolerations": [{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 30}]},
         {"unknown": 1},
     ]
     for sample in samples:
