@@ -154,6 +154,21 @@ def test_plan_limits_and_hop_bounds():
     assert plan_units([], SdgSpec()) == []
 
 
+def test_the_plan_keeps_its_units_and_their_keys_when_the_corpus_or_budget_grows():
+    """A unit's key names the paid-for answers in _work/: raising maxChunks keeps every earlier unit, and a
+    new document leaves the units of the other chunks (single-hop here) as they were."""
+    spec = SdgSpec(multi_hop_fraction=0.5, seed=3)
+    small = plan_units(CHUNKS, SdgSpec(multi_hop_fraction=0.5, seed=3, max_chunks=6))
+    full = plan_units(CHUNKS, spec)
+    assert [u.key for u in small] == [u.key for u in full[:len(small)]]
+    single = SdgSpec(multi_hop_fraction=0.0, seed=3)
+    before = {u.key for u in plan_units(CHUNKS, single)}
+    extra = [Chunk(id=f"new{i}", text=f"a new passage {i}", source="new.md", headings=["New"], doc_id="newdoc",
+                   position=i, tokens=4) for i in range(3)]
+    after = {u.key for u in plan_units(CHUNKS + extra, single)}
+    assert before <= after and len(after - before) == 3
+
+
 @pytest.mark.parametrize("text", [
     '{"questions": []}',
     'Here you go:\n```json\n{"questions": []}\n```\nEnjoy!',

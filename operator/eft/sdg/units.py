@@ -1,5 +1,10 @@
 """Planning the `llm` generator's requests: *generation units* of 1 chunk (single-hop) or 2-3 related chunks
-(multi-hop), seeded, each chunk used once, with the question complexities to ask for and a cache key."""
+(multi-hop), seeded, each chunk used once, with the question complexities to ask for and a cache key.
+
+The plan is stable under corpus changes where it can be: chunks are visited in the order of a seeded hash of
+their ids (not one shuffle of the whole corpus), and each unit draws its group size and complexities from a
+generator seeded by its own chunks. So raising `maxChunks` keeps every earlier unit, and a unit whose chunks and
+place in the plan did not change keeps its cache key, whose paid-for answers in `_work/` are reused."""
 
 from __future__ import annotations
 
@@ -61,6 +66,12 @@ def _related(seed: Chunk, n: int, doc_chunks: list[Chunk], used: set[str]) -> li
     return [t[3] for t in scored[:n]]
 
 
+def _rng(seed: int, purpose: str, chunk_ids: list[str]) -> random.Random:
+    """A generator seeded by the plan's seed and these chunks alone (a string seed is hashed by sha512:
+    the same across runs and machines)."""
+    return random.Random(json.dumps([seed, purpose, chunk_ids]))
+
+
 def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
     """Seeded plan of generation units using at most `spec.max_chunks` chunks, each chunk in one unit."""
     by_id: dict[str, Chunk] = {}
@@ -70,7 +81,6 @@ def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
     if not pool:
         return []
     budget = min(spec.max_chunks or len(pool), len(pool))
-    rng = random.Random(spec.seed)
     docs: dict[str, list[Chunk]] = defaultdict(list)
     for c in pool:
         docs[c.doc_id].append(c)
@@ -84,8 +94,8 @@ def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
     c_lo, c_hi = spec.complexity.min, spec.complexity.max
     judge_model = spec.judge_model or spec.model
 
-    order = sorted(pool, key=lambda c: (c.doc_id, c.position, c.id))
-    rng.shuffle(order)
+    # seeded order by each chunk's own hash: a chunk added or removed leaves the others' order as it was
+    order = sorted(pool, key=lambda c: hashlib.sha256(f"{spec.seed}:{c.id}".encode()).digest())
     used: set[str] = set()
     groups: list[list[Chunk]] = []
     n_multi = 0
@@ -97,7 +107,7 @@ def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
         group = [seed]
         # Multi-hop when the share so far is below the target (round half up): an exact, seeded share.
         if multi_allowed and n_multi < math.floor(fraction * (len(groups) + 1) + 0.5):
-            size = min(rng.randint(hop_lo, hop_hi), budget - len(used))
+            size = min(_rng(spec.seed, "size", [seed.id]).randint(hop_lo, hop_hi), budget - len(used))
             partners = _related(seed, size - 1, docs[seed.doc_id], used) if size >= 2 else []
             if partners and len(partners) + 1 >= hop_lo:
                 group = sorted([seed, *partners], key=lambda c: c.position)
@@ -110,7 +120,8 @@ def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
     units = []
     for i, group in enumerate(groups):
         lo = c_lo if len(group) == 1 else max(c_lo, min(c_hi, 3))  # multi-hop questions are not trivial
-        complexities = tuple(rng.randint(lo, c_hi) for _ in range(spec.questions_per_chunk))
+        unit_rng = _rng(spec.seed, "complexity", [c.id for c in group])
+        complexities = tuple(unit_rng.randint(lo, c_hi) for _ in range(spec.questions_per_chunk))
         key_data = {
             "v": prompts.PROMPT_VERSION, "chunks": [c.id for c in group], "model": spec.model,
             "judge": judge_model, "n": spec.questions_per_chunk, "complexities": complexities,
