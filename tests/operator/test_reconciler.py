@@ -473,3 +473,26 @@ def test_a_child_the_api_server_refuses_is_on_the_status_with_its_words_and_retr
     sdg = status["stages"]["sdg"]
     assert sdg["phase"] == "Pending" and sdg["reason"] == "ChildRejected" and "422 Invalid" in sdg["message"]
     assert "ChildRejected" in [o["reason"] for (p, _, _), o in api.objects.items() if p == "events"]
+
+
+def test_a_full_quota_on_an_existing_child_is_no_refusal():
+    """A ResourceQuota that is fully used answers 403 even when the object exists (the quota check comes before
+    AlreadyExists): a serving resource must stay Ready through its resyncs, not turn ChildRejected."""
+    reconciler, api = _setup()
+    dep, _ = _served(reconciler, api)
+    _observe_live(reconciler, dep, replicas=1, updatedReplicas=1, readyReplicas=1, availableReplicas=1,
+                  conditions=[{"type": "Available", "status": "True"}])
+    assert _again(reconciler, api)["phase"] == "Succeeded"
+    create = api.create
+
+    async def quota_full(res, namespace, body):
+        if res.plural in ("services", "persistentvolumeclaims", "configmaps"):
+            raise kube.ApiError(403, "Forbidden", f'{res.plural} "{body["metadata"]["name"]}" is forbidden: '
+                                                  "exceeded quota: q, requested: 1, used: 1, limited: 1")
+        return await create(res, namespace, body)
+
+    api.create = quota_full
+    reconciler.ensured.clear()  # what every resync does
+    status = _again(reconciler, api)
+    assert status["phase"] == "Succeeded"
+    assert not [c for c in status["conditions"] if c["reason"] == "ChildRejected"]

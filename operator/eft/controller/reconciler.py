@@ -376,7 +376,13 @@ class Reconciler:
         if ck in self.ensured:
             return None
         assert self.api is not None
-        _, created = await self.api.create(res, ns, obj)
+        try:
+            _, created = await self.api.create(res, ns, obj)
+        except kube.ApiError as err:
+            # A full quota answers 403 before AlreadyExists: an object that exists is no refusal.
+            if err.status != 403 or await self.api.get(res, ns, name) is None:
+                raise
+            created = False
         stale = None
         if not created:
             live = await self.api.get(res, ns, name)
