@@ -30,6 +30,7 @@ def chart_config(tmp_path, request):
 @pytest.mark.parametrize("resources, field, words", [
     ({"requests": {"cpu": "two"}}, "spec.x.requests.cpu", "'two' is not a Kubernetes quantity"),
     ({"limits": {"memory": "16 Gi"}}, "spec.x.limits.memory", "is not a Kubernetes quantity"),
+    ({"limits": {"memory": "1e1.5"}}, "spec.x.limits.memory", "is not a Kubernetes quantity"),  # no fraction in e
     ({"requests": {"memory": "24Gi"}, "limits": {"memory": "16Gi"}}, "spec.x.requests.memory",
      "request 24Gi is above the limit 16Gi"),
     ({"requests": {"cpu": "1500m"}, "limits": {"cpu": "1"}}, "spec.x.requests.cpu", "above the limit 1"),
@@ -73,7 +74,8 @@ def test_a_gpu_requested_for_a_stage_without_a_limit_is_found(chart_config):
 
 
 @pytest.mark.parametrize("size, ok", [("50Gi", True), ("500G", True), ("50k", True), ("1Ei", True), ("5e9", True),
-                                      ("50K", False), ("50 Gi", False), ("-5Gi", False), ("lots", False)])
+                                      ("50K", False), ("50 Gi", False), ("-5Gi", False), ("lots", False),
+                                      ("1e1.5", False), ("1e5.", False)])
 def test_workspace_size_is_a_kubernetes_quantity(size, ok):
     body = sample_resource(storage={"size": size})
     if ok:

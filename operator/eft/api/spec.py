@@ -427,7 +427,7 @@ class DeploySpec(SpecModel):
 _QUANTITY_NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
 #: An unsigned Kubernetes quantity (k8s.io/apimachinery/pkg/api/resource: binary Ki..Ei, decimal n..E, or an
 #: exponent; "50K" is not one, "50k" is).
-QUANTITY_PATTERN = rf"^{_QUANTITY_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_QUANTITY_NUMBER}))?$"
+QUANTITY_PATTERN = rf"^{_QUANTITY_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
 
 
 class StorageSpec(SpecModel):

@@ -72,21 +72,32 @@ QUANTITY = re.compile(r"^(\+|-)?" + QUANTITY_PATTERN[1:])
 _NATIVE_DOMAIN = ("kubernetes.io/", "requests.")
 
 
+def _quantity(text: str):
+    """The value of a Kubernetes quantity (a Decimal), or None when `text` is not one."""
+    from kubernetes.utils.quantity import parse_quantity
+
+    if not QUANTITY.match(text):
+        return None
+    try:
+        return parse_quantity(text)
+    except ValueError:
+        return None
+
+
 def resources_problems(resources: dict[str, dict[str, str]], field: str) -> list[tuple[str, str]]:
     """What the API server would refuse in a container's requests and limits (`field` names where they come
     from): a value that is not a quantity, a request above its limit, an extended resource (`nvidia.com/gpu`)
     requested without an equal limit."""
-    from kubernetes.utils.quantity import parse_quantity
-
     requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
     problems, valid = [], {}
     for part, values in (("requests", requests), ("limits", limits)):
         for name, value in values.items():
-            if QUANTITY.match(str(value)):
-                valid[part, name] = parse_quantity(str(value))
-            else:
+            quantity = _quantity(str(value))
+            if quantity is None:
                 problems.append((f"{field}.{part}.{name}", f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, "
                                                            "16Gi, 1.5G)"))
+            else:
+                valid[part, name] = quantity
     for name, value in requests.items():
         extended = "/" in name and not name.startswith(_NATIVE_DOMAIN)
         if extended and name not in limits:
