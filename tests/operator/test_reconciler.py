@@ -189,6 +189,7 @@ def test_which_waiting_pods_block_a_resource():
     pull = _waiting("ImagePullBackOff", 'Back-off pulling image "registry/eft:typo"')
     assert blocked_pod("p", stage, pull) == ("p", "train", "ImagePullBackOff",
                                              'Back-off pulling image "registry/eft:typo"')
+    assert blocked_pod("p", stage, _waiting("ErrImagePull", "429 Too Many Requests")) is None  # may pass
     assert blocked_pod("p", server, pull) is None  # the server's rollout reports its own image problems
     secret = _waiting("CreateContainerConfigError", 'secret "hf" not found')
     assert blocked_pod("p", server, secret) == ("p", "server", "CreateContainerConfigError", 'secret "hf" not found')
@@ -196,14 +197,29 @@ def test_which_waiting_pods_block_a_resource():
     assert blocked_pod("p", stage, {}) is None
 
 
-def test_a_stage_pod_whose_image_cannot_be_pulled_is_reported_not_running():
+def test_a_stage_pod_whose_image_cannot_be_pulled_is_reported_and_a_fixed_image_reaches_it():
     reconciler, api = _setup()
     asyncio.run(reconciler.reconcile((NS, NAME)))
     [sdg] = api.created("jobs")
+    stamp = api.objects[("jobs", NS, sdg)]["metadata"]["annotations"]["finetune.embeddings.io/spec-hash"]
+    reconciler.jobs_index = {(NS, NAME): [_job_obs(sdg, "sdg", "Pending", ready=0, spec_hash=stamp)]}
     status, cond = _reconcile_with_waiting_pod(reconciler, api,
-                                               (f"{sdg}-x", "sdg", "ErrImagePull", 'pull access denied for "p:1"'))
-    assert (status["phase"], cond["status"], cond["reason"]) == ("Failed", "True", "ErrImagePull")
+                                               (f"{sdg}-x", "sdg", "ImagePullBackOff", 'pull access denied for "p:1"'))
+    assert (status["phase"], cond["status"], cond["reason"]) == ("Failed", "True", "ImagePullBackOff")
     assert 'pull access denied for "p:1"' in cond["message"] and "spec.runtime.stages.sdg.image" in cond["message"]
+    assert status["stages"]["sdg"]["reason"] == "ImagePullBackOff"
+    # the user fixes the image: planning still runs, so the Job that never started is replaced (JobOutdated)
+    body = api.objects[("embeddingfinetunes", NS, NAME)]
+    body["spec"]["runtime"]["image"] = "registry/eft:fixed"
+    body["metadata"]["generation"] = 2
+    _reconcile_with_waiting_pod(reconciler, api, (f"{sdg}-x", "sdg", "ImagePullBackOff", "still backing off"))
+    assert api.did("delete", "jobs") == [sdg]
+    # a first ErrImagePull (a registry's passing rate limit) is not a failure yet
+    reconciler2, api2 = _setup()
+    asyncio.run(reconciler2.reconcile((NS, NAME)))
+    [sdg2] = api2.created("jobs")
+    status, cond = _reconcile_with_waiting_pod(reconciler2, api2, (f"{sdg2}-x", "sdg", "ErrImagePull", "429"))
+    assert status["phase"] == "Running" and cond["status"] == "False"
 
 
 def test_workers_reconcile_each_enqueued_key_once():

@@ -158,8 +158,9 @@ CRASH_RESTARTS = 3
 
 #: Waiting reasons of a stage pod that cannot start until something changes: a missing Secret (or key) or an
 #: image that cannot be pulled. A stage Job has no rollout to time out, so without this it shows as running until
-#: its deadline (hours).
-STAGE_POD_BLOCKED = {"CreateContainerConfigError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName"}
+#: its deadline (hours). ErrImagePull alone may be a registry's passing rate limit; the kubelet turns a lasting
+#: one into ImagePullBackOff.
+STAGE_POD_BLOCKED = {"CreateContainerConfigError", "ImagePullBackOff", "InvalidImageName"}
 
 
 def blocked_pod(name: str, labels: dict[str, str], status: dict[str, Any] | None) -> tuple[str, str, str, str] | None:

@@ -24,6 +24,7 @@ from eft.controller.config import OperatorConfig
 from eft.controller.kube import CONFIGMAPS, DEPLOYMENTS, EVENTS, JOBS, PODS, PVCS, SERVICES, Res
 from eft.controller.manifests import LABEL_COMPONENT, LABEL_HASH, LABEL_RESOURCE, Owner
 from eft.controller.plan import (
+    STAGE_POD_BLOCKED,
     Action,
     ActionKind,
     DeploymentObs,
@@ -232,6 +233,7 @@ class Reconciler:
                 endpoint = manifests.endpoint_url(name, ns, spec)
                 plan = plan_stages(name, generation, spec, hashes, recorded, observed, spec.suspend, deleting, endpoint,
                                    retry=owner.retry)
+                self._report_image_problem(key, plan)
                 if not deleting:
                     try:
                         await self._execute(plan, owner, body, spec, hashes, observed)
@@ -331,19 +333,33 @@ class Reconciler:
         return ("InvalidSpec", format_problems(problems)) if problems else None
 
     def _pod_config_problem(self, key: Key, spec) -> tuple[str, str] | None:
-        """Why one of our pods cannot start (`eft.controller.plan.blocked_pod`): SecretNotFound when a Secret (or
-        key) it names is missing (the kubelet's `CreateContainerConfigError` message, e.g. `secret "llm-key" not
-        found`, names it), the kubelet's reason (ImagePullBackOff, ...) when a stage's image cannot be pulled."""
-        waiting = sorted(self._children(self.pods_index, key))
+        """SecretNotFound when one of our pods cannot start because a Secret (or key) it names is missing: the
+        kubelet's `CreateContainerConfigError` message, e.g. `secret "llm-key" not found`, names it."""
+        waiting = sorted(w for w in self._children(self.pods_index, key) if w[2] == "CreateContainerConfigError")
         if not waiting:
             return None
-        pod, stage, reason, message = waiting[0]
-        if reason == "CreateContainerConfigError":
-            fields = ", ".join(sorted({f for f, _, _ in secret_refs(spec)})) or "a Secret reference"
-            return "SecretNotFound", f"{stage} pod {pod} cannot start: {message} (check {fields})"
-        return reason, (f"{stage} pod {pod} cannot start: {reason}: {message} (check spec.runtime.stages.{stage}"
-                        f".image, spec.runtime.image or the operator's pipeline image, and the registry's "
-                        f"credentials)")
+        pod, stage, _, message = waiting[0]
+        fields = ", ".join(sorted({f for f, _, _ in secret_refs(spec)})) or "a Secret reference"
+        return "SecretNotFound", f"{stage} pod {pod} cannot start: {message} (check {fields})"
+
+    def _report_image_problem(self, key: Key, plan: Plan) -> None:
+        """A pod of the running stage whose image cannot be pulled (`STAGE_POD_BLOCKED`) makes the stage and the
+        resource Failed with the kubelet's reason, instead of 'running' until the Job's deadline. Planning has
+        run as usual, so a corrected image reaches a Job that has not started (JobOutdated)."""
+        stage = plan.current_stage
+        st = plan.stages.get(stage) if stage else None
+        if st is None or st.phase != "Running":
+            return
+        waiting = sorted(w for w in self._children(self.pods_index, key)
+                         if w[1] == stage and w[2] in STAGE_POD_BLOCKED - {"CreateContainerConfigError"})
+        if not waiting:
+            return
+        pod, _, reason, message = waiting[0]
+        text = (f"{stage} pod {pod} cannot start: {reason}: {message} (check spec.runtime.stages.{stage}.image, "
+                f"spec.runtime.image or the operator's pipeline image, and the registry's credentials)")[:1024]
+        plan.stages[stage] = StageStatus(phase="Pending", job=st.job, config_hash=st.config_hash,
+                                         attempts=st.attempts, reason=reason, message=text)
+        plan.outcome, plan.reason, plan.message = Outcome.FAILED, reason, text
 
     async def _cached_get(self, res: Res, ns: str, name: str) -> dict[str, Any] | None:
         ck = (res.plural, ns, name)
