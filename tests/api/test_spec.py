@@ -96,8 +96,10 @@ def test_spec_dict_is_camel_case_with_defaults_filled():
         ({"export__tensorrt": {"enabled": "false"}, "deploy__backend": "tensorrt"}, "spec",
          "export.tensorrt.enabled is false"),
         # the LLM key must not replace a variable the pipeline's pods get from the operator
-        ({"sdg__apiKeyEnv": "HF_TOKEN"}, "spec.sdg", "apiKeyEnv 'HF_TOKEN' would replace a variable"),
+        ({"sdg__apiKeyEnv": "HF_HOME"}, "spec.sdg", "apiKeyEnv 'HF_HOME' would replace a variable"),
         ({"sdg__apiKeyEnv": "EFT_CONFIG_HASH"}, "spec.sdg", "apiKeyEnv 'EFT_CONFIG_HASH' would replace"),
+        ({"sdg__apiKeyEnv": "HF_TOKEN", "runtime__hfTokenSecretRef": {"name": "hf", "key": "token"}}, "spec",
+         "sdg.apiKeyEnv HF_TOKEN would replace the Hugging Face token"),
         # object names the API server would refuse (DNS-1123 subdomains) and toleration rules
         ({"storage__claimName": "Bad_Name"}, "spec.storage.claimName", "should match pattern"),
         ({"runtime__serviceAccountName": "UPPER"}, "spec.runtime.serviceAccountName", "should match pattern"),
@@ -123,6 +125,7 @@ def test_bad_values_name_the_camel_case_field(overrides, path, words):
     {"export__onnx": {"enabled": False}, "deploy__backend": "torch"},
     {"export__onnx": {"enabled": False}, "deploy__enabled": False, "deploy__backend": "onnx"},
     {"sdg__apiKeyEnv": "EFT_LLM_API_KEY"}, {"sdg__apiKeyEnv": "NVIDIA_API_KEY"},
+    {"sdg__apiKeyEnv": "HF_TOKEN"},  # an endpoint at router.huggingface.co, with no hfTokenSecretRef
     {"storage__claimName": "team-a.workspace-1", "storage__storageClassName": "fast-ssd"},
     {"runtime__defaults": {"tolerations": [{"operator": "Exists"}, {"key": "nvidia.com/gpu", "operator": "Exists",
                                                                      "effect": "NoSchedule"},

@@ -69,6 +69,19 @@ def test_runtime_overrides_and_images_from_the_environment():
         "image"] == "s:1"
 
 
+def test_the_variables_the_operator_sets_are_the_ones_the_llm_key_may_not_take():
+    from eft.api.spec import PIPELINE_ENV, PIPELINE_ENV_PREFIXES
+
+    cfg = OperatorConfig.from_env({})
+    spec = sample_spec(training={"nodes": 2, "gpus": 1}, storage={"accessModes": ["ReadWriteMany"]})
+    h = plan_hashes(spec)
+    names = {e["name"] for stage in ("sdg", "prep", "train", "eval", "export")
+             for e in manifests.stage_job(OWNER, spec, stage, h, "cm", cfg)["spec"]["template"]["spec"][
+                 "containers"][0]["env"]}
+    names -= {spec.sdg.api_key_env, "HF_TOKEN"}  # the key itself; HF_TOKEN is checked against hfTokenSecretRef
+    assert names and all(n in PIPELINE_ENV or n.startswith(PIPELINE_ENV_PREFIXES) for n in names), names
+
+
 def test_the_llm_key_is_mounted_only_for_the_llm_generator():
     cfg = OperatorConfig.from_env({})
     for generator, mounted in (("llm", True), ("offline", False)):

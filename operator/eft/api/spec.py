@@ -173,9 +173,11 @@ class HopsRange(IntRange):
     max: int = Field(3, ge=1, le=3)
 
 
-#: The default `sdg.apiKeyEnv`, and the prefixes of variables the pipeline's pods get from the operator.
+#: The default `sdg.apiKeyEnv`, and the variables the operator sets in a stage's pod (`PET_*`: torch's
+#: distributed training; `HF_TOKEN` only with `runtime.hfTokenSecretRef`), which the key must not replace.
 DEFAULT_API_KEY_ENV = "EFT_LLM_API_KEY"
-RESERVED_ENV_PREFIXES = ("EFT_", "HF_", "PET_")
+PIPELINE_ENV = frozenset({"EFT_STAGE", "EFT_CONFIG_HASH", "EFT_RESOURCE", "EFT_TERMINATION_MESSAGE_PATH", "HF_HOME"})
+PIPELINE_ENV_PREFIXES = ("PET_",)
 
 
 class SdgSpec(SpecModel):
@@ -191,8 +193,10 @@ class SdgSpec(SpecModel):
     judge_model: str | None = Field(None, description="Judge model; defaults to `model`.")
     api_key_secret_ref: SecretKeyRef | None = Field(None, description="Secret holding the API key (in the cluster).")
     api_key_env: str = Field("EFT_LLM_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                             description="Environment variable the API key is read from (not one the pipeline "
-                                         "sets itself: `EFT_*` other than the default, `HF_*`, `PET_*`).")
+                             description="Environment variable the API key is read from (not one the operator "
+                                         "sets in the pod: `EFT_STAGE`, `EFT_CONFIG_HASH`, `EFT_RESOURCE`, "
+                                         "`EFT_TERMINATION_MESSAGE_PATH`, `HF_HOME`, `PET_*`, and `HF_TOKEN` "
+                                         "with `runtime.hfTokenSecretRef`).")
     concurrency: int = Field(8, ge=1, le=256, description="Requests in flight.")
     max_chunks: int | None = Field(None, ge=1, description="Generate from at most this many chunks (seeded sample).")
     questions_per_chunk: int = Field(2, ge=1, le=20, description="Questions asked per seed chunk or chunk group.")
@@ -217,9 +221,10 @@ class SdgSpec(SpecModel):
     @model_validator(mode="after")
     def _api_key_env_not_reserved(self) -> "SdgSpec":
         env = self.api_key_env
-        if env != DEFAULT_API_KEY_ENV and env.startswith(RESERVED_ENV_PREFIXES):
-            raise ValueError(f"apiKeyEnv {env!r} would replace a variable the pipeline sets itself (names starting "
-                             f"with {', '.join(RESERVED_ENV_PREFIXES)}); choose another name, e.g. MY_LLM_API_KEY")
+        if env in PIPELINE_ENV or env.startswith(PIPELINE_ENV_PREFIXES):
+            raise ValueError(f"apiKeyEnv {env!r} would replace a variable the pipeline sets itself "
+                             f"({', '.join(sorted(PIPELINE_ENV))}, {', '.join(p + '*' for p in PIPELINE_ENV_PREFIXES)}); "
+                             "choose another name, e.g. MY_LLM_API_KEY")
         return self
 
 
@@ -508,6 +513,13 @@ class EmbeddingFinetuneSpec(SpecModel):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     suspend: bool = Field(False, description="Stop starting new stage Jobs.")
+
+    @model_validator(mode="after")
+    def _api_key_env_not_the_hf_token(self) -> "EmbeddingFinetuneSpec":
+        if self.sdg.api_key_env == "HF_TOKEN" and self.runtime.hf_token_secret_ref is not None:
+            raise ValueError("sdg.apiKeyEnv HF_TOKEN would replace the Hugging Face token of "
+                             "runtime.hfTokenSecretRef in the sdg pod; choose another name for the LLM key")
+        return self
 
     @model_validator(mode="after")
     def _backend_is_exported(self) -> "EmbeddingFinetuneSpec":
