@@ -103,3 +103,12 @@ def test_workspace_access_modes_that_cannot_hold_the_pods(overrides, words):
 ])
 def test_workspace_access_modes_that_work(overrides):
     assert [f for f, _ in cluster_problems(sample_spec(**overrides)) if f == "spec.storage.accessModes"] == []
+
+
+def test_every_example_builds_containers_the_api_server_accepts_under_the_charts_defaults(chart_config, request):
+    from eft.api import load_resource
+
+    examples = sorted((request.config.rootpath / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        assert runtime_problems(load_resource(path).spec, chart_config) == [], path.name
