@@ -82,6 +82,14 @@ def test_the_variables_the_operator_sets_are_the_ones_the_llm_key_may_not_take()
     assert names and all(n in PIPELINE_ENV or n.startswith(PIPELINE_ENV_PREFIXES) for n in names), names
 
 
+def test_the_workspace_claims_storage_class_follows_kubernetes_meaning_of_null_and_empty():
+    for given, want in ((None, None), ("", ""), ("fast-ssd", "fast-ssd")):
+        spec = sample_spec(storage={"size": "20Gi", "storageClassName": given})
+        pvc = manifests.workspace_pvc(OWNER, spec)
+        assert pvc["spec"].get("storageClassName", None) == want, given
+        kubernetes_validate.validate(pvc, K8S, strict=True)
+
+
 def test_the_llm_key_is_mounted_only_for_the_llm_generator():
     cfg = OperatorConfig.from_env({})
     for generator, mounted in (("llm", True), ("offline", False)):

@@ -440,7 +440,10 @@ class StorageSpec(SpecModel):
     size: str = Field("50Gi", pattern=QUANTITY_PATTERN, description="The workspace claim's size (a Kubernetes "
                       "quantity: 50Gi, 500G, 1Ti), used when the operator creates the claim; a later edit does not "
                       "resize it (grow the PersistentVolumeClaim itself where its StorageClass allows expansion).")
-    storage_class_name: str | None = object_name(None, None)
+    storage_class_name: str | None = Field(
+        None, max_length=OBJECT_NAME_MAX, pattern=r"^$|" + OBJECT_NAME,
+        description="StorageClass of the claim the operator creates; null: the cluster's default class; \"\": no "
+                    "class (a PersistentVolume bound statically), as in Kubernetes.")
     access_modes: list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
         default_factory=lambda: ["ReadWriteOnce"], min_length=1
     )

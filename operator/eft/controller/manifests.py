@@ -187,7 +187,7 @@ def workspace_pvc(owner: Owner, spec: EmbeddingFinetuneSpec) -> dict[str, Any] |
         "accessModes": list(spec.storage.access_modes),
         "resources": {"requests": {"storage": spec.storage.size}},
     }
-    if spec.storage.storage_class_name:
+    if spec.storage.storage_class_name is not None:  # "" asks for no class, as in Kubernetes
         pvc_spec["storageClassName"] = spec.storage.storage_class_name
     return {
         "apiVersion": "v1",
