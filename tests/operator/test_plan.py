@@ -56,8 +56,9 @@ def test_a_job_running_for_an_earlier_spec_is_stopped_before_its_stage_starts_ag
     new = plan_hashes(spec)
     assert new["train"] != old["train"] and new["prep"] == old["prep"]
     p = plan_stages("demo", 4, spec, new, {}, Observed(jobs=jobs), False, False, None)
-    # the old Job is deleted and no new one starts beside it: they would share train/
-    assert [(a.kind, a.name) for a in p.actions] == [("delete_job", running)]
+    # the old Job is deleted, in the foreground (it stays until its pods are gone), and no new one starts beside
+    # it: they would share train/
+    assert [(a.kind, a.name, a.propagation) for a in p.actions] == [("delete_job", running, "Foreground")]
     assert p.stages["train"].reason == "StoppingOutdatedJob" and running in p.stages["train"].message
     assert p.current_stage == "train" and p.reason == "StoppingOutdatedJob"
     # while it is being deleted: nothing more to do, still waiting

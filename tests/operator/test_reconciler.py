@@ -39,6 +39,7 @@ class MemoryApi:
     def __init__(self, *objects: tuple[str, dict]) -> None:
         self.objects: dict[tuple[str, str, str], dict] = {}
         self.calls: list[tuple[str, str, str]] = []
+        self.propagation: dict[str, str] = {}  # name -> propagationPolicy of its delete
         for plural, obj in objects:
             self.objects[(plural, obj["metadata"].get("namespace", NS), obj["metadata"]["name"])] = obj
 
@@ -66,8 +67,9 @@ class MemoryApi:
         _merge(obj, body)  # a JSON merge patch (RFC 7386)
         return obj
 
-    async def delete(self, res: Res, namespace: str, name: str) -> bool:
+    async def delete(self, res: Res, namespace: str, name: str, propagation: str = "Background") -> bool:
         self.calls.append(("delete", res.plural, name))
+        self.propagation[name] = propagation
         return self.objects.pop((res.plural, namespace, name), None) is not None
 
     async def close(self) -> None:
@@ -512,3 +514,14 @@ def test_a_full_quota_on_an_existing_child_is_no_refusal():
     status = _again(reconciler, api)
     assert status["phase"] == "Succeeded"
     assert not [c for c in status["conditions"] if c["reason"] == "ChildRejected"]
+
+
+def test_a_job_running_for_an_earlier_spec_is_deleted_in_the_foreground():
+    """The API server keeps a Job deleted in the foreground until its pods are gone, so the stage (waiting while
+    the Job exists) never starts a new Job while an old pod still writes the stage's folder."""
+    reconciler, api = _setup()
+    old = f"{NAME}-sdg-00000000"
+    reconciler.jobs_index = {(NS, NAME): [_job_obs(old, "sdg", "Running", ready=1)]}
+    status = _again(reconciler, api)
+    assert api.did("delete", "jobs") == [old] and api.propagation[old] == "Foreground"
+    assert not api.created("jobs") and status["stages"]["sdg"]["reason"] == "StoppingOutdatedJob"

@@ -174,10 +174,12 @@ class KubeApi:
                     sub: str | None = None) -> dict[str, Any]:
         return await self.call("PATCH", res, namespace, name, sub=sub, body=body)
 
-    async def delete(self, res: Res, namespace: str, name: str) -> bool:
+    async def delete(self, res: Res, namespace: str, name: str, propagation: str = "Background") -> bool:
+        """Delete an object, its dependents (a Job's pods) by `propagation`: "Background" (the object goes now)
+        or "Foreground" (it stays, with a deletionTimestamp, until its dependents are gone). False if missing."""
         try:
             await self.call("DELETE", res, namespace, name,
-                            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+                            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation})
             return True
         except NotFound:
             return False

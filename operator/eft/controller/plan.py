@@ -261,6 +261,8 @@ class Action:
     kind: ActionKind
     stage: str
     name: str
+    #: For deletes: "Foreground" keeps the Job (deleting) until its pods are gone, "Background" removes it now.
+    propagation: str = "Background"
 
 
 @dataclass
@@ -370,7 +372,10 @@ def plan_stages(name: str, generation: int, spec: EmbeddingFinetuneSpec, hashes:
                   if j.stage in hashes and j.name != child_name(name, j.stage, hashes[j.stage])
                   and j.state not in ("Succeeded", "Failed")}
     if not deleting:  # a resource being deleted takes its Jobs with it
-        plan.actions += [Action(ActionKind.DELETE_JOB, j.stage, j.name) for j in superseded.values() if not j.deleting]
+        # Foreground: the Job stays (deleting) until its pods are gone, and its stage waits for it below, so no
+        # new Job empties the folder while an old pod still writes there.
+        plan.actions += [Action(ActionKind.DELETE_JOB, j.stage, j.name, "Foreground")
+                         for j in superseded.values() if not j.deleting]
 
     def job_stage(stage: str) -> str:
         """'done', 'wait', 'failed' or 'suspended' for a Job-backed stage; records its StageStatus."""

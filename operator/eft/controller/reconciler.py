@@ -96,7 +96,7 @@ class ClusterApi(Protocol):
     async def patch(self, res: Res, namespace: str, name: str, body: dict[str, Any],
                     sub: str | None = None) -> dict[str, Any]: ...
 
-    async def delete(self, res: Res, namespace: str, name: str) -> bool: ...
+    async def delete(self, res: Res, namespace: str, name: str, propagation: str = "Background") -> bool: ...
 
     async def close(self) -> None: ...
 
@@ -467,7 +467,7 @@ class Reconciler:
                 metrics.JOBS_CREATED.labels(action.stage).inc()
                 log.info("created Job %s/%s", ns, action.name)
         elif action.kind is ActionKind.DELETE_JOB:
-            await api.delete(JOBS, ns, action.name)
+            await api.delete(JOBS, ns, action.name, propagation=action.propagation)
             log.info("deleted Job %s/%s (to run it again, or superseded by a newer spec)", ns, action.name)
         elif action.kind is ActionKind.ENSURE_SERVICE:
             await self._ensure_service(ns, manifests.server_service(owner, spec), owner)
