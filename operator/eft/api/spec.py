@@ -215,19 +215,23 @@ class SdgSpec(SpecModel):
     max_retries: int = Field(5, ge=0, le=20, description="Retries per request on 429/5xx/timeouts/malformed output.")
     seed: int = Field(42, ge=0)
 
-
-# ----------------------------------------------------------------------------- prep
-
     @model_validator(mode="after")
     def _api_key_env_not_reserved(self) -> "SdgSpec":
         env = self.api_key_env
         if env in PIPELINE_ENV or env.startswith(PIPELINE_ENV_PREFIXES):
-            raise ValueError(f"apiKeyEnv {env!r} would replace a variable the pipeline sets itself "
-                             f"({', '.join(sorted(PIPELINE_ENV))}, {', '.join(p + '*' for p in PIPELINE_ENV_PREFIXES)}); "
+            reserved = ", ".join([*sorted(PIPELINE_ENV), *(p + "*" for p in PIPELINE_ENV_PREFIXES)])
+            raise ValueError(f"apiKeyEnv {env!r} would replace a variable the pipeline sets itself ({reserved}); "
                              "choose another name, e.g. MY_LLM_API_KEY")
         return self
 
+    @property
+    def llm_key_ref(self) -> SecretKeyRef | None:
+        """The API key's Secret where the generator calls an endpoint; None for the offline generator, which
+        reads no key."""
+        return self.api_key_secret_ref if self.generator == "llm" else None
 
+
+# ----------------------------------------------------------------------------- prep
 class PrepSpec(SpecModel):
     test_fraction: float = Field(0.2, ge=0.05, le=0.5, description="Share of questions held out as the BEIR test set.")
     split_by: Literal["document", "question"] = Field(

@@ -352,9 +352,9 @@ def stage_job(owner: Owner, spec: EmbeddingFinetuneSpec, stage: str, hashes: dic
     image = rt.image or spec.runtime.image or config.pipeline_image
     command = ["eft", "stage", stage, "--spec", f"{SPEC_MOUNT}/{SPEC_FILE}", "--workdir", WORKSPACE_MOUNT]
     env = _common_env(owner, spec, stage, config_hash)
-    if stage == "sdg" and spec.sdg.api_key_secret_ref is not None and spec.sdg.generator == "llm":
-        # the offline generator calls no endpoint: mounting the key would only make a missing Secret block it
-        env.append(_secret_env(spec.sdg.api_key_env, spec.sdg.api_key_secret_ref))
+    if stage == "sdg" and spec.sdg.llm_key_ref is not None:
+        # not for the offline generator: it calls no endpoint, and a missing Secret would only block it
+        env.append(_secret_env(spec.sdg.api_key_env, spec.sdg.llm_key_ref))
     volumes, mounts = _spec_and_workspace(owner, spec, configmap_name)
     corpus = _corpus_volume(spec)
     if corpus is not None:

@@ -141,8 +141,8 @@ def validate(body: dict[str, Any]) -> tuple[EmbeddingFinetune | None, list[tuple
 def secret_refs(spec: EmbeddingFinetuneSpec) -> list[tuple[str, str, str]]:
     """(field path, Secret name, key) of every Secret the pods will read."""
     out = []
-    if spec.sdg.api_key_secret_ref is not None and spec.sdg.generator == "llm":
-        ref = spec.sdg.api_key_secret_ref
+    if spec.sdg.llm_key_ref is not None:
+        ref = spec.sdg.llm_key_ref
         out.append(("spec.sdg.apiKeySecretRef", ref.name, ref.key))
     if spec.runtime.hf_token_secret_ref is not None:
         ref = spec.runtime.hf_token_secret_ref
