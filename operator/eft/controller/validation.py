@@ -124,8 +124,7 @@ def runtime_problems(spec: EmbeddingFinetuneSpec, config: OperatorConfig) -> lis
                                        f"spec.runtime.stages.{stage}.resources")
     if spec.deploy.enabled:
         problems += resources_problems(manifests.server_resources(spec, config), "spec.deploy.resources")
-    seen: set[tuple[str, str]] = set()
-    return [p for p in problems if not (p in seen or seen.add(p))]
+    return problems
 
 
 def validate(body: dict[str, Any]) -> tuple[EmbeddingFinetune | None, list[tuple[str, str]]]:
