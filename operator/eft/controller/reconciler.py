@@ -64,14 +64,21 @@ def _report_refusal(plan: Plan, err: ChildRejected) -> None:
     what = {"create_job": "Job", "create_deployment": "Deployment", "sync_deployment": "Deployment",
             "ensure_service": "Service", "delete_job": "Job", "delete_deployment": "Deployment"}
     kind = what.get(err.action.kind.value, "object")
-    message = (f"the API server refused {kind} {err.action.name} ({err.error.status} {err.error.reason}: "
-               f"{err.error.message}); change the spec or the operator's defaults, or the policy or quota that "
-               f"refused it")[:1024]
-    stage = plan.stages.get(err.action.stage)
-    if stage is not None:
-        plan.stages[err.action.stage] = StageStatus(phase="Pending", job=stage.job, config_hash=stage.config_hash,
-                                                    attempts=stage.attempts, reason="ChildRejected", message=message)
-    plan.outcome, plan.reason, plan.message = Outcome.FAILED, "ChildRejected", message
+    _fail_stage(plan, err.action.stage, "ChildRejected",
+                f"the API server refused {kind} {err.action.name} ({err.error.status} {err.error.reason}: "
+                f"{err.error.message}); change the spec or the operator's defaults, or the policy or quota that "
+                "refused it")
+
+
+def _fail_stage(plan: Plan, stage: str, reason: str, message: str) -> None:
+    """The stage Pending with `reason` and `message` (kept to a status message's 1,024 characters), and the
+    resource Failed/Degraded with the same: what keeps the planned stage from starting."""
+    message = message[:1024]
+    st = plan.stages.get(stage)
+    if st is not None:
+        plan.stages[stage] = StageStatus(phase="Pending", job=st.job, config_hash=st.config_hash,
+                                         attempts=st.attempts, reason=reason, message=message)
+    plan.outcome, plan.reason, plan.message = Outcome.FAILED, reason, message
 
 
 EFTS = Res(API_GROUP, API_VERSION, PLURAL)
@@ -355,11 +362,9 @@ class Reconciler:
         if not waiting:
             return
         pod, _, reason, message = waiting[0]
-        text = (f"{stage} pod {pod} cannot start: {reason}: {message} (check spec.runtime.stages.{stage}.image, "
-                f"spec.runtime.image or the operator's pipeline image, and the registry's credentials)")[:1024]
-        plan.stages[stage] = StageStatus(phase="Pending", job=st.job, config_hash=st.config_hash,
-                                         attempts=st.attempts, reason=reason, message=text)
-        plan.outcome, plan.reason, plan.message = Outcome.FAILED, reason, text
+        _fail_stage(plan, stage, reason, f"{stage} pod {pod} cannot start: {reason}: {message} (check "
+                                         f"spec.runtime.stages.{stage}.image, spec.runtime.image or the operator's "
+                                         "pipeline image, and the registry's credentials)")
 
     async def _cached_get(self, res: Res, ns: str, name: str) -> dict[str, Any] | None:
         ck = (res.plural, ns, name)
