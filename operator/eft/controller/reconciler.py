@@ -397,16 +397,18 @@ class Reconciler:
         if ck in self.ensured:
             return None
         assert self.api is not None
+        live = None
         try:
             _, created = await self.api.create(res, ns, obj)
         except kube.ApiError as err:
             # A full quota answers 403 before AlreadyExists: an object that exists is no refusal.
-            if err.status != 403 or await self.api.get(res, ns, name) is None:
+            live = await self.api.get(res, ns, name) if err.status == 403 else None
+            if live is None:
                 raise
             created = False
         stale = None
         if not created:
-            live = await self.api.get(res, ns, name)
+            live = live or await self.api.get(res, ns, name)
             if live is None or controller_uid(live) != owner.uid:
                 return None  # gone meanwhile, or an earlier incarnation's: the next reconcile sees it
             if not _contains(live.get("spec") or {}, {k: obj["spec"][k] for k in synced}):
