@@ -197,11 +197,12 @@ def execute_stage(fn: StageFn, ctx: StageContext, force: bool = False,
     writes nothing), runs before the stage's folder is emptied, so bad input loses no earlier output."""
     out = ctx.out_dir
     succ = read_success(out)
-    gone = missing_outputs(out, succ) if succ and succ.get("configHash") == ctx.config_hash and not force else []
+    current = bool(succ and succ.get("configHash") == ctx.config_hash and not force)
+    gone = missing_outputs(out, succ) if current else []
     if gone:
         log.warning("stage %s: %s gone or changed since it finished; running it again", ctx.name,
                     ", ".join(gone[:5]))
-    elif succ and succ.get("configHash") == ctx.config_hash and not force:
+    elif current:
         write_termination_message(compact_summary({"stage": ctx.name, "configHash": ctx.config_hash,
                                                    "skipped": True, "summary": succ.get("summary", {})}))
         return StageOutcome(ctx.name, True, ctx.config_hash, succ.get("summary", {}), 0.0)
