@@ -24,20 +24,17 @@ GENERAL = "general-ability"
 
 def _datasets(ctx: StageContext) -> tuple[dict[str, tuple[Path, str, bool, str]], str | None]:
     """The extra BEIR datasets and the general-ability set to score, by name: (folder, split, ignore identical
-    ids, the spec field naming it), each checked (`check_beir`); and a note when the general-ability set is not
-    scored. Raises `InvalidInput` naming the field and the file."""
+    ids, the spec field naming it); and a note when the general-ability set is not scored. Their files are
+    checked by `check` before the stage runs, and again by `load_beir` as each is read. Raises `InvalidInput`
+    for a general-ability path given in the spec that holds no set."""
     ev = ctx.spec.evaluation
-    datasets: dict[str, tuple[Path, str, bool, str]] = {}
-    for extra in ev.extra_datasets:
-        field = f"spec.evaluation.extraDatasets[{extra.name}].path"
-        _check(Path(extra.path), extra.split, field)
-        datasets[extra.name] = (Path(extra.path), extra.split, extra.ignore_identical_ids, field)
+    datasets = {extra.name: (Path(extra.path), extra.split, extra.ignore_identical_ids,
+                             f"spec.evaluation.extraDatasets[{extra.name}].path") for extra in ev.extra_datasets}
     guard = ev.promotion.general_ability
     general_dir = general_ability_dir(guard)
     general_note = "disabled" if general_dir is None else None
     field = "spec.evaluation.promotion.generalAbility.path"
     if general_dir is not None and (general_dir / "corpus.jsonl").is_file():
-        _check(general_dir, guard.split, field)
         datasets[GENERAL] = (general_dir, guard.split, False, field)
     elif general_dir is not None and guard.path:
         raise InvalidInput(f"no BEIR dataset at {general_dir} (corpus.jsonl missing)", field)
@@ -46,17 +43,14 @@ def _datasets(ctx: StageContext) -> tuple[dict[str, tuple[Path, str, bool, str]]
     return datasets, general_note
 
 
-def _check(folder: Path, split: str, field: str) -> None:
-    try:
-        check_beir(folder, split)
-    except BeirFormatError as err:
-        raise InvalidInput(str(err), field) from None
-
-
 def check(ctx: StageContext) -> None:
-    """The extra and general-ability BEIR sets, before the stage's folder (the last report) is emptied and
-    before any model is loaded."""
-    _datasets(ctx)
+    """The extra and general-ability BEIR sets' files (`check_beir`), before the stage's folder (the last report)
+    is emptied and before any model is loaded. Raises `InvalidInput` naming the field and the file."""
+    for folder, split, _, field in _datasets(ctx)[0].values():
+        try:
+            check_beir(folder, split)
+        except BeirFormatError as err:
+            raise InvalidInput(str(err), field) from None
 
 
 def run(ctx: StageContext) -> dict:
@@ -90,7 +84,7 @@ def run(ctx: StageContext) -> dict:
                     scored = evaluate_encoder(encode, folder, ev.k_values, split=split,
                                               ignore_identical_ids=ignore_identical,
                                               dimensions=widths if name == "test" and len(widths) > 1 else None)
-                except BeirFormatError as err:  # a corpus line past the first, which check() does not read
+                except BeirFormatError as err:  # run without check(), or a corpus line check() does not read
                     raise InvalidInput(str(err), field) from None
                 res.update(queries=scored["queries"], corpus=scored["corpus"])
                 res[label], runs[label], qrels = scored["metrics"], scored["results"], scored["qrels"]
