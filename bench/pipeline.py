@@ -7,9 +7,10 @@
 Each stage runs as `eft stage NAME` in its own process (as a Job would), from the source tree given by `--code`
 (default: this checkout; for "before" figures export an older commit first, e.g.
 `mkdir /tmp/eft-before && git archive main operator | tar -x -C /tmp/eft-before`). A small hook, loaded into
-each stage process before the CLI, wraps `SentenceTransformer.encode` and `OnnxEncoder.encode` (both exist in
-every version of the code) and counts the texts each model encodes, split into passages (a text equal to a
-chunk of the corpus, after the model's passage prefix) and other texts, with the seconds spent. Models are
+each stage process before the CLI, wraps `SentenceTransformer.encode` and the exported-graph encoder's `encode`
+(`ExportedEncoder`, which ONNX and OpenVINO share; `OnnxEncoder` in code older than it) and counts the texts each
+model encodes, split into passages (a text equal to a chunk of the corpus, after the model's passage prefix) and
+other texts, with the seconds spent. Models are
 told apart by a digest of their weights (sentence-transformers) or their folder (ONNX), then named by
 comparing with the base model and `DIR/train/model`.
 
@@ -91,14 +92,15 @@ def _install():
         return out
     SentenceTransformer.encode = encode
     from eft.export import artifact
-    orig_onnx = artifact.OnnxEncoder.encode
+    encoder = getattr(artifact, "ExportedEncoder", None) or artifact.OnnxEncoder
+    orig_onnx = encoder.encode
     def onnx_encode(self, texts, prefix="", *a, **kw):
         t = time.perf_counter()
         out = orig_onnx(self, texts, prefix, *a, **kw)
         _record("onnx:" + os.path.basename(str(self.folder).rstrip("/")), [prefix + x for x in texts],
                 prefix or os.environ.get("EFT_BENCH_PASSAGE_PREFIX", ""), time.perf_counter() - t)
         return out
-    artifact.OnnxEncoder.encode = onnx_encode
+    encoder.encode = onnx_encode
 
 def _dump():
     with open(os.environ["EFT_BENCH_COUNTS"], "w") as f:

@@ -1,6 +1,7 @@
 """The exported model folder and how to run it: metadata, tokenizer and an onnxruntime encoder.
 
-An export folder (`DIR/export/onnx/`, `DIR/export/onnx-int8/`) holds:
+An export folder (`DIR/export/onnx/`, `DIR/export/onnx-int8/`; `DIR/export/openvino-int8/` holds an OpenVINO
+`model.xml` + `model.bin` in place of `model.onnx`, see `eft.export.openvino`) holds:
 - `model.onnx`: inputs `input_ids`, `attention_mask` (and `token_type_ids` where the model has them), int64
   `[batch, sequence]`; output `sentence_embedding` float32 `[batch, dim]`, pooled and L2-normalised in the graph;
 - the tokenizer (`tokenizer.json` and its Hugging Face companions);
@@ -306,20 +307,18 @@ def ort_session(model_path: str | Path, threads: int | None = None, prefer_gpu: 
                                 disabled_optimizers=disabled)
 
 
-class OnnxEncoder:
-    """Tokenise and run an exported ONNX model; embeddings come back L2-normalised (pooling is in the graph)."""
+class ExportedEncoder:
+    """Tokenise and run an exported model folder (metadata and tokenizer beside the graph); a subclass runs the
+    graph (`run_batch`: padded `Batch` -> float32 [batch, dim], L2-normalised, pooling in the graph)."""
 
-    def __init__(self, folder: str | Path, threads: int | None = None, prefer_gpu: bool = True):
+    def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.meta = ModelMetadata.load(self.folder)
         self.tokenizer = TextTokenizer(self.folder / TOKENIZER_FILE, self.meta.max_seq_length, self.meta.pad_token_id,
                                        self.meta.max_positions)
-        self.session = ort_session(self.folder / MODEL_FILE, threads, prefer_gpu)
-        self.providers = self.session.get_providers()
 
     def run_batch(self, batch: Batch) -> np.ndarray:
-        out = self.session.run([self.meta.output_name], batch.feed(self.meta.input_names))[0]
-        return np.asarray(out, dtype=np.float32)
+        raise NotImplementedError
 
     def encode(self, texts: Sequence[str], prefix: str = "", batch_size: int = 32,
                truncate: Truncate = "END", max_length: int | None = None) -> np.ndarray:
@@ -335,3 +334,16 @@ class OnnxEncoder:
             sel = order[start:start + batch_size]
             out[sel] = self.run_batch(self.tokenizer.pad([seqs[i] for i in sel]))
         return out
+
+
+class OnnxEncoder(ExportedEncoder):
+    """An exported ONNX model on onnxruntime (CUDA when present and `prefer_gpu`, else the CPU)."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None, prefer_gpu: bool = True):
+        super().__init__(folder)
+        self.session = ort_session(self.folder / MODEL_FILE, threads, prefer_gpu)
+        self.providers = self.session.get_providers()
+
+    def run_batch(self, batch: Batch) -> np.ndarray:
+        out = self.session.run([self.meta.output_name], batch.feed(self.meta.input_names))[0]
+        return np.asarray(out, dtype=np.float32)
