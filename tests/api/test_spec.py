@@ -95,6 +95,11 @@ def test_spec_dict_is_camel_case_with_defaults_filled():
          "export.onnx.int8 is false"),
         ({"export__tensorrt": {"enabled": "false"}, "deploy__backend": "tensorrt"}, "spec",
          "export.tensorrt.enabled is false"),
+        ({"export__openvino": {"enabled": "false"}, "deploy__backend": "openvino-int8"}, "spec",
+         "export.openvino.enabled is false"),
+        ({"export__onnx": {"enabled": False}, "deploy__backend": "openvino"}, "spec",
+         "deploy.backend openvino serves the ONNX export, but export.onnx.enabled is false"),
+        ({"export__openvino": {"enabled": "yes"}}, "spec.export.openvino.enabled", "'auto', 'true' or 'false'"),
         # the LLM key must not replace a variable the pipeline's pods get from the operator
         ({"sdg__apiKeyEnv": "HF_HOME"}, "spec.sdg", "apiKeyEnv 'HF_HOME' would replace a variable"),
         ({"sdg__apiKeyEnv": "EFT_CONFIG_HASH"}, "spec.sdg", "apiKeyEnv 'EFT_CONFIG_HASH' would replace"),

@@ -36,10 +36,18 @@ def test_summary_and_files(wd):
     # no GPU / TensorRT here: said so, and the stage still succeeded
     assert s["tensorrt"]["built"] is False
     assert "not available" in s["tensorrt"]["reason"]
-    assert s["backends"] == ["onnx", "onnx-int8"]
-    for sub in ("onnx", "onnx-int8"):
-        for f in ("model.onnx", "tokenizer.json", "eft_model.json"):
+    # OpenVINO static int8: built (OpenVINO and NNCF come with the extras), measured, kept
+    ov = s["openvinoInt8"]
+    assert ov["built"] is True and ov["path"] == "openvino-int8/model.xml"
+    assert ov["parity"]["minCosine"] > 0.95
+    assert ov["calibrationTexts"] == 24  # 20 corpus passages and 4 edge texts; no training questions here
+    assert ov["ndcg@10"]["relativeDelta"] >= -0.01
+    assert s["backends"] == ["onnx", "onnx-int8", "openvino-int8"]
+    for sub, graph in (("onnx", "model.onnx"), ("onnx-int8", "model.onnx"), ("openvino-int8", "model.xml")):
+        for f in (graph, "tokenizer.json", "eft_model.json"):
             assert (wd / "export" / sub / f).is_file(), f"{sub}/{f}"
+    assert (wd / "export" / "openvino-int8" / "model.bin").is_file()
+    assert json.loads((wd / "export" / "openvino-int8" / "eft_model.json").read_text())["precision"] == "int8"
     assert "onnx/model.onnx" in succ["outputs"]
     assert len(json.dumps(s)) < 4096
 
@@ -123,12 +131,16 @@ def test_parity_failure_fails_the_stage(tmp_path, monkeypatch):
 def test_tensorrt_disabled_and_no_trained_model(tmp_path):
     from eft.errors import InvalidInput
 
-    res = resource(tmp_path, export={"onnx": {"int8": False}, "tensorrt": {"enabled": "false"}})
+    res = resource(tmp_path, export={"onnx": {"int8": False}, "tensorrt": {"enabled": "false"},
+                                     "openvino": {"enabled": "false"}})
     fake_workdir(tmp_path, res)
     outcome = run_export(tmp_path, res)
     assert outcome.summary["tensorrt"] == {"built": False, "reason": "disabled (spec.export.tensorrt.enabled=false)"}
+    assert outcome.summary["openvinoInt8"] == {"built": False,
+                                               "reason": "disabled (spec.export.openvino.enabled=false)"}
     assert "int8" not in outcome.summary
     assert outcome.summary["backends"] == ["onnx"]
+    assert not (tmp_path / "export" / "openvino-int8").exists()
 
     import shutil
 
@@ -143,8 +155,14 @@ def test_int8_keeps_ffn_outputs_in_fp32_when_ndcg_drops(tmp_path, monkeypatch):
     monkeypatch.setattr(stage, "INT8_MAX_RELATIVE_LOSS", -1.0)  # no variant can satisfy it: both are tried
     res = resource(tmp_path, export={"tensorrt": {"enabled": "false"}})
     fake_workdir(tmp_path, res)
-    int8 = run_export(tmp_path, res).summary["int8"]
+    summary = run_export(tmp_path, res).summary
+    int8 = summary["int8"]
     assert int8["keptFp32"] == "ffn-output"
+    # the OpenVINO int8 cannot satisfy it either: measured, then deleted, and the summary says why
+    ov = summary["openvinoInt8"]
+    assert ov["built"] is False and "not kept" in ov["reason"] and ov["ndcg@10"]["int8"] > 0
+    assert not (tmp_path / "export" / "openvino-int8").exists()
+    assert "openvino-int8" not in summary["backends"]
     assert int8["parity"]["minCosine"] > 0.97
     import onnx
 
@@ -172,3 +190,39 @@ def test_metadata_records_trained_widths_and_the_networks_position_limit(wd, tmp
     again = ModelMetadata.from_json(meta.to_json())
     assert again.supported_dimensions == [64, 128, 384] and again.max_positions is None
     assert ModelMetadata(name="m", dimension=8, max_seq_length=8, query_prefix="q: ").asymmetric
+
+
+def test_openvino_required_but_missing_fails_the_stage_and_auto_says_why(tmp_path, monkeypatch):
+    from eft.export import openvino
+    from eft.export.onnx_export import ExportFailed
+
+    monkeypatch.setattr(openvino, "availability", lambda: (False, "not available (no OpenVINO here)"))
+    res = resource(tmp_path, export={"onnx": {"int8": False}, "tensorrt": {"enabled": "false"},
+                                     "openvino": {"enabled": "true"}})
+    fake_workdir(tmp_path, res)
+    with pytest.raises(ExportFailed, match="OpenVINO int8 not available .*enabled=true"):
+        run_export(tmp_path, res)
+    auto = resource(tmp_path, export={"onnx": {"int8": False}, "tensorrt": {"enabled": "false"}})
+    summary = run_export(tmp_path, auto, force=True).summary
+    assert summary["openvinoInt8"] == {"built": False, "reason": "not available (no OpenVINO here)"}
+    assert summary["backends"] == ["onnx"]
+    cleanup(tmp_path)
+
+
+def test_calibration_texts_come_from_the_corpus_and_training_questions_never_test_queries(tmp_path):
+    from eft.export.stage import calibration_texts
+    from eft.models import Prefixes
+    from model_workspace import write_beir
+
+    write_beir(tmp_path / "beir")
+    train = [{"question": f"training question {i}"} for i in range(40)]
+    (tmp_path / "train_questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    prefixes = Prefixes(query="q: ", passage="p: ")
+    texts = calibration_texts(tmp_path, prefixes, seed=3, n=16)
+    assert len(texts) == 16
+    assert sum(t.startswith("q: training question") for t in texts) == 4  # one question to three passages
+    assert sum(t.startswith("p: ") for t in texts) == 12
+    assert not set(QUESTIONS) & {t[3:] for t in texts}
+    assert texts == calibration_texts(tmp_path, prefixes, seed=3, n=16)  # seeded
+    (tmp_path / "train_questions.jsonl").unlink()
+    assert len(calibration_texts(tmp_path, prefixes, seed=3, n=100)) == 20  # all 20 passages, nothing else

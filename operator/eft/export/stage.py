@@ -1,4 +1,5 @@
-"""The export stage: `DIR/train/model` -> `DIR/export/{onnx,onnx-int8,tensorrt}/` with parity and quality checks.
+"""The export stage: `DIR/train/model` -> `DIR/export/{onnx,onnx-int8,openvino-int8,tensorrt}/` with parity and
+quality checks.
 
 1. ONNX (opset from the spec, 17 by default) with dynamic batch and sequence axes, pooling and L2 normalisation
    in the graph, tokenizer and `eft_model.json` beside it.
@@ -8,7 +9,9 @@
 3. int8 (onnxruntime dynamic quantisation) with its own parity figures and its nDCG@10 (and the other metrics)
    on the test split next to the fp32 model's (the fine-tuned PyTorch model's vectors, from the embedding cache
    that eval filled; the fp32 graph reproduces them to the parity threshold).
-4. TensorRT where a GPU and TensorRT exist (`spec.export.tensorrt`); otherwise the summary says why not.
+4. OpenVINO static int8 (`eft.export.openvino`, `spec.export.openvino`), calibrated on the corpus and the training
+   questions, kept when its nDCG@10 is within `INT8_MAX_RELATIVE_LOSS` of fp32.
+5. TensorRT where a GPU and TensorRT exist (`spec.export.tensorrt`); otherwise the summary says why not.
 """
 
 from __future__ import annotations
@@ -66,11 +69,12 @@ def _parity_texts(beir_dir: Path, prefixes, seed: int) -> list[str]:
     return texts
 
 
-def check_parity(st_model, folder: Path, texts: list[str]) -> dict:
-    """Cosine between the PyTorch model's and the exported graph's embeddings of `texts`."""
+def check_parity(st_model, folder: Path, texts: list[str], encoder_cls=OnnxEncoder) -> dict:
+    """Cosine between the PyTorch model's and the exported graph's embeddings of `texts` (the graph run by
+    `encoder_cls`, an `ExportedEncoder`)."""
     ref = np.asarray(st_model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True,
                                      show_progress_bar=False), dtype=np.float32)
-    enc = OnnxEncoder(folder)
+    enc = encoder_cls(folder)
     got = enc.encode(texts, batch_size=32, truncate="END")
     cos = cosines(ref, got)
     worst = int(np.argmin(cos))
@@ -78,12 +82,14 @@ def check_parity(st_model, folder: Path, texts: list[str]) -> dict:
             "worstText": texts[worst][:80]}
 
 
-def onnx_encode_fn(folder: Path, prefixes, max_query_length: int, cache, label: str, batch_size: int = 32):
-    """An `EncodeFn` over an exported graph (queries cut at `max_query_length`, passages at the graph's limit,
-    as the PyTorch model is evaluated), through the embedding cache keyed by the folder's bytes."""
+def onnx_encode_fn(folder: Path, prefixes, max_query_length: int, cache, label: str, batch_size: int = 32,
+                   encoder_cls=OnnxEncoder):
+    """An `EncodeFn` over an exported graph run by `encoder_cls` (queries cut at `max_query_length`, passages at
+    the graph's limit, as the PyTorch model is evaluated), through the embedding cache keyed by the folder's
+    bytes."""
     from eft.embedding_cache import EncodeSettings, files_identity
 
-    enc = OnnxEncoder(folder)
+    enc = encoder_cls(folder)
     identity = files_identity(folder) if cache.enabled else "-"
 
     def encode(texts, kind):
@@ -106,6 +112,80 @@ def _ndcg_comparison(beir_dir: Path, encoders: dict, k_values: list[int]) -> dic
 
 def _dir_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def calibration_texts(prep_dir: Path, prefixes, seed: int, n: int) -> list[str]:
+    """About `n` texts with their prefixes for static int8 calibration: a seeded sample of the corpus's passages
+    (what the served model will index) and of the training questions (`prep/train_questions.jsonl`), three
+    passages to one question; never a test query. Unreadable files give fewer texts, never an error."""
+    from eft.records import read_jsonl
+    from eft.retrieval.beir import load_beir, passage_text
+
+    rng = random.Random(seed)
+    passages: list[str] = []
+    questions: list[str] = []
+    try:
+        corpus, _, _ = load_beir(prep_dir / "beir")
+        passages = [passage_text(d) for d in corpus.values()]
+    except (OSError, ValueError, KeyError) as err:
+        log.warning("no corpus for int8 calibration (%s)", err)
+    try:
+        questions = [str(r["question"]) for r in read_jsonl(prep_dir / "train_questions.jsonl") if r.get("question")]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.info("no training questions for int8 calibration (%s)", err)
+    n_q = min(len(questions), n // 4)
+    n_p = min(len(passages), n - n_q)
+    return ([prefixes.passage + t for t in rng.sample(passages, n_p)]
+            + [prefixes.query + t for t in rng.sample(questions, n_q)])
+
+
+def _openvino_int8(ctx: StageContext, st_model, parity_texts: list[str], prefixes, has_test: bool, compare,
+                   ndcg_delta) -> dict:
+    """Build `openvino-int8/` (see `eft.export.openvino`) and measure it: parity against the PyTorch model and
+    nDCG@10 against fp32 on the test split (`compare(label, folder, encoder_cls)` -> BEIR evaluations,
+    `ndcg_delta(evals)` -> (figures, relative delta)). `spec.export.openvino.enabled`: `auto` builds where
+    OpenVINO and NNCF import, `true` fails the stage where they do not. A build that loses more than
+    INT8_MAX_RELATIVE_LOSS of nDCG@10 is deleted, and the summary says why."""
+    from eft.export import openvino as ov_build
+
+    mode, out = ctx.spec.export.openvino.enabled, ctx.out_dir
+    folder = out / "openvino-int8"
+    shutil.rmtree(folder, ignore_errors=True)
+    if mode == "false":
+        return {"built": False, "reason": "disabled (spec.export.openvino.enabled=false)"}
+    available, reason = ov_build.availability()
+    if not available:
+        if mode == "true":
+            raise ExportFailed(f"OpenVINO int8 {reason} (spec.export.openvino.enabled=true)")
+        log.info("OpenVINO int8 %s", reason)
+        return {"built": False, "reason": reason}
+    # plus the built-in edge texts (one word, one over the sequence limit), so that the calibrated ranges cover
+    # the shortest and the longest inputs even when the corpus is small (20 short passages alone: a minimum
+    # cosine to fp32 of 0.86 on the text over the limit; with them 0.99)
+    texts = (calibration_texts(ctx.input_dir("prep"), prefixes, ctx.spec.prep.seed, ov_build.CALIBRATION_TEXTS)
+             + [prefixes.passage + t for t in EDGE_TEXTS])
+    with ctx.progress.task("export: openvino int8", total=1) as task:
+        started = time.monotonic()
+        ov_build.quantize_static_int8(out / "onnx", folder, texts)
+        q_parity = check_parity(st_model, folder, parity_texts, ov_build.OpenVinoEncoder)
+        task.advance()
+    result = {"built": True, "path": f"openvino-int8/{ov_build.OV_MODEL_FILE}", "bytes": _dir_bytes(folder),
+              "calibrationTexts": len(texts), "seconds": round(time.monotonic() - started, 1),
+              "parity": {"minCosine": q_parity["minCosine"], "meanCosine": q_parity["meanCosine"]}}
+    if not has_test:
+        result["ndcg@10"] = None
+        result["note"] = "no test split: nDCG delta not measured"
+        return result
+    with ctx.progress.task("export: openvino int8 nDCG on the test split", total=1) as task:
+        evals = compare("openvino-int8", folder, ov_build.OpenVinoEncoder)
+        task.advance()
+    result["ndcg@10"], rel = ndcg_delta(evals)
+    write_json_atomic(out / "openvino_int8_quality.json", evals)
+    if rel < -INT8_MAX_RELATIVE_LOSS:
+        shutil.rmtree(folder, ignore_errors=True)
+        result.update(built=False, reason=f"nDCG@10 {-rel:.2%} below fp32, more than the "
+                                          f"{INT8_MAX_RELATIVE_LOSS:.0%} allowed: not kept")
+    return result
 
 
 def run(ctx: StageContext) -> dict:
@@ -161,19 +241,40 @@ def run(ctx: StageContext) -> dict:
     # feed-forward output projections in fp32 and measure again. The fp32 reference is the fine-tuned PyTorch
     # model with eval's settings, so its vectors come from the embedding cache eval filled (the exported fp32
     # graph matches it to the parity threshold above); without a cache it is encoded here once.
-    if onnx_spec.int8:
-        from eft.embedding import ModelEncoder
+    has_test = (beir_dir / "qrels" / "test.tsv").exists()
+    k_values = sorted(set(spec.evaluation.k_values) | {10})
+    reference: dict = {}
 
-        # eval's fine-tuned model as eval loaded it (device and inferencePrecision), so its vectors are in the
-        # cache; on CPU in fp32 that is the model already loaded here
-        device = best_device()
-        same = device == "cpu" and inference_dtype(bm.inference_precision, device) == next(st_model.parameters()).dtype
-        ref_model = st_model if same else load_sentence_transformer(bm, location=str(model_dir))
-        reference = ModelEncoder(ref_model, prefixes, bm.max_query_length, bm.max_passage_length,
-                                 spec.evaluation.batch_size, ctx.embedding_cache, ctx.progress, "finetuned")
-        has_test = (beir_dir / "qrels" / "test.tsv").exists()
-        k_values = sorted(set(spec.evaluation.k_values) | {10})
-        fp32_eval = None
+    def compare(label: str, folder: Path, encoder_cls=OnnxEncoder) -> dict:
+        """BEIR metrics of the int8 graph in `folder` and of the fp32 reference (measured once)."""
+        if "encode" not in reference:
+            from eft.embedding import ModelEncoder
+
+            # eval's fine-tuned model as eval loaded it (device and inferencePrecision), so its vectors are in
+            # the cache; on CPU in fp32 that is the model already loaded here
+            device = best_device()
+            same = device == "cpu" and inference_dtype(bm.inference_precision, device) == next(
+                st_model.parameters()).dtype
+            ref_model = st_model if same else load_sentence_transformer(bm, location=str(model_dir))
+            reference["encode"] = ModelEncoder(ref_model, prefixes, bm.max_query_length, bm.max_passage_length,
+                                               spec.evaluation.batch_size, ctx.embedding_cache, ctx.progress,
+                                               "finetuned")
+        variants = {"int8": onnx_encode_fn(folder, prefixes, bm.max_query_length, ctx.embedding_cache, label,
+                                           encoder_cls=encoder_cls)}
+        if "metrics" not in reference:
+            variants["fp32"] = reference["encode"]
+        evals = _ndcg_comparison(beir_dir, variants, k_values)
+        reference.setdefault("metrics", evals.get("fp32"))
+        evals["fp32"] = reference["metrics"]
+        return evals
+
+    def ndcg_delta(evals: dict) -> tuple[dict, float]:
+        fp, q = evals["fp32"]["metrics"]["ndcg@10"], evals["int8"]["metrics"]["ndcg@10"]
+        rel = (q - fp) / fp if fp else 0.0
+        return {"fp32": round(fp, 5), "int8": round(q, 5), "delta": round(q - fp, 5),
+                "relativeDelta": round(rel, 5) if fp else None}, rel
+
+    if onnx_spec.int8:
         attempts = [("none", [])]
         ffn_out = ffn_output_matmuls(out / "onnx" / MODEL_FILE)
         if ffn_out:
@@ -192,18 +293,9 @@ def run(ctx: StageContext) -> dict:
                 int8["note"] = f"no test split at {beir_dir}: nDCG delta not measured"
                 break
             with ctx.progress.task("export: int8 nDCG on the test split", total=1) as task:
-                variants = {"int8": onnx_encode_fn(out / "onnx-int8", prefixes, bm.max_query_length,
-                                                   ctx.embedding_cache, f"int8-{label}")}
-                if not fp32_eval:
-                    variants["fp32"] = reference
-                evals = _ndcg_comparison(beir_dir, variants, k_values)
-                fp32_eval = fp32_eval or evals["fp32"]
-                evals["fp32"] = fp32_eval
+                evals = compare(f"int8-{label}", out / "onnx-int8")
                 task.advance()
-            fp, q = evals["fp32"]["metrics"]["ndcg@10"], evals["int8"]["metrics"]["ndcg@10"]
-            rel = (q - fp) / fp if fp else 0.0
-            int8["ndcg@10"] = {"fp32": round(fp, 5), "int8": round(q, 5), "delta": round(q - fp, 5),
-                               "relativeDelta": round(rel, 5) if fp else None}
+            int8["ndcg@10"], rel = ndcg_delta(evals)
             int8["queries"] = evals["fp32"]["queries"]
             write_json_atomic(out / "int8_quality.json", evals)
             if rel >= -INT8_MAX_RELATIVE_LOSS:
@@ -211,7 +303,11 @@ def run(ctx: StageContext) -> dict:
             log.info("int8 with fp32 kept for %s loses %.2f%% nDCG@10", label, -rel * 100)
         summary["int8"] = int8
 
-    # 4. TensorRT
+    # 4. OpenVINO static int8 (CPU serving), calibrated on the corpus and the training questions; kept only
+    # when its nDCG@10 is within INT8_MAX_RELATIVE_LOSS of fp32 (or when there is no test split to say).
+    summary["openvinoInt8"] = _openvino_int8(ctx, st_model, texts, prefixes, has_test, compare, ndcg_delta)
+
+    # 5. TensorRT
     if trt_spec.enabled == "false":
         summary["tensorrt"] = {"built": False, "reason": "disabled (spec.export.tensorrt.enabled=false)"}
     else:
@@ -233,7 +329,8 @@ def run(ctx: StageContext) -> dict:
                 summary["tensorrt"] = {"built": False, "reason": f"build failed: {str(err)[:300]}; serving uses ONNX"}
 
     summary["backends"] = [b for b, ok in (("tensorrt", summary["tensorrt"].get("built")), ("onnx", True),
-                                           ("onnx-int8", "int8" in summary)) if ok]
+                                           ("onnx-int8", "int8" in summary),
+                                           ("openvino-int8", summary["openvinoInt8"].get("built"))) if ok]
     summary["prefixes"] = {"query": prefixes.query, "passage": prefixes.passage}
     summary["embeddingCache"] = ctx.embedding_cache.stats()
     (out / "export.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
