@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from model_workspace import ServerThread, exported_workdir, free_port, st_model
+from model_workspace import FACTS, ServerThread, exported_workdir, free_port, st_model
 
 pytestmark = pytest.mark.slow
 
@@ -568,6 +568,12 @@ def test_locate_finds_every_layout(tmp_path):
     assert locate(wd / "export").folder == wd / "export" / "onnx"
     assert locate(wd / "export", "onnx-int8").folder == wd / "export" / "onnx-int8"
     assert locate(wd / "export" / "onnx-int8").backend == "onnx-int8"
+    assert locate(wd / "export", "openvino-int8").folder == wd / "export" / "openvino-int8"
+    assert locate(wd / "export" / "openvino-int8").backend == "openvino-int8"
+    assert locate(wd, "openvino").folder == wd / "export" / "onnx"  # the fp32 graph, on OpenVINO
+    assert locate(wd / "export" / "onnx", "openvino").backend == "openvino"
+    with pytest.raises(InvalidInput, match="no 'openvino' export"):
+        locate(wd / "export" / "onnx-int8", "openvino")
     assert locate(wd, "torch").folder == wd / "train" / "model"
     assert locate(wd / "train" / "model").backend == "torch"
     with pytest.raises(InvalidInput, match="tensorrt"):
@@ -643,3 +649,27 @@ def test_cpu_onnx_backend_has_one_lane_per_thread_unless_the_model_is_large(monk
     monkeypatch.setattr(backends, "LANES_MAX_MODEL_BYTES", (folder / "model.onnx").stat().st_size - 1)
     assert backends.OnnxBackend(folder, threads=2).lanes == 1
     assert backends.OnnxBackend(folder, threads=1).lanes == 1
+
+
+@pytest.mark.parametrize("backend, bound", [("openvino", 0.9999), ("openvino-int8", 0.95)])
+def test_openvino_backends_serve_the_models_vectors(backend, bound):
+    """OpenVINO on the fp32 export (the same vectors) and on the static int8 export (close), with lanes as the
+    onnxruntime CPU backend has them: one call per thread at once gives the all-threads call's vectors."""
+    from eft.serve.backends import CPU_BATCH_TOKENS, locate
+
+    wd = exported_workdir()
+    source = locate(wd, backend)
+    model = source.load(threads=2)
+    assert model.lanes == 2 and model.batch_tokens == CPU_BATCH_TOKENS
+    assert model.providers == [f"OpenVINO-CPU-{'int8' if backend.endswith('int8') else 'fp32'}"]
+    texts = ["openvino serves these texts", "a second, somewhat longer text about bees and flowers", "x"]
+    batch = model.tokenizer.pad(model.tokenizer.encode(texts))
+    np.testing.assert_allclose(model.run_lane(batch), model.run_batch(batch), atol=2e-3)
+    _assert_parity(model.run_batch(batch), _ref(texts), bound)
+    with ServerThread(_app(wd, backend=backend)) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        _wait_ready(srv.url)
+        name = c.get("/v1/models").json()["data"][0]["id"]
+        many = [f"text number {i} about {FACTS[i][1]}" for i in range(MAX_INPUTS)]
+        got, _ = _embed(c, model=name, input=many)
+        _assert_parity(got, _ref(many), bound)
+        assert f'backend="{backend}"' in c.get("/metrics").text

@@ -1,4 +1,5 @@
-"""Inference backends of the server: TensorRT (engine + GPU), onnxruntime (CUDA or CPU, fp32 or int8), PyTorch.
+"""Inference backends of the server: TensorRT (engine + GPU), onnxruntime (CUDA or CPU, fp32 or int8), OpenVINO
+(CPU: the fp32 ONNX export, or the statically quantised `openvino-int8/` export), PyTorch.
 
 `locate(path, backend)` turns what the user gave to `eft serve --model` (an export folder, one variant folder,
 a workspace, or a SentenceTransformer directory) into a `ModelSource`; `ModelSource.describe()` reads only
@@ -15,20 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
+from eft.api.serving import BACKENDS
 from eft.errors import InvalidInput
 from eft.export.artifact import (METADATA_FILE, MODEL_FILE, TOKENIZER_FILE, Batch, ModelMetadata, TextTokenizer,
                                  max_positions)
+from eft.export.openvino import OV_MODEL_FILE
 from eft.models import inference_dtype, trained_dimensions, trained_inference_precision
 
 log = logging.getLogger("eft.serve")
 
-BACKENDS = ("auto", "onnx", "onnx-int8", "tensorrt", "torch")
 FIELD = "--model"
 
 
 @dataclass
 class ModelSource:
-    backend: str  # onnx | onnx-int8 | tensorrt | torch
+    backend: str  # onnx | onnx-int8 | openvino | openvino-int8 | tensorrt | torch
     folder: Path
 
     def describe(self) -> ModelMetadata:
@@ -41,6 +43,8 @@ class ModelSource:
             return TorchBackend(self.folder, threads)
         if self.backend == "tensorrt":
             return TensorRTBackend(self.folder)
+        if self.backend.startswith("openvino"):
+            return OpenVinoBackend(self.folder, self.backend, threads)
         return OnnxBackend(self.folder, self.backend, threads)
 
 
@@ -59,7 +63,8 @@ def _tensorrt_ready(folder: Path) -> bool:
 
 
 def locate(path: str | Path, backend: str = "auto") -> ModelSource:
-    """Find the artifact to serve. `auto`: TensorRT when an engine and a GPU exist, else ONNX fp32, else PyTorch."""
+    """Find the artifact to serve. `auto`: TensorRT when an engine and a GPU exist, else ONNX fp32, else PyTorch.
+    `openvino` runs the fp32 ONNX export (`onnx/`) on OpenVINO, `openvino-int8` the `openvino-int8/` export."""
     if backend not in BACKENDS:
         raise InvalidInput(f"unknown backend '{backend}' (expected one of: {', '.join(BACKENDS)})", "--backend")
     root = Path(path).expanduser()
@@ -69,16 +74,21 @@ def locate(path: str | Path, backend: str = "auto") -> ModelSource:
     export_root = root / "export" if (root / "export").is_dir() else root
     st_dir = next((d for d in (root / "train" / "model", root / "model", root) if _is_sentence_transformer(d)), None)
     variants = {"onnx": export_root / "onnx", "onnx-int8": export_root / "onnx-int8",
+                "openvino": export_root / "onnx", "openvino-int8": export_root / "openvino-int8",
                 "tensorrt": export_root / "tensorrt"}
     if _is_artifact(root):  # one variant folder given directly
-        kind = "tensorrt" if (root / "model.plan").is_file() else (
-            "onnx-int8" if ModelMetadata.load(root).precision == "int8" else "onnx")
-        variants = {kind: root}
+        int8 = ModelMetadata.load(root).precision == "int8"
+        if (root / "model.plan").is_file():
+            variants = {"tensorrt": root}
+        elif (root / OV_MODEL_FILE).is_file():
+            variants = {"openvino-int8" if int8 else "openvino": root}
+        else:
+            variants = {"onnx-int8": root} if int8 else {"onnx": root, "openvino": root}
     if backend == "auto":
         if "tensorrt" in variants and _is_artifact(variants["tensorrt"]) and _tensorrt_ready(variants["tensorrt"]):
             return ModelSource("tensorrt", variants["tensorrt"])
-        for kind in ("onnx", "onnx-int8"):
-            if kind in variants and (variants[kind] / MODEL_FILE).is_file() and _is_artifact(variants[kind]):
+        for kind, graph in (("onnx", MODEL_FILE), ("onnx-int8", MODEL_FILE), ("openvino-int8", OV_MODEL_FILE)):
+            if kind in variants and (variants[kind] / graph).is_file() and _is_artifact(variants[kind]):
                 return ModelSource(kind, variants[kind])
         if st_dir is not None:
             return ModelSource("torch", st_dir)
@@ -96,6 +106,11 @@ def locate(path: str | Path, backend: str = "auto") -> ModelSource:
         ok, why = availability()
         if not ok:
             raise InvalidInput(f"backend tensorrt {why}", "--backend")
+    if backend.startswith("openvino"):
+        try:
+            import openvino  # noqa: F401
+        except ImportError as err:
+            raise InvalidInput(f"backend {backend} needs OpenVINO (the `serve` extra): {err}", "--backend") from err
     return ModelSource(backend, folder)
 
 
@@ -124,7 +139,7 @@ def cpu_lanes(folder: Path, threads: int | None = None) -> int:
     `LANES_MAX_MODEL_BYTES`."""
     from eft.export.artifact import cpu_threads
 
-    weights = sum(f.stat().st_size for f in Path(folder).glob(MODEL_FILE + "*") if f.is_file())
+    weights = sum(f.stat().st_size for f in Path(folder).glob("model.*") if f.is_file())
     if weights > LANES_MAX_MODEL_BYTES:
         return 1
     return max(1, int(threads or cpu_threads()))
@@ -165,6 +180,34 @@ class OnnxBackend:
 
     def run_lane(self, batch: Batch) -> np.ndarray:
         """One single-threaded call; up to `lanes` of these may run at once."""
+        return (self._lane or self.encoder).run_batch(batch)
+
+
+class OpenVinoBackend:
+    """OpenVINO's CPU plugin on an export folder (`openvino-int8/`, or the fp32 `onnx/`), shaped like a CPU
+    `OnnxBackend`: a whole-model compilation (one stream on all threads) for a lone request, and `lanes` calls
+    that may run at once through a second compilation with one stream per thread (`run_lane`); the batcher gets
+    `CPU_BATCH_TOKENS`. Figures: `eft.export.openvino`."""
+
+    def __init__(self, folder: Path, name: str = "openvino-int8", threads: int | None = None):
+        from eft.export.artifact import cpu_threads
+        from eft.export.openvino import OpenVinoEncoder
+
+        threads = int(threads or cpu_threads())
+        self.encoder = OpenVinoEncoder(folder, threads=threads, streams=1)
+        self.meta = self.encoder.meta
+        self.tokenizer = self.encoder.tokenizer
+        self.name = name
+        self.providers = list(self.encoder.providers)
+        self.batch_tokens = CPU_BATCH_TOKENS
+        self.lanes = cpu_lanes(folder, threads)
+        self._lane = OpenVinoEncoder(folder, threads=self.lanes, streams=self.lanes) if self.lanes > 1 else None
+
+    def run_batch(self, batch: Batch) -> np.ndarray:
+        return self.encoder.run_batch(batch)
+
+    def run_lane(self, batch: Batch) -> np.ndarray:
+        """One call on one stream; up to `lanes` of these may run at once."""
         return (self._lane or self.encoder).run_batch(batch)
 
 
