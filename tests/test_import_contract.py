@@ -8,7 +8,8 @@ Layers, bottom up; a package may import its own modules and those of the layers 
                                                       terminal, models, embedding, embedding_cache
     stage packages       api + shared                 sdg, prep, train, evaluate, export, verify: none
                                                       imports another
-    serve                api + shared + export's artifact readers (export.artifact, export.tensorrt)
+    serve                api + shared + export's artifact readers (export.artifact, export.tensorrt,
+                                                      export.openvino)
     controller           api, hashing, clock, errors  no stage package, no serve, no shared pipeline code
     entry points         anything                     cli, runner, report_table
 
@@ -43,6 +44,7 @@ ALLOWED: dict[str, set[str]] = {
 EXCEPTIONS = {
     ("serve", "eft.export.artifact"): "the server reads the export folder that export writes",
     ("serve", "eft.export.tensorrt"): "the server runs the TensorRT engine that export builds",
+    ("serve", "eft.export.openvino"): "the server runs the OpenVINO int8 variant that export builds",
 }
 
 
