@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from eft.api.serving import BACKENDS
 from eft.api.spec import VerificationSpec, field_bounds, field_default
 from eft.errors import EXIT_FAILURE, EftError
 
@@ -36,12 +37,15 @@ def _tolerance_option(flag: str, field: str, help: str):
 @_tolerance_option("--tolerance-at1", "tolerance_at1", "Allowed |live - offline| at k<5.")
 @_tolerance_option("--tolerance-at-k", "tolerance_at_k", "Allowed |live - offline| at k>=5.")
 @click.option("--model", default=None, help="Model id to send (default: the first of GET /v1/models).")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="What the endpoint serves: an int8 backend is compared with its own export-stage metrics "
+                   "[default: spec.deploy.backend, else auto (eval's fine-tuned model)]")
 @click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Wait up to this many seconds for /v1/health/ready first.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--api-key-env", default="EFT_ENDPOINT_API_KEY", show_default=True,
               help="Environment variable holding a bearer token for the endpoint, if it needs one.")
-def verify(endpoint, workdir, spec_file, tolerance_at1, tolerance_at_k, model, wait_seconds, concurrency,
+def verify(endpoint, workdir, spec_file, tolerance_at1, tolerance_at_k, model, backend, wait_seconds, concurrency,
            api_key_env):
     """Re-run the test split's BEIR evaluation through a live endpoint and compare with the offline eval."""
     import os
@@ -63,6 +67,7 @@ def verify(endpoint, workdir, spec_file, tolerance_at1, tolerance_at_k, model, w
             resource = load_resource(spec_file)
             v = resource.spec.deploy.verification
             tol = {"at1": v.tolerance_at1, "atK": v.tolerance_at_k}
+            backend = backend or resource.spec.deploy.backend
             hashes = plan_hashes(resource.spec)
             config_hash = hashes["verify"]
             inputs = {up: hashes[up] for up in stage("verify").inputs}
@@ -72,7 +77,8 @@ def verify(endpoint, workdir, spec_file, tolerance_at1, tolerance_at_k, model, w
             tol["atK"] = tolerance_at_k
         t0 = time.monotonic()
         summary = verify_endpoint(endpoint, workdir, tol, model=model, wait_seconds=wait_seconds,
-                                  concurrency=concurrency, api_key=os.environ.get(api_key_env) or None)
+                                  concurrency=concurrency, api_key=os.environ.get(api_key_env) or None,
+                                  backend=backend or "auto")
     except EftError as err:
         click.secho(f"error: {err}", fg="red", err=True)
         write_termination_message(compact_summary({"stage": "verify", "configHash": config_hash,
