@@ -161,6 +161,7 @@ def test_int8_keeps_ffn_outputs_in_fp32_when_ndcg_drops(tmp_path, monkeypatch):
     # the OpenVINO int8 cannot satisfy it either: measured, then deleted, and the summary says why
     ov = summary["openvinoInt8"]
     assert ov["built"] is False and "not kept" in ov["reason"] and ov["ndcg@10"]["int8"] > 0
+    assert "path" not in ov and "bytes" not in ov  # nothing on disk to point at
     assert not (tmp_path / "export" / "openvino-int8").exists()
     assert "openvino-int8" not in summary["backends"]
     assert int8["parity"]["minCosine"] > 0.97
@@ -206,6 +207,20 @@ def test_openvino_required_but_missing_fails_the_stage_and_auto_says_why(tmp_pat
     summary = run_export(tmp_path, auto, force=True).summary
     assert summary["openvinoInt8"] == {"built": False, "reason": "not available (no OpenVINO here)"}
     assert summary["backends"] == ["onnx"]
+    # a build that fails under `auto` loses nothing else (the ONNX export stands), as TensorRT's; `true` fails
+    monkeypatch.setattr(openvino, "availability", lambda: (True, ""))
+
+    def broken(*args, **kwargs):
+        (tmp_path / "export" / "openvino-int8").mkdir(parents=True)
+        raise RuntimeError("simulated NNCF failure")
+
+    monkeypatch.setattr(openvino, "quantize_static_int8", broken)
+    summary = run_export(tmp_path, auto, force=True).summary
+    assert summary["openvinoInt8"] == {"built": False, "reason": "build failed: simulated NNCF failure"}
+    assert summary["backends"] == ["onnx"] and (tmp_path / "export" / "onnx" / "model.onnx").is_file()
+    assert not (tmp_path / "export" / "openvino-int8").exists()
+    with pytest.raises(ExportFailed, match="OpenVINO int8 build failed: simulated NNCF failure"):
+        run_export(tmp_path, res, force=True)
     cleanup(tmp_path)
 
 
@@ -224,5 +239,8 @@ def test_calibration_texts_come_from_the_corpus_and_training_questions_never_tes
     assert sum(t.startswith("p: ") for t in texts) == 12
     assert not set(QUESTIONS) & {t[3:] for t in texts}
     assert texts == calibration_texts(tmp_path, prefixes, seed=3, n=16)  # seeded
+    # a row that is not an object is skipped, never an error
+    (tmp_path / "train_questions.jsonl").write_text('{"question": "ok?"}\n["a"]\n')
+    assert sum(t.startswith("q: ") for t in calibration_texts(tmp_path, prefixes, seed=3, n=16)) == 1
     (tmp_path / "train_questions.jsonl").unlink()
     assert len(calibration_texts(tmp_path, prefixes, seed=3, n=100)) == 20  # all 20 passages, nothing else

@@ -574,6 +574,19 @@ def test_locate_finds_every_layout(tmp_path):
     assert locate(wd / "export" / "onnx", "openvino").backend == "openvino"
     with pytest.raises(InvalidInput, match="no 'openvino' export"):
         locate(wd / "export" / "onnx-int8", "openvino")
+    # an fp32 OpenVINO IR given directly is found by auto; a variant the export stage dropped says why
+    import shutil
+
+    ir = tmp_path / "ir"
+    shutil.copytree(wd / "export" / "openvino-int8", ir)
+    meta = json.loads((ir / "eft_model.json").read_text())
+    (ir / "eft_model.json").write_text(json.dumps({**meta, "precision": "fp32"}))
+    assert locate(ir).backend == "openvino" and locate(ir).folder == ir
+    dropped = tmp_path / "ws" / "export"
+    shutil.copytree(wd / "export" / "onnx", dropped / "onnx")
+    (dropped / "export.json").write_text(json.dumps({"openvinoInt8": {"built": False, "reason": "lost 2%"}}))
+    with pytest.raises(InvalidInput, match=r"no 'openvino-int8' export .*did not keep it \(lost 2%\)"):
+        locate(dropped.parent, "openvino-int8")
     assert locate(wd, "torch").folder == wd / "train" / "model"
     assert locate(wd / "train" / "model").backend == "torch"
     with pytest.raises(InvalidInput, match="tensorrt"):

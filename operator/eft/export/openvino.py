@@ -2,7 +2,8 @@
 
 `quantize_static_int8` turns the fp32 export (`onnx/model.onnx`) into `openvino-int8/model.xml` + `model.bin`
 with NNCF's post-training quantisation (`nncf.quantize`, `ModelType.TRANSFORMER`: activations and weights in
-int8 with ranges calibrated on the corpus, the transformer preset's ignored patterns and fast bias correction;
+int8 with ranges calibrated on the corpus, the transformer preset's ignored patterns, SmoothQuant and fast bias
+correction;
 https://docs.openvino.ai/ "Post-training Quantization"), and copies the tokenizer and `eft_model.json` beside
 it. `OpenVinoEncoder` runs such a folder (or any exported `model.onnx`, which OpenVINO reads directly) with the
 same interface as `OnnxEncoder`.

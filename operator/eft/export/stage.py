@@ -130,7 +130,8 @@ def calibration_texts(prep_dir: Path, prefixes, seed: int, n: int) -> list[str]:
     except (OSError, ValueError, KeyError) as err:
         log.warning("no corpus for int8 calibration (%s)", err)
     try:
-        questions = [str(r["question"]) for r in read_jsonl(prep_dir / "train_questions.jsonl") if r.get("question")]
+        questions = [str(r["question"]) for r in read_jsonl(prep_dir / "train_questions.jsonl")
+                     if isinstance(r, dict) and r.get("question")]
     except (OSError, ValueError, KeyError, TypeError) as err:
         log.info("no training questions for int8 calibration (%s)", err)
     n_q = min(len(questions), n // 4)
@@ -164,11 +165,18 @@ def _openvino_int8(ctx: StageContext, st_model, parity_texts: list[str], prefixe
     # cosine to fp32 of 0.86 on the text over the limit; with them 0.99)
     texts = (calibration_texts(ctx.input_dir("prep"), prefixes, ctx.spec.prep.seed, ov_build.CALIBRATION_TEXTS)
              + [prefixes.passage + t for t in EDGE_TEXTS])
-    with ctx.progress.task("export: openvino int8", total=1) as task:
-        started = time.monotonic()
-        ov_build.quantize_static_int8(out / "onnx", folder, texts)
-        q_parity = check_parity(st_model, folder, parity_texts, ov_build.OpenVinoEncoder)
-        task.advance()
+    started = time.monotonic()
+    try:
+        with ctx.progress.task("export: openvino int8", total=1) as task:
+            ov_build.quantize_static_int8(out / "onnx", folder, texts)
+            q_parity = check_parity(st_model, folder, parity_texts, ov_build.OpenVinoEncoder)
+            task.advance()
+    except Exception as err:  # noqa: BLE001 - the variant is optional in `auto` mode, as TensorRT's engine is
+        shutil.rmtree(folder, ignore_errors=True)
+        if mode == "true":
+            raise ExportFailed(f"OpenVINO int8 build failed: {err}") from err
+        log.warning("OpenVINO int8 build failed: %s", err)
+        return {"built": False, "reason": f"build failed: {str(err)[:300]}"}
     result = {"built": True, "path": f"openvino-int8/{ov_build.OV_MODEL_FILE}", "bytes": _dir_bytes(folder),
               "calibrationTexts": len(texts), "seconds": round(time.monotonic() - started, 1),
               "parity": {"minCosine": q_parity["minCosine"], "meanCosine": q_parity["meanCosine"]}}
@@ -183,6 +191,7 @@ def _openvino_int8(ctx: StageContext, st_model, parity_texts: list[str], prefixe
     write_json_atomic(out / "openvino_int8_quality.json", evals)
     if rel < -INT8_MAX_RELATIVE_LOSS:
         shutil.rmtree(folder, ignore_errors=True)
+        del result["path"], result["bytes"]
         result.update(built=False, reason=f"nDCG@10 {-rel:.2%} below fp32, more than the "
                                           f"{INT8_MAX_RELATIVE_LOSS:.0%} allowed: not kept")
     return result

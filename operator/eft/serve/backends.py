@@ -63,7 +63,8 @@ def _tensorrt_ready(folder: Path) -> bool:
 
 
 def locate(path: str | Path, backend: str = "auto") -> ModelSource:
-    """Find the artifact to serve. `auto`: TensorRT when an engine and a GPU exist, else ONNX fp32, else PyTorch.
+    """Find the artifact to serve. `auto`: TensorRT when an engine and a GPU exist, else the first present of ONNX
+    fp32, ONNX int8 and an OpenVINO IR (a folder given directly), else PyTorch.
     `openvino` runs the fp32 ONNX export (`onnx/`) on OpenVINO, `openvino-int8` the `openvino-int8/` export."""
     if backend not in BACKENDS:
         raise InvalidInput(f"unknown backend '{backend}' (expected one of: {', '.join(BACKENDS)})", "--backend")
@@ -87,19 +88,21 @@ def locate(path: str | Path, backend: str = "auto") -> ModelSource:
     if backend == "auto":
         if "tensorrt" in variants and _is_artifact(variants["tensorrt"]) and _tensorrt_ready(variants["tensorrt"]):
             return ModelSource("tensorrt", variants["tensorrt"])
-        for kind, graph in (("onnx", MODEL_FILE), ("onnx-int8", MODEL_FILE), ("openvino-int8", OV_MODEL_FILE)):
+        for kind, graph in (("onnx", MODEL_FILE), ("onnx-int8", MODEL_FILE), ("openvino", OV_MODEL_FILE),
+                            ("openvino-int8", OV_MODEL_FILE)):
             if kind in variants and (variants[kind] / graph).is_file() and _is_artifact(variants[kind]):
                 return ModelSource(kind, variants[kind])
         if st_dir is not None:
             return ModelSource("torch", st_dir)
-        raise InvalidInput(f"no exported model (eft_model.json + model.onnx) or SentenceTransformer in {root}", FIELD)
+        raise InvalidInput(f"no exported model (eft_model.json + model.onnx or model.xml) or SentenceTransformer "
+                           f"in {root}", FIELD)
     if backend == "torch":
         if st_dir is None:
             raise InvalidInput(f"backend torch needs a SentenceTransformer folder; none in {root}", FIELD)
         return ModelSource("torch", st_dir)
     folder = variants.get(backend)
     if folder is None or not _is_artifact(folder):
-        raise InvalidInput(f"no '{backend}' export in {root}", FIELD)
+        raise InvalidInput(f"no '{backend}' export in {root}{_why_not_built(export_root, backend)}", FIELD)
     if backend == "tensorrt":
         from eft.export.tensorrt import availability
 
@@ -112,6 +115,16 @@ def locate(path: str | Path, backend: str = "auto") -> ModelSource:
         except ImportError as err:
             raise InvalidInput(f"backend {backend} needs OpenVINO (the `serve` extra): {err}", "--backend") from err
     return ModelSource(backend, folder)
+
+
+def _why_not_built(export_root: Path, backend: str) -> str:
+    """The export stage's reason for not writing the `backend` variant (`export.json`), as a message suffix."""
+    key = {"openvino-int8": "openvinoInt8", "tensorrt": "tensorrt"}.get(backend)
+    try:
+        reason = json.loads((export_root / "export.json").read_text(encoding="utf-8"))[key]["reason"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f": the export stage did not keep it ({reason})"
 
 
 # ----------------------------------------------------------------------------- onnxruntime
