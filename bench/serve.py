@@ -790,8 +790,9 @@ def main() -> None:
     from eft.export.openvino import OV_MODEL_FILE, availability
 
     servers = dict(OURS)
-    if not availability()[0]:
-        notes.append(f"OpenVINO: NOT MEASURED, {availability()[1]}")
+    openvino_ok, openvino_why = availability()
+    if not openvino_ok:
+        notes.append(f"OpenVINO: NOT MEASURED, {openvino_why}")
         servers = {k: v for k, v in servers.items() if not v.startswith("openvino")}
     elif not (export / "openvino-int8" / OV_MODEL_FILE).is_file():
         notes.append(f"ours int8 (openvino): NOT MEASURED, no openvino-int8/ in {export}")

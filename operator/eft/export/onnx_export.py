@@ -205,6 +205,19 @@ def ffn_output_matmuls(model_path: Path) -> list[str]:
             and "attention" not in n.name]
 
 
+def copy_companion_files(src_dir: Path, dst_dir: Path) -> set[str]:
+    """Copy everything of the export folder `src_dir` but its graph and the graph's external weights (the
+    tokenizer files, `eft_model.json`) into `dst_dir` (created), for a variant of the same model; returns the
+    names of those external weight files."""
+    src_dir, dst_dir = Path(src_dir), Path(dst_dir)
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    weights = external_data_files(src_dir / MODEL_FILE)
+    for f in src_dir.iterdir():
+        if f.is_file() and f.name != MODEL_FILE and f.name not in weights:
+            shutil.copy2(f, dst_dir / f.name)
+    return weights
+
+
 def quantize_int8(src_dir: Path, dst_dir: Path, exclude: list[str] | None = None) -> ModelMetadata:
     """onnxruntime dynamic quantisation (int8 weights, activations quantised at run time) of an export folder.
 
@@ -212,11 +225,7 @@ def quantize_int8(src_dir: Path, dst_dir: Path, exclude: list[str] | None = None
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    weights = external_data_files(src_dir / MODEL_FILE)
-    for f in src_dir.iterdir():
-        if f.is_file() and f.name != MODEL_FILE and f.name not in weights:
-            shutil.copy2(f, dst_dir / f.name)
+    weights = copy_companion_files(src_dir, dst_dir)
     (dst_dir / (MODEL_FILE + ".data")).unlink(missing_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

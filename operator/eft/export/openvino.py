@@ -72,8 +72,6 @@ def quantize_static_int8(src_dir: Path, dst_dir: Path, calibration_texts: Sequen
     `calibration_texts`: texts with their prefixes, as the model will see them (corpus passages and training
     questions, never the test queries); they are cut at the model's limit and fed `CALIBRATION_BATCH` at a time.
     Raises ValueError when there is no calibration text."""
-    import shutil
-
     import openvino as ov
 
     nncf = _nncf()
@@ -89,13 +87,9 @@ def quantize_static_int8(src_dir: Path, dst_dir: Path, calibration_texts: Sequen
     model = ov.Core().read_model(str(src_dir / MODEL_FILE))
     quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(feeds))
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    from eft.export.onnx_export import external_data_files
+    from eft.export.onnx_export import copy_companion_files
 
-    weights = external_data_files(src_dir / MODEL_FILE)
-    for f in src_dir.iterdir():
-        if f.is_file() and f.name != MODEL_FILE and f.name not in weights:
-            shutil.copy2(f, dst_dir / f.name)
+    copy_companion_files(src_dir, dst_dir)
     # fp32 constants stay fp32 (the default would store them as fp16 and move the vectors)
     ov.save_model(quantized, str(dst_dir / OV_MODEL_FILE), compress_to_fp16=False)
     meta = ModelMetadata.load(src_dir)

@@ -158,7 +158,32 @@ def cpu_lanes(folder: Path, threads: int | None = None) -> int:
     return max(1, int(threads or cpu_threads()))
 
 
-class OnnxBackend:
+class _LanedBackend:
+    """An exported-graph encoder for `run_batch` (all threads) and, with `lanes` > 1, a second copy whose calls
+    (`run_lane`, one thread or stream each) may run `lanes` at once; `batch_tokens` is the batcher's padded
+    tokens per call (None: its default). `make_lane()` builds the second copy."""
+
+    def __init__(self, encoder, name: str, lanes: int, batch_tokens: int | None, make_lane):
+        self.encoder = encoder
+        self.meta = encoder.meta
+        self.tokenizer = encoder.tokenizer
+        self.name = name
+        self.providers = list(encoder.providers)
+        #: padded tokens per call for the batcher (None: its default)
+        self.batch_tokens = batch_tokens
+        #: model calls that may run at once, each on one thread (1: only `run_batch`)
+        self.lanes = lanes
+        self._lane = make_lane() if lanes > 1 else None
+
+    def run_batch(self, batch: Batch) -> np.ndarray:
+        return self.encoder.run_batch(batch)
+
+    def run_lane(self, batch: Batch) -> np.ndarray:
+        """One single-threaded call; up to `lanes` of these may run at once."""
+        return (self._lane or self.encoder).run_batch(batch)
+
+
+class OnnxBackend(_LanedBackend):
     """onnxruntime on an exported folder. On the CPU with more than one thread it also has `lanes` (= threads)
     single-threaded calls that may run at once (`run_lane`, one session shared by the lanes; onnxruntime's
     `Run` is thread-safe), beside the all-threads session of `run_batch`; the batcher gives a lone request all
@@ -176,27 +201,14 @@ class OnnxBackend:
     def __init__(self, folder: Path, name: str = "onnx", threads: int | None = None):
         from eft.export.artifact import OnnxEncoder
 
-        self.encoder = OnnxEncoder(folder, threads=threads)
-        self.meta = self.encoder.meta
-        self.tokenizer = self.encoder.tokenizer
-        self.name = name
-        self.providers = list(self.encoder.providers)
-        on_cpu = self.providers[:1] == ["CPUExecutionProvider"]
-        #: padded tokens per call for the batcher (None: its default)
-        self.batch_tokens = CPU_BATCH_TOKENS if on_cpu else None
-        #: model calls that may run at once, each on one thread (1: only `run_batch`)
-        self.lanes = cpu_lanes(folder, threads) if on_cpu else 1
-        self._lane = OnnxEncoder(folder, threads=1, prefer_gpu=False) if self.lanes > 1 else None
-
-    def run_batch(self, batch: Batch) -> np.ndarray:
-        return self.encoder.run_batch(batch)
-
-    def run_lane(self, batch: Batch) -> np.ndarray:
-        """One single-threaded call; up to `lanes` of these may run at once."""
-        return (self._lane or self.encoder).run_batch(batch)
+        encoder = OnnxEncoder(folder, threads=threads)
+        on_cpu = list(encoder.providers)[:1] == ["CPUExecutionProvider"]
+        super().__init__(encoder, name, cpu_lanes(folder, threads) if on_cpu else 1,
+                         CPU_BATCH_TOKENS if on_cpu else None,
+                         lambda: OnnxEncoder(folder, threads=1, prefer_gpu=False))
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(_LanedBackend):
     """OpenVINO's CPU plugin on an export folder (`openvino-int8/`, or the fp32 `onnx/`), shaped like a CPU
     `OnnxBackend`: a whole-model compilation (one stream on all threads) for a lone request, and `lanes` calls
     that may run at once through a second compilation with one stream per thread (`run_lane`); the batcher gets
@@ -207,21 +219,9 @@ class OpenVinoBackend:
         from eft.export.openvino import OpenVinoEncoder
 
         threads = int(threads or cpu_threads())
-        self.encoder = OpenVinoEncoder(folder, threads=threads, streams=1)
-        self.meta = self.encoder.meta
-        self.tokenizer = self.encoder.tokenizer
-        self.name = name
-        self.providers = list(self.encoder.providers)
-        self.batch_tokens = CPU_BATCH_TOKENS
-        self.lanes = cpu_lanes(folder, threads)
-        self._lane = OpenVinoEncoder(folder, threads=self.lanes, streams=self.lanes) if self.lanes > 1 else None
-
-    def run_batch(self, batch: Batch) -> np.ndarray:
-        return self.encoder.run_batch(batch)
-
-    def run_lane(self, batch: Batch) -> np.ndarray:
-        """One call on one stream; up to `lanes` of these may run at once."""
-        return (self._lane or self.encoder).run_batch(batch)
+        lanes = cpu_lanes(folder, threads)
+        super().__init__(OpenVinoEncoder(folder, threads=threads, streams=1), name, lanes, CPU_BATCH_TOKENS,
+                         lambda: OpenVinoEncoder(folder, threads=lanes, streams=lanes))
 
 
 class TensorRTBackend:
