@@ -6,7 +6,13 @@ Order (the one browsers and well-kept readers follow):
    BeautifulSoup's `EncodingDetector` and mapped the way the WHATWG Encoding Standard maps labels (a page that says
    `iso-8859-1` is windows-1252, `shift_jis` is Microsoft's cp932); a declaration the bytes contradict is ignored;
 3. strict UTF-8;
-4. detection with `charset-normalizer`.
+4. detection with `charset-normalizer`; where windows-1252 reads the bytes with no more mess than the detected
+   code page (`charset_normalizer.md.mess_ratio`), windows-1252, the WHATWG fallback for unlabelled legacy text.
+   charset-normalizer ranks a dozen single-byte code pages as equally clean for a short Western text and then
+   picks by its own order: a Latin-1 "Le café crème à Paris." came back as cp1250 ("crčme ŕ"), "Zürich" as
+   UTF-16 without a byte-order mark, "Ça va très bien" as Big5. Text in another script (Cyrillic, Greek,
+   Central European, CJK) reads as a mess of accented letters and symbols in windows-1252, so it keeps its
+   detected code page.
 A file that none of these decode (binary data, or bytes no encoding explains) raises `UndecodableDocument`
 naming the file: the caller reports and skips it rather than indexing mojibake.
 """
@@ -105,8 +111,25 @@ def decode_bytes(data: bytes, html: bool = False, name: str | Path = "<bytes>") 
     best = from_bytes(data).best()
     if best is None:
         raise UndecodableDocument(name, "no text encoding explains its bytes")
-    text = str(best)
+    text, codec = str(best), best.encoding
+    western = _windows_1252_if_as_clean(data, text, best.chaos)
+    if western is not None:
+        text, codec = western, "cp1252"
     if _looks_binary(text):
         raise UndecodableDocument(name, "it holds binary data")
-    return text, best.encoding
+    return text, codec
+
+
+def _windows_1252_if_as_clean(data: bytes, detected: str, chaos: float) -> str | None:
+    """`data` read as windows-1252 where that differs from the `detected` text and is no messier by
+    charset-normalizer's own measure (`mess_ratio` <= the detection's `chaos`), else None."""
+    from charset_normalizer.md import mess_ratio
+
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:  # a byte windows-1252 leaves undefined (0x81, 0x8d, 0x8f, 0x90, 0x9d)
+        return None
+    if text == detected or mess_ratio(text, 1.0) > chaos:
+        return None
+    return text
 
