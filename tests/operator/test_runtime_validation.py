@@ -112,3 +112,39 @@ def test_every_example_builds_containers_the_api_server_accepts_under_the_charts
     assert examples
     for path in examples:
         assert runtime_problems(load_resource(path).spec, chart_config) == [], path.name
+
+
+@pytest.mark.parametrize("node_selector, field, words", [
+    ({"gpu type": "h200"}, "spec.runtime.defaults.nodeSelector.gpu type", "not a valid label key"),
+    ({"Example.com/gpu": "h200"}, "spec.runtime.defaults.nodeSelector.Example.com/gpu", "DNS subdomain"),
+    ({"x" * 64: "1"}, "spec.runtime.defaults.nodeSelector." + "x" * 64, "1-63 characters"),
+    ({"gpu": "H200 SXM"}, "spec.runtime.defaults.nodeSelector.gpu", "not a valid label value"),
+    ({"gpu": "a" * 64}, "spec.runtime.defaults.nodeSelector.gpu", "at most 63 characters"),
+])
+def test_node_selectors_the_api_server_refuses_are_found_up_front(node_selector, field, words):
+    with pytest.raises(SpecError) as err:
+        parse_resource(sample_resource(runtime={"defaults": {"nodeSelector": node_selector}}))
+    assert [(f, m) for f, m in err.value.problems if f == field and words in m], err.value.problems
+
+
+def test_label_shaped_node_selectors_and_tolerations_are_accepted():
+    spec = parse_resource(sample_resource(runtime={"stages": {"train": {
+        "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H200", "node.kubernetes.io/instance-type": "p5_48x",
+                         "pool": ""},
+        "tolerations": [{"operator": "Exists"}, {"key": "", "operator": "Exists"},
+                        {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]}}})).spec
+    assert spec.runtime.stages.train.node_selector["pool"] == ""
+    with pytest.raises(SpecError) as err:
+        parse_resource(sample_resource(runtime={"stages": {"train": {
+            "tolerations": [{"key": "nvidia.com/gpu", "value": "yes please"}]}}}))
+    assert [f for f, _ in err.value.problems] == ["spec.runtime.stages.train.tolerations[0].value"]
+
+
+def test_the_charts_server_node_selector_is_checked_when_the_operator_starts(tmp_path):
+    path = tmp_path / "defaults.yaml"
+    path.write_text(yaml.safe_dump({"server": {"nodeSelector": {"gpu type": "h200"}}}))
+    with pytest.raises(ValueError, match="not a valid label key: 'gpu type'"):
+        OperatorConfig.from_env({"EFT_DEFAULTS_FILE": str(path)})
+    path.write_text(yaml.safe_dump({"server": {"nodeSelector": {"nvidia.com/gpu.present": "true"}}}))
+    assert OperatorConfig.from_env({"EFT_DEFAULTS_FILE": str(path)}).server_defaults["nodeSelector"] == {
+        "nvidia.com/gpu.present": "true"}

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from eft.api.spec import EmbeddingFinetune
+from eft.api.spec import LABEL_NAME_MAX, LABEL_VALUE_PATTERN, EmbeddingFinetune
 from eft.errors import InvalidInput
 
 
@@ -36,8 +36,12 @@ def problems_from_validation_error(err: ValidationError) -> list[tuple[str, str]
     problems = []
     for e in err.errors(include_url=False):
         # Errors raised by model validators carry the model's own path; drop pydantic's internal tags.
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # ... and the "[key]" of a map key's error (its message says it is about the key)
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p == "[key]")))
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "string_pattern_mismatch" and e.get("ctx", {}).get("pattern") == LABEL_VALUE_PATTERN:
+            msg = (f"not a valid label value: at most {LABEL_NAME_MAX} characters, letters or digits at both ends and "
+                   "'-', '_' or '.' between, or empty")
         if e["type"] not in ("missing", "extra_forbidden") and "input" in e:
             shown = repr(e["input"])
             if len(shown) <= 60 and not isinstance(e["input"], dict):

@@ -7,9 +7,10 @@ Field names are camelCase on the wire (YAML/JSON) and snake_case in Python.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.alias_generators import to_camel
 
 from eft.api.stages import JOB_STAGES
@@ -88,6 +89,50 @@ OBJECT_NAME_MAX = 253
 def object_name(description: str | None = None, default: Any = ...) -> Any:
     """A field holding the name of a Kubernetes object (`OBJECT_NAME`)."""
     return Field(default, min_length=1, max_length=OBJECT_NAME_MAX, pattern=OBJECT_NAME, description=description)
+
+
+#: A label value (k8s.io/apimachinery/pkg/util/validation IsValidLabelValue): at most 63 characters, letters and
+#: digits at both ends, `-`, `_` and `.` between; may be empty.
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LABEL_NAME_MAX = 63
+_LABEL_NAME = re.compile(LABEL_VALUE_PATTERN.replace("?$", "$"))  # the same, but not empty
+
+
+def qualified_name_error(key: str) -> str | None:
+    """Why `key` is not a Kubernetes qualified name (a label or taint key; validation.IsQualifiedName), or None:
+    an optional prefix that is a DNS-1123 subdomain of at most 253 characters and a `/`, then a name of 1-63
+    characters, letters and digits at both ends, `-`, `_` and `.` between (`node.kubernetes.io/instance-type`,
+    `gpu`)."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and not prefix:
+        return f"{key!r}: the prefix before '/' is empty"
+    if prefix and (len(prefix) > OBJECT_NAME_MAX or not re.match(OBJECT_NAME, prefix)):
+        return (f"{key!r}: the prefix {prefix!r} must be a DNS subdomain (lower-case letters, digits, '-' and '.', "
+                f"at most {OBJECT_NAME_MAX} characters)")
+    if not name or len(name) > LABEL_NAME_MAX or not _LABEL_NAME.match(name):
+        return (f"{key!r}: the name {name!r} must be 1-{LABEL_NAME_MAX} characters, letters or digits at both ends "
+                "and '-', '_' or '.' between")
+    return None
+
+
+def _qualified_name(key: str) -> str:
+    error = qualified_name_error(key)
+    if error:
+        raise ValueError(f"not a valid label key: {error}")
+    return key
+
+
+def _taint_key(key: str) -> str:
+    return key and _qualified_name(key)
+
+
+#: A label key (`qualified_name_error`); checked here and by the API server, not in the CRD's schema (a
+#: structural schema cannot constrain map keys).
+LabelKey = Annotated[str, AfterValidator(_qualified_name)]
+#: A toleration's key: a label key, or empty (with operator Exists: every taint).
+TaintKey = Annotated[str, AfterValidator(_taint_key)]
+#: A label value (`LABEL_VALUE_PATTERN`); in the CRD's schema too.
+LabelValue = Annotated[str, Field(max_length=LABEL_NAME_MAX, pattern=LABEL_VALUE_PATTERN)]
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -462,9 +507,9 @@ class StorageSpec(SpecModel):
 
 
 class Toleration(SpecModel):
-    key: str | None = None
+    key: TaintKey | None = None
     operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
+    value: LabelValue | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = None
 
@@ -487,7 +532,8 @@ class StageRuntime(SpecModel):
 
     image: str | None = None
     resources: ResourceRequirements | None = None
-    node_selector: dict[str, str] | None = None
+    node_selector: dict[LabelKey, LabelValue] | None = Field(
+        None, description="Node labels the stage's pods must match (keys and values as Kubernetes labels).")
     tolerations: list[Toleration] | None = None
     active_deadline_seconds: int | None = Field(None, ge=60)
     backoff_limit: int | None = Field(None, ge=0, le=20)

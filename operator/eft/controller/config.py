@@ -135,7 +135,11 @@ class OperatorConfig:
         stages = {k: dict(v or {}) for k, v in (data.get("stages") or {}).items()}
         for layer in stages.values():  # same keys and bounds as spec.runtime.stages.<stage>
             StageRuntime.model_validate(layer)
-        return replace(self, stage_defaults=stages, server_defaults=dict(data.get("server") or {}))
+        server = dict(data.get("server") or {})
+        # resources, nodeSelector and tolerations: the same rules as a stage's (label keys and values included)
+        StageRuntime.model_validate({k: v for k, v in server.items() if k in ("resources", "nodeSelector",
+                                                                              "tolerations")})
+        return replace(self, stage_defaults=stages, server_defaults=server)
 
     @classmethod
     def documentation(cls) -> list[tuple[str, str | None, str | None, str]]:
