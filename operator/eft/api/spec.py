@@ -245,7 +245,9 @@ class SdgSpec(SpecModel):
     concurrency: int = Field(8, ge=1, le=256, description="Requests in flight.")
     max_chunks: int | None = Field(None, ge=1, description="Generate from at most this many chunks (seeded sample).")
     questions_per_chunk: int = Field(2, ge=1, le=20, description="Questions asked per seed chunk or chunk group.")
-    multi_hop_fraction: float = Field(0.3, ge=0.0, le=1.0, description="Share of generation calls over 2-3 related chunks.")
+    multi_hop_fraction: float = Field(0.3, ge=0.0, le=1.0, description="Share of generation calls over 2-3 related chunks, kept per "
+                                      "document so a new document leaves the others' calls as they were; documents of a few chunks end on "
+                                      "single-hop leftovers, so the corpus-wide share can be a little lower.")
     complexity: ComplexityRange = Field(default_factory=ComplexityRange)
     hops: HopsRange = Field(default_factory=HopsRange)
     quality_threshold: float = Field(7.0, ge=0.0, le=10.0, description="Keep questions whose judged overall score is at least this.")

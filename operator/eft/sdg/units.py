@@ -2,9 +2,13 @@
 (multi-hop), seeded, each chunk used once, with the question complexities to ask for and a cache key.
 
 The plan is stable under corpus changes where it can be: chunks are visited in the order of a seeded hash of
-their ids (not one shuffle of the whole corpus), and each unit draws its group size and complexities from a
-generator seeded by its own chunks. So raising `maxChunks` keeps every earlier unit, and a unit whose chunks and
-place in the plan did not change keeps its cache key, whose paid-for answers in `_work/` are reused."""
+their ids (not one shuffle of the whole corpus), each unit draws its group size and complexities from a
+generator seeded by its own chunks, and whether a unit is multi-hop depends on its own document's units only
+(a running share per document, dithered by a seeded offset per document, so the corpus-wide share stays within
+about one unit per document of the target without counting across documents). So raising `maxChunks` keeps
+every earlier unit, a document added, edited or removed leaves the units of every other document as they were
+(unless `maxChunks` cuts the plan), and a unit whose chunks did not change keeps its cache key, whose paid-for
+answers in `_work/` are reused."""
 
 from __future__ import annotations
 
@@ -98,15 +102,19 @@ def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
     order = sorted(pool, key=lambda c: hashlib.sha256(f"{spec.seed}:{c.id}".encode()).digest())
     used: set[str] = set()
     groups: list[list[Chunk]] = []
-    n_multi = 0
+    units_in: dict[str, int] = defaultdict(int)  # per document: units planned, and how many of them multi-hop
+    multi_in: dict[str, int] = defaultdict(int)
     for seed in order:
         if len(used) >= budget:
             break
         if seed.id in used:
             continue
         group = [seed]
-        # Multi-hop when the share so far is below the target (round half up): an exact, seeded share.
-        if multi_allowed and n_multi < math.floor(fraction * (len(groups) + 1) + 0.5):
+        doc = seed.doc_id
+        # Multi-hop when the document's share so far is below the target: floor(fraction x units + offset), with
+        # the document's own seeded offset in [0, 1) (unbiased rounding; the same offset for every unit of it).
+        offset = _rng(spec.seed, "offset", [doc]).random()
+        if multi_allowed and multi_in[doc] < math.floor(fraction * (units_in[doc] + 1) + offset):
             size = min(_rng(spec.seed, "size", [seed.id]).randint(hop_lo, hop_hi), budget - len(used))
             partners = _related(seed, size - 1, docs[seed.doc_id], used) if size >= 2 else []
             if partners and len(partners) + 1 >= hop_lo:
@@ -114,7 +122,8 @@ def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
         if len(group) == 1 and not single_allowed:
             continue  # this chunk has no related partner and single-hop questions are not wanted
         groups.append(group)
-        n_multi += len(group) > 1
+        units_in[doc] += 1
+        multi_in[doc] += len(group) > 1
         used.update(c.id for c in group)
 
     units = []
