@@ -152,11 +152,16 @@ def _limits(roof: dict) -> None:
         v["int8_sent_s"] = roof["int8"]["ops"] / v["flops"] if roof["int8"] else None
 
 
-#: onnxruntime operators that are matrix products (with their int8 forms, activation quantisation included):
-#: their time is what a faster GEMM could shrink; the rest of a graph (bias, GELU, adds, layer norms, softmax,
-#: transposes) stays as it is. Counting quantisation as GEMM time makes `gemm_bound` generous.
+#: Operators that are matrix products, with their int8 forms (activation quantisation included): their time is
+#: what a faster GEMM could shrink; the rest of a graph (bias, GELU, adds, layer norms, softmax, transposes)
+#: stays as it is. onnxruntime's operator types, then the node types of an OpenVINO CPU graph after its fusions:
+#: `FullyConnected` (a linear layer, with the bias, activation and (de)quantisation fused into it) and
+#: `Subgraph` (a fused attention block: both products with the softmax and mask between them, or a chain of
+#: element-wise operators). Counting quantisation, and all of a `Subgraph`, as GEMM time makes `gemm_bound`
+#: generous: it never calls a target out of reach that a faster GEMM could reach.
 GEMM_OPS = frozenset({"MatMul", "FusedMatMul", "Gemm", "MatMulInteger", "MatMulIntegerToFloat",
-                      "DynamicQuantizeMatMul", "DynamicQuantizeLinear", "QLinearMatMul", "QGemm"})
+                      "DynamicQuantizeMatMul", "DynamicQuantizeLinear", "QLinearMatMul", "QGemm",
+                      "FullyConnected", "FullyConnectedQuantizedLegacy", "Subgraph"})
 
 
 def split_operator_time(kernel_us: dict[str, float]) -> dict:

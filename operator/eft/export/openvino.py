@@ -98,15 +98,16 @@ def quantize_static_int8(src_dir: Path, dst_dir: Path, calibration_texts: Sequen
     return meta
 
 
-def compile_model(path: Path, threads: int, streams: int):
+def compile_model(path: Path, threads: int, streams: int, perf_count: bool = False):
     """An OpenVINO CPU `CompiledModel` of `path` running `streams` inference calls at once on `threads` threads
-    in all, in fp32 wherever the graph is not int8."""
+    in all, in fp32 wherever the graph is not int8. `perf_count`: also time every node of every call
+    (`InferRequest.profiling_info`; the benchmark's profile, never the server)."""
     import openvino as ov
 
     hint = "THROUGHPUT" if streams > 1 else "LATENCY"
     return ov.Core().compile_model(str(path), "CPU", {
         "INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": int(streams), "PERFORMANCE_HINT": hint,
-        "INFERENCE_PRECISION_HINT": "f32"})
+        "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": bool(perf_count)})
 
 
 class OpenVinoEncoder(ExportedEncoder):
