@@ -504,19 +504,37 @@ def _onnxruntime_kernel_us(folder: Path, meta, feed: dict, threads: int, runs: i
 def _openvino_node_us(folder: Path, meta, feed: dict, threads: int, runs: int, warmup: int) -> dict[str, float]:
     """{node type: microseconds per call} from OpenVINO's per-node counters (`PERF_COUNT`) in a one-stream
     compilation as the server's (`eft.export.openvino.compile_model` at `threads`), averaged over `runs` calls
-    after `warmup`. Node types are those of the compiled graph (fused: `FullyConnected`, `Subgraph`, `MVN`...)."""
+    after `warmup`. Node types are those of the compiled graph (fused: `FullyConnected`, `Subgraph`, `MVN`...).
+    The CPU plugin's `real_time` of a node is its mean over every call so far, not the last call's time, so the
+    runs' mean comes from two snapshots: (mean after all x all calls - mean after the warm-up x warm-up calls)
+    / runs."""
     from eft.export.openvino import compile_model, model_path
 
     compiled = compile_model(model_path(folder), threads, 1, perf_count=True)
     request = compiled.create_infer_request()
-    node_us: dict[str, float] = {}
-    for i in range(warmup + runs):
+
+    def snapshot() -> dict[str, tuple[str, float]]:
+        return {node.node_name: (node.node_type, node.real_time.total_seconds() * 1e6)
+                for node in request.profiling_info}
+
+    for _ in range(warmup):
         request.infer(feed)
-        if i >= warmup:
-            for node in request.profiling_info:
-                us = node.real_time.total_seconds() * 1e6
-                if us > 0:
-                    node_us[node.node_type] = node_us.get(node.node_type, 0.0) + us / runs
+    warm = snapshot() if warmup else {}
+    for _ in range(runs):
+        request.infer(feed)
+    return mean_of_runs(warm, snapshot(), warmup, runs)
+
+
+def mean_of_runs(warm: dict[str, tuple[str, float]], end: dict[str, tuple[str, float]], warmup: int,
+                 runs: int) -> dict[str, float]:
+    """{node type: mean microseconds per call over the `runs` calls after `warmup`}, from two snapshots of
+    running means per node ({node name: (node type, mean microseconds)}): `warm` after the warm-up, `end` after
+    all calls. Nodes that took no time are left out."""
+    node_us: dict[str, float] = {}
+    for name, (node_type, mean_all) in end.items():
+        us = (mean_all * (warmup + runs) - warm.get(name, (node_type, 0.0))[1] * warmup) / runs
+        if us > 0:
+            node_us[node_type] = node_us.get(node_type, 0.0) + us
     return node_us
 
 

@@ -121,6 +121,20 @@ def test_split_operator_time_counts_openvinos_fused_products_as_gemm():
     assert split == {"gemm_ms": 28.0, "other_ms": 2.0, "call_ms": 30.0}
 
 
+def test_openvinos_running_means_give_the_runs_own_mean():
+    """OpenVINO's CPU counters hold each node's mean over every call so far: a slow first call (57 ms) followed
+    by 5 calls of 61 us reads 9.54 ms; the runs' own mean is 61 us, not that."""
+    warm = {"fc": ("FullyConnected", 56_917.0), "relu": ("Eltwise", 100.0), "in": ("Parameter", 0.0)}
+    end = {"fc": ("FullyConnected", (56_917.0 + 5 * 61.0) / 6), "relu": ("Eltwise", (100.0 + 5 * 10.0) / 6),
+           "in": ("Parameter", 0.0)}
+    us = serve.mean_of_runs(warm, end, warmup=1, runs=5)
+    assert us.keys() == {"FullyConnected", "Eltwise"}
+    assert abs(us["FullyConnected"] - 61.0) < 1e-6 and abs(us["Eltwise"] - 10.0) < 1e-6
+    # two nodes of one type add up; without a warm-up the end snapshot is the runs' mean
+    end["fc2"] = ("FullyConnected", 39.0)
+    assert abs(serve.mean_of_runs({}, end, warmup=0, runs=6)["FullyConnected"] - (end["fc"][1] + 39.0)) < 1e-6
+
+
 def test_gemm_bound_is_amdahls_law():
     # 8 sentences of 128 tokens: 8 x 2.869 GFLOP = 22.95 GFLOP; at 300 GFLOP/s the GEMMs take 76.5 ms, plus
     # 30 ms of other operators: 8 / 0.1065 s = 75.1 sentences/s

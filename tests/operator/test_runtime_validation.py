@@ -120,6 +120,10 @@ def test_every_example_builds_containers_the_api_server_accepts_under_the_charts
     ({"x" * 64: "1"}, "spec.runtime.defaults.nodeSelector." + "x" * 64, "1-63 characters"),
     ({"gpu": "H200 SXM"}, "spec.runtime.defaults.nodeSelector.gpu", "not a valid label value"),
     ({"gpu": "a" * 64}, "spec.runtime.defaults.nodeSelector.gpu", "at most 63 characters"),
+    # Python's `$` matches before a final newline; the API server's RE2 does not
+    ({"gpu\n": "h200"}, "spec.runtime.defaults.nodeSelector.gpu\n", "not a valid label key"),
+    ({"example.com\n/gpu": "h200"}, "spec.runtime.defaults.nodeSelector.example.com\n/gpu", "DNS subdomain"),
+    ({"a/b/c": "1"}, "spec.runtime.defaults.nodeSelector.a/b/c", "at most one '/'"),
 ])
 def test_node_selectors_the_api_server_refuses_are_found_up_front(node_selector, field, words):
     with pytest.raises(SpecError) as err:
@@ -143,7 +147,10 @@ def test_label_shaped_node_selectors_and_tolerations_are_accepted():
 def test_the_charts_server_node_selector_is_checked_when_the_operator_starts(tmp_path):
     path = tmp_path / "defaults.yaml"
     path.write_text(yaml.safe_dump({"server": {"nodeSelector": {"gpu type": "h200"}}}))
-    with pytest.raises(ValueError, match="not a valid label key: 'gpu type'"):
+    with pytest.raises(ValueError, match=r"defaults.yaml: server.nodeSelector.gpu type: not a valid label key: "):
+        OperatorConfig.from_env({"EFT_DEFAULTS_FILE": str(path)})
+    path.write_text(yaml.safe_dump({"stages": {"train": {"nodeSelector": {"pool": "H200 SXM"}}}}))
+    with pytest.raises(ValueError, match=r"defaults.yaml: stages.train.nodeSelector.pool: not a valid label value"):
         OperatorConfig.from_env({"EFT_DEFAULTS_FILE": str(path)})
     path.write_text(yaml.safe_dump({"server": {"nodeSelector": {"nvidia.com/gpu.present": "true"}}}))
     assert OperatorConfig.from_env({"EFT_DEFAULTS_FILE": str(path)}).server_defaults["nodeSelector"] == {

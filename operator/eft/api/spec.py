@@ -103,13 +103,16 @@ def qualified_name_error(key: str) -> str | None:
     an optional prefix that is a DNS-1123 subdomain of at most 253 characters and a `/`, then a name of 1-63
     characters, letters and digits at both ends, `-`, `_` and `.` between (`node.kubernetes.io/instance-type`,
     `gpu`)."""
+    if key.count("/") > 1:
+        return f"{key!r}: at most one '/' (between a prefix and the name)"
     prefix, slash, name = key.rpartition("/")
     if slash and not prefix:
         return f"{key!r}: the prefix before '/' is empty"
-    if prefix and (len(prefix) > OBJECT_NAME_MAX or not re.match(OBJECT_NAME, prefix)):
+    # fullmatch: `$` alone would let a trailing newline through, which the API server (Go's RE2) refuses
+    if prefix and (len(prefix) > OBJECT_NAME_MAX or not re.fullmatch(OBJECT_NAME, prefix)):
         return (f"{key!r}: the prefix {prefix!r} must be a DNS subdomain (lower-case letters, digits, '-' and '.', "
                 f"at most {OBJECT_NAME_MAX} characters)")
-    if not name or len(name) > LABEL_NAME_MAX or not _LABEL_NAME.match(name):
+    if not name or len(name) > LABEL_NAME_MAX or not _LABEL_NAME.fullmatch(name):
         return (f"{key!r}: the name {name!r} must be 1-{LABEL_NAME_MAX} characters, letters or digits at both ends "
                 "and '-', '_' or '.' between")
     return None

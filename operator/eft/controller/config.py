@@ -13,7 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
 import yaml
+from pydantic import ValidationError
 
+from eft.api.loader import problems_from_validation_error
 from eft.api.spec import DEFAULT_PIPELINE_IMAGE, DEFAULT_SERVER_IMAGE, StageRuntime
 from eft.api.stages import STAGES
 
@@ -48,6 +50,16 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise ValueError(f"must be a port number, or 0 to disable (got {value})")
     return value
+
+
+def _check_runtime_layer(path: str, where: str, layer: Mapping[str, Any]) -> None:
+    """ValueError naming the defaults file, the layer (`stages.train`, `server`) and every field of `layer` that
+    `spec.runtime.stages.<stage>` would refuse."""
+    try:
+        StageRuntime.model_validate(layer)
+    except ValidationError as err:
+        problems = "; ".join(f"{where}.{field}: {message}" for field, message in problems_from_validation_error(err))
+        raise ValueError(f"{path}: {problems}") from None
 
 
 @dataclass(frozen=True)
@@ -133,12 +145,12 @@ class OperatorConfig:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
         stages = {k: dict(v or {}) for k, v in (data.get("stages") or {}).items()}
-        for layer in stages.values():  # same keys and bounds as spec.runtime.stages.<stage>
-            StageRuntime.model_validate(layer)
+        for name, layer in stages.items():  # same keys and bounds as spec.runtime.stages.<stage>
+            _check_runtime_layer(path, f"stages.{name}", layer)
         server = dict(data.get("server") or {})
         # resources, nodeSelector and tolerations: the same rules as a stage's (label keys and values included)
-        StageRuntime.model_validate({k: v for k, v in server.items() if k in ("resources", "nodeSelector",
-                                                                              "tolerations")})
+        _check_runtime_layer(path, "server", {k: v for k, v in server.items()
+                                              if k in ("resources", "nodeSelector", "tolerations")})
         return replace(self, stage_defaults=stages, server_defaults=server)
 
     @classmethod

@@ -6,13 +6,14 @@ Order (the one browsers and well-kept readers follow):
    BeautifulSoup's `EncodingDetector` and mapped the way the WHATWG Encoding Standard maps labels (a page that says
    `iso-8859-1` is windows-1252, `shift_jis` is Microsoft's cp932); a declaration the bytes contradict is ignored;
 3. strict UTF-8;
-4. detection with `charset-normalizer`; where windows-1252 reads the bytes with no more mess than the detected
-   code page (`charset_normalizer.md.mess_ratio`), windows-1252, the WHATWG fallback for unlabelled legacy text.
-   charset-normalizer ranks a dozen single-byte code pages as equally clean for a short Western text and then
-   picks by its own order: a Latin-1 "Le café crème à Paris." came back as cp1250 ("crčme ŕ"), "Zürich" as
-   UTF-16 without a byte-order mark, "Ça va très bien" as Big5. Text in another script (Cyrillic, Greek,
-   Central European, CJK) reads as a mess of accented letters and symbols in windows-1252, so it keeps its
-   detected code page.
+4. detection with `charset-normalizer`; where it reads a text's accented letters as another script (CJK from
+   UTF-16 without a byte-order mark or Big5, Cyrillic, Arabic) but windows-1252, the WHATWG fallback for
+   unlabelled legacy text, reads them as Latin letters with no more mess (`charset_normalizer.md.mess_ratio`),
+   windows-1252. charset-normalizer scores a dozen code pages as equally clean for a short Western text and then
+   picks by its own order: Latin-1 "Zürich" came back as UTF-16, "Ça va très bien" as Big5, "5 €" (cp1252) as
+   Cyrillic cp1125. Between two Latin code pages (cp1250 "Kraków jest piękny" against cp1252 "piêkny") only
+   the language tells, and charset-normalizer's choice stands: a short Latin-1 "crème" read as cp1250 "crčme"
+   stays wrong.
 A file that none of these decode (binary data, or bytes no encoding explains) raises `UndecodableDocument`
 naming the file: the caller reports and skips it rather than indexing mojibake.
 """
@@ -20,6 +21,7 @@ naming the file: the caller reports and skips it rather than indexing mojibake.
 from __future__ import annotations
 
 import codecs
+import unicodedata
 from pathlib import Path
 
 _BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's.
@@ -121,15 +123,20 @@ def decode_bytes(data: bytes, html: bool = False, name: str | Path = "<bytes>") 
 
 
 def _windows_1252_if_as_clean(data: bytes, detected: str, chaos: float) -> str | None:
-    """`data` read as windows-1252 where that differs from the `detected` text and is no messier by
-    charset-normalizer's own measure (`mess_ratio` <= the detection's `chaos`), else None."""
+    """`data` read as windows-1252 where the `detected` text has letters of another script than Latin, the
+    windows-1252 text has none, and it is no messier by charset-normalizer's own measure (`mess_ratio` <= the
+    detection's `chaos`); else None."""
     from charset_normalizer.md import mess_ratio
 
     try:
         text = data.decode("cp1252")
     except UnicodeDecodeError:  # a byte windows-1252 leaves undefined (0x81, 0x8d, 0x8f, 0x90, 0x9d)
         return None
-    if text == detected or mess_ratio(text, 1.0) > chaos:
+    if not _other_script(detected) or _other_script(text) or mess_ratio(text, 1.0) > chaos:
         return None
     return text
 
+
+def _other_script(text: str) -> bool:
+    """Whether `text` has a letter outside ASCII that is not a Latin one (CJK, Cyrillic, Greek, Arabic...)."""
+    return any(ord(ch) > 127 and ch.isalpha() and not unicodedata.name(ch, "").startswith("LATIN") for ch in text)

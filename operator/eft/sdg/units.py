@@ -7,7 +7,8 @@ generator seeded by its own chunks, and whether a unit is multi-hop depends on i
 (a running share per document, dithered by a seeded offset per document, so the corpus-wide share stays within
 about one unit per document of the target without counting across documents). So raising `maxChunks` keeps
 every earlier unit, a document added, edited or removed leaves the units of every other document as they were
-(unless `maxChunks` cuts the plan), and a unit whose chunks did not change keeps its cache key, whose paid-for
+(unless `maxChunks` cuts the plan, or the new document repeats a passage of another one: the chunker keeps
+only the first copy and renumbers the other document's positions), and a unit whose chunks did not change keeps its cache key, whose paid-for
 answers in `_work/` are reused."""
 
 from __future__ import annotations
