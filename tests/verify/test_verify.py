@@ -140,7 +140,7 @@ def test_an_int8_endpoint_is_compared_with_its_own_export_metrics(tmp_path, back
     from eft.errors import InvalidInput
     from eft.serve.app import create_app
     from eft.verify import verify_endpoint
-    from eft.verify.core import INT8_QUALITY
+    from eft.api.serving import INT8_QUALITY_FILES as INT8_QUALITY
 
     wd = exported_workdir()
     expected = json.loads((wd / "export" / INT8_QUALITY[backend]).read_text())["int8"]["metrics"]

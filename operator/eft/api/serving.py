@@ -18,6 +18,11 @@ BACKENDS: tuple[str, ...] = get_args(ServingBackend)
 InputType = Literal["query", "passage"]
 INPUT_TYPES: tuple[str, ...] = get_args(InputType)
 DEFAULT_HOST = "0.0.0.0"
+#: Files of the export stage (in `<workspace>/export/`) that the serving side reads: its summary, where
+#: `eft serve` finds why a variant was not kept, and each int8 variant's test-split metrics, which `eft verify`
+#: reproduces through an endpoint serving that variant.
+EXPORT_SUMMARY_FILE = "export.json"
+INT8_QUALITY_FILES = {"onnx-int8": "int8_quality.json", "openvino-int8": "openvino_int8_quality.json"}
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 

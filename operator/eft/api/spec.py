@@ -93,9 +93,9 @@ def object_name(description: str | None = None, default: Any = ...) -> Any:
 
 #: A label value (k8s.io/apimachinery/pkg/util/validation IsValidLabelValue): at most 63 characters, letters and
 #: digits at both ends, `-`, `_` and `.` between; may be empty.
-LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_LABEL_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"  # a non-empty label value, or a label key's name
+LABEL_VALUE_PATTERN = rf"^({_LABEL_NAME})?$"
 LABEL_NAME_MAX = 63
-_LABEL_NAME = re.compile(LABEL_VALUE_PATTERN.replace("?$", "$"))  # the same, but not empty
 
 
 def qualified_name_error(key: str) -> str | None:
@@ -112,7 +112,7 @@ def qualified_name_error(key: str) -> str | None:
     if prefix and (len(prefix) > OBJECT_NAME_MAX or not re.fullmatch(OBJECT_NAME, prefix)):
         return (f"{key!r}: the prefix {prefix!r} must be a DNS subdomain (lower-case letters, digits, '-' and '.', "
                 f"at most {OBJECT_NAME_MAX} characters)")
-    if not name or len(name) > LABEL_NAME_MAX or not _LABEL_NAME.fullmatch(name):
+    if not name or len(name) > LABEL_NAME_MAX or not re.fullmatch(_LABEL_NAME, name):
         return (f"{key!r}: the name {name!r} must be 1-{LABEL_NAME_MAX} characters, letters or digits at both ends "
                 "and '-', '_' or '.' between")
     return None

@@ -114,7 +114,7 @@ def decode_bytes(data: bytes, html: bool = False, name: str | Path = "<bytes>") 
     if best is None:
         raise UndecodableDocument(name, "no text encoding explains its bytes")
     text, codec = str(best), best.encoding
-    western = _windows_1252_if_as_clean(data, text, best.chaos)
+    western = _windows_1252_over_other_script(data, text, best.chaos)
     if western is not None:
         text, codec = western, "cp1252"
     if _looks_binary(text):
@@ -122,7 +122,7 @@ def decode_bytes(data: bytes, html: bool = False, name: str | Path = "<bytes>") 
     return text, codec
 
 
-def _windows_1252_if_as_clean(data: bytes, detected: str, chaos: float) -> str | None:
+def _windows_1252_over_other_script(data: bytes, detected: str, chaos: float) -> str | None:
     """`data` read as windows-1252 where the `detected` text has letters of another script than Latin, the
     windows-1252 text has none, and it is no messier by charset-normalizer's own measure (`mess_ratio` <= the
     detection's `chaos`); else None."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eft.api.serving import EXPORT_SUMMARY_FILE, INT8_QUALITY_FILES
 from eft.errors import EXIT_INVALID_INPUT, InvalidInput
 from eft.export.artifact import MODEL_FILE, OnnxEncoder
 from eft.export.onnx_export import ExportFailed, cosines, export_onnx, ffn_output_matmuls, quantize_int8
@@ -188,7 +189,7 @@ def _openvino_int8(ctx: StageContext, st_model, parity_texts: list[str], prefixe
         evals = compare("openvino-int8", folder, ov_build.OpenVinoEncoder)
         task.advance()
     result["ndcg@10"], rel = ndcg_delta(evals)
-    write_json_atomic(out / "openvino_int8_quality.json", evals)
+    write_json_atomic(out / INT8_QUALITY_FILES["openvino-int8"], evals)
     if rel < -INT8_MAX_RELATIVE_LOSS:
         shutil.rmtree(folder, ignore_errors=True)
         del result["path"], result["bytes"]
@@ -306,7 +307,7 @@ def run(ctx: StageContext) -> dict:
                 task.advance()
             int8["ndcg@10"], rel = ndcg_delta(evals)
             int8["queries"] = evals["fp32"]["queries"]
-            write_json_atomic(out / "int8_quality.json", evals)
+            write_json_atomic(out / INT8_QUALITY_FILES["onnx-int8"], evals)
             if rel >= -INT8_MAX_RELATIVE_LOSS:
                 break
             log.info("int8 with fp32 kept for %s loses %.2f%% nDCG@10", label, -rel * 100)
@@ -342,5 +343,5 @@ def run(ctx: StageContext) -> dict:
                                            ("openvino-int8", summary["openvinoInt8"].get("built"))) if ok]
     summary["prefixes"] = {"query": prefixes.query, "passage": prefixes.passage}
     summary["embeddingCache"] = ctx.embedding_cache.stats()
-    (out / "export.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    (out / EXPORT_SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary

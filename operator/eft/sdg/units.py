@@ -106,6 +106,8 @@ def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
     groups: list[list[Chunk]] = []
     units_in: dict[str, int] = defaultdict(int)  # per document: units planned, and how many of them multi-hop
     multi_in: dict[str, int] = defaultdict(int)
+    # per document, its own seeded offset in [0, 1) for rounding the share (unbiased; the same for all its units)
+    offsets = {doc: _rng(spec.seed, "offset", [doc]).random() for doc in docs}
     for seed in order:
         if len(used) >= budget:
             break
@@ -113,10 +115,8 @@ def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
             continue
         group = [seed]
         doc = seed.doc_id
-        # Multi-hop when the document's share so far is below the target: floor(fraction x units + offset), with
-        # the document's own seeded offset in [0, 1) (unbiased rounding; the same offset for every unit of it).
-        offset = _rng(spec.seed, "offset", [doc]).random()
-        if multi_allowed and multi_in[doc] < math.floor(fraction * (units_in[doc] + 1) + offset):
+        # Multi-hop when the document's share so far is below the target: floor(fraction x units + offset).
+        if multi_allowed and multi_in[doc] < math.floor(fraction * (units_in[doc] + 1) + offsets[doc]):
             size = min(_rng(spec.seed, "size", [seed.id]).randint(hop_lo, hop_hi), budget - len(used))
             partners = _related(seed, size - 1, docs[seed.doc_id], used) if size >= 2 else []
             if partners and len(partners) + 1 >= hop_lo:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eft.api.serving import BACKENDS
+from eft.api.serving import BACKENDS, EXPORT_SUMMARY_FILE
 from eft.errors import InvalidInput
 from eft.export.artifact import (METADATA_FILE, MODEL_FILE, TOKENIZER_FILE, Batch, ModelMetadata, TextTokenizer,
                                  max_positions)
@@ -118,10 +118,10 @@ def locate(path: str | Path, backend: str = "auto") -> ModelSource:
 
 
 def _why_not_built(export_root: Path, backend: str) -> str:
-    """The export stage's reason for not writing the `backend` variant (`export.json`), as a message suffix."""
+    """The export stage's reason for not writing the `backend` variant (its summary), as a message suffix."""
     key = {"openvino-int8": "openvinoInt8", "tensorrt": "tensorrt"}.get(backend)
     try:
-        reason = json.loads((export_root / "export.json").read_text(encoding="utf-8"))[key]["reason"]
+        reason = json.loads((export_root / EXPORT_SUMMARY_FILE).read_text(encoding="utf-8"))[key]["reason"]
     except (OSError, ValueError, KeyError, TypeError):
         return ""
     return f": the export stage did not keep it ({reason})"

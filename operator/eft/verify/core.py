@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from eft.api.serving import INT8_QUALITY_FILES
 from eft.api.spec import VerificationSpec, field_default
 from eft.errors import InvalidInput, StageFailed
 from eft.retrieval.scoring import beir_metrics, retrieve as search
@@ -130,23 +131,19 @@ class EndpointClient:
         return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
-#: Where the export stage wrote the test-split metrics of each int8 variant (`{"int8": {"metrics": ...}}`).
-INT8_QUALITY = {"onnx-int8": "int8_quality.json", "openvino-int8": "openvino_int8_quality.json"}
-
-
 def offline_reference(workdir: Path, backend: str = "auto") -> tuple[dict, str]:
     """(offline metrics, where from) that a live endpoint serving `backend` should reproduce: an int8 backend's
     own test-split metrics from the export stage (quantisation moves them: one query of 78 is 0.0128 of
     recall@5, more than the default tolerance), else the fine-tuned model's from eval.
     Raises `InvalidInput` when the file is missing or unreadable."""
-    if backend in INT8_QUALITY:
-        path = Path(workdir) / "export" / INT8_QUALITY[backend]
+    if backend in INT8_QUALITY_FILES:
+        path = Path(workdir) / "export" / INT8_QUALITY_FILES[backend]
         try:
             metrics = json.loads(path.read_text(encoding="utf-8"))["int8"]["metrics"]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise InvalidInput(f"no offline metrics of the {backend} variant in {path} ({err}); run the export "
                                "stage, or verify against the backend that was exported", "--backend") from err
-        return metrics, f"export/{INT8_QUALITY[backend]}"
+        return metrics, f"export/{INT8_QUALITY_FILES[backend]}"
     from eft.stages.contract import read_success
 
     eval_success = read_success(Path(workdir) / "eval")
