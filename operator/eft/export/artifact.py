@@ -317,6 +317,9 @@ class ExportedEncoder:
         self.tokenizer = TextTokenizer(self.folder / TOKENIZER_FILE, self.meta.max_seq_length, self.meta.pad_token_id,
                                        self.meta.max_positions)
 
+    #: the engine that runs the graph, with its version ("onnxruntime 1.32.0"): part of the embedding cache's key
+    runtime: str = ""
+
     def run_batch(self, batch: Batch) -> np.ndarray:
         raise NotImplementedError
 
@@ -340,9 +343,12 @@ class OnnxEncoder(ExportedEncoder):
     """An exported ONNX model on onnxruntime (CUDA when present and `prefer_gpu`, else the CPU)."""
 
     def __init__(self, folder: str | Path, threads: int | None = None, prefer_gpu: bool = True):
+        import onnxruntime as ort
+
         super().__init__(folder)
         self.session = ort_session(self.folder / MODEL_FILE, threads, prefer_gpu)
         self.providers = self.session.get_providers()
+        self.runtime = f"onnxruntime {ort.__version__}"
 
     def run_batch(self, batch: Batch) -> np.ndarray:
         out = self.session.run([self.meta.output_name], batch.feed(self.meta.input_names))[0]

@@ -119,6 +119,8 @@ class OpenVinoEncoder(ExportedEncoder):
     each); more wait for a free request."""
 
     def __init__(self, folder: str | Path, threads: int | None = None, streams: int = 1):
+        import openvino as ov
+
         super().__init__(folder)
         threads = int(threads or cpu_threads())
         streams = max(1, min(int(streams), threads))
@@ -130,6 +132,7 @@ class OpenVinoEncoder(ExportedEncoder):
             self._requests.put(self.compiled.create_infer_request())
         self.streams = streams
         self.providers = [f"OpenVINO-CPU-{self.meta.precision}"]
+        self.runtime = f"openvino {ov.__version__}"
 
     def run_batch(self, batch: Batch) -> np.ndarray:
         request = self._requests.get()

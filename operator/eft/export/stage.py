@@ -87,17 +87,18 @@ def onnx_encode_fn(folder: Path, prefixes, max_query_length: int, cache, label: 
                    encoder_cls=OnnxEncoder):
     """An `EncodeFn` over an exported graph run by `encoder_cls` (queries cut at `max_query_length`, passages at
     the graph's limit, as the PyTorch model is evaluated), through the embedding cache keyed by the folder's
-    bytes."""
+    bytes and the runtime that runs them (`encoder_cls.runtime`, with its version)."""
     from eft.embedding_cache import EncodeSettings, files_identity
 
     enc = encoder_cls(folder)
     identity = files_identity(folder) if cache.enabled else "-"
+    engine = f"in-graph|{encoder_cls.__qualname__}|{enc.runtime}"
 
     def encode(texts, kind):
         prefix = prefixes.query if kind == "query" else prefixes.passage
         limit = min(max_query_length, enc.meta.max_seq_length) if kind == "query" else enc.meta.max_seq_length
-        settings = EncodeSettings(model=identity, pooling="in-graph", prefix=prefix, max_length=limit,
-                                  truncation="END", batch_size=batch_size)
+        settings = EncodeSettings(model=identity, pooling=engine, prefix=prefix, max_length=limit,
+                                  truncation="END")
         return cache.encode(settings, texts, lambda missing: enc.encode(
             missing, prefix=prefix, batch_size=batch_size, truncate="END", max_length=limit), f"{label}/{kind}")
 
@@ -212,6 +213,7 @@ def run(ctx: StageContext) -> dict:
     out = ctx.out_dir
     if not (model_dir / "modules.json").exists() and not (model_dir / "config.json").exists():
         raise InvalidInput(f"no trained model in {model_dir}; run the train stage first", "train/model")
+    cache = ctx.embedding_cache  # its settings (environment) are checked now, not after minutes of export
     if not onnx_spec.enabled:
         return {"onnx": {"enabled": False}, "tensorrt": {"built": False, "reason": "ONNX export disabled"}}
 
@@ -267,9 +269,9 @@ def run(ctx: StageContext) -> dict:
                 st_model.parameters()).dtype
             ref_model = st_model if same else load_sentence_transformer(bm, location=str(model_dir))
             reference["encode"] = ModelEncoder(ref_model, prefixes, bm.max_query_length, bm.max_passage_length,
-                                               spec.evaluation.batch_size, ctx.embedding_cache, ctx.progress,
+                                               spec.evaluation.batch_size, cache, ctx.progress,
                                                "finetuned")
-        variants = {"int8": onnx_encode_fn(folder, prefixes, bm.max_query_length, ctx.embedding_cache, label,
+        variants = {"int8": onnx_encode_fn(folder, prefixes, bm.max_query_length, cache, label,
                                            encoder_cls=encoder_cls)}
         if "metrics" not in reference:
             variants["fp32"] = reference["encode"]
@@ -342,6 +344,6 @@ def run(ctx: StageContext) -> dict:
                                            ("onnx-int8", "int8" in summary),
                                            ("openvino-int8", summary["openvinoInt8"].get("built"))) if ok]
     summary["prefixes"] = {"query": prefixes.query, "passage": prefixes.passage}
-    summary["embeddingCache"] = ctx.embedding_cache.stats()
+    summary["embeddingCache"] = cache.stats()
     (out / EXPORT_SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
