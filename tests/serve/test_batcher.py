@@ -184,3 +184,32 @@ def test_a_multi_text_request_is_split_over_idle_lanes(lanes):
     _check_rows(seqs, rows)
     assert [kind for kind, _ in rec.calls] == ["lane"] * lanes
     assert rec.most_at_once == lanes
+
+
+
+def test_a_small_request_behind_a_large_one_waits_one_batch_not_the_whole_request():
+    """Requests are taken from in turn: a one-text request queued behind a 400-text request goes in the next batch
+    the worker takes, not after all 400 texts (100 calls of 4)."""
+    rec = Recorder(seconds=0.005)
+    calls_when_small_done: list[int] = []
+
+    async def main():
+        b = _batcher(rec, lanes=2, max_batch=16, max_tokens=64)  # batches of 16 texts, calls of 4 x 16 tokens
+        big_seqs = [[1000 + i] * 16 for i in range(400)]
+
+        async def small():
+            await asyncio.sleep(0.02)  # the large request is queued and running by now
+            rows = await b.embed([[7] * 16])
+            calls_when_small_done.append(len(rec.calls))
+            return rows
+
+        rows = await asyncio.gather(b.embed(big_seqs), small())
+        await b.close()
+        return big_seqs, rows
+
+    big_seqs, (big_rows, small_rows) = asyncio.run(main())
+    _check_rows(big_seqs, big_rows)
+    _check_rows([[7] * 16], small_rows)
+    # at most the batch being dispatched when it arrived and the next one (4 calls each), plus the calls
+    # that ran before it arrived; first in, first out it would wait for the large request's ~100 calls
+    assert len(rec.calls) >= 100 and calls_when_small_done[0] <= 30, calls_when_small_done

@@ -129,6 +129,18 @@ def test_models_endpoint(client):
     assert card["input_type_required"] is False  # no prefixes: queries and passages are encoded alike
 
 
+def test_one_model_is_retrieved_as_the_openai_client_asks(server, client):
+    import openai
+
+    oa = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    card = oa.models.retrieve(MODEL)
+    assert card.id == MODEL and card.object == "model"
+    assert card.model_dump()["dimensions"] == 384
+    with pytest.raises(openai.NotFoundError) as err:
+        oa.models.retrieve("org/another-model")
+    assert err.value.body["code"] == "model_not_found" and MODEL in err.value.body["message"]
+
+
 # ----------------------------------------------------------------------------- dimensions, input_type, truncate
 def _variant_server(folder: Path, meta_changes: dict, **settings):
     """The test export with changed metadata (prefixes, trained widths), served with `settings`."""
@@ -253,6 +265,31 @@ def test_an_app_started_again_serves_again(tmp_path):
                 r = c.post("/v1/embeddings", json={"model": MODEL, "input": texts})
                 assert r.status_code == 200, r.text
                 assert len(r.json()["data"]) == 40
+
+
+def test_long_texts_are_tokenised_off_the_event_loop(client, monkeypatch):
+    """Tokenising runs over a whole text before truncation (about 1 ms per 1,000 characters), so a request with a
+    long text, even a single one, is tokenised in the worker pool: the event loop (other requests, the health
+    probes) never waits for it. Short requests stay on the loop."""
+    import threading
+
+    from eft.export.artifact import TextTokenizer
+    from eft.serve.app import TOKENIZE_OFFLOAD_CHARS
+
+    threads = []
+    real = TextTokenizer.encode_counted
+
+    def recording(self, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TextTokenizer, "encode_counted", recording)
+    long_text = "vacuum " * (TOKENIZE_OFFLOAD_CHARS // 7 + 1)
+    _embed(client, input="a short text")
+    _, body = _embed(client, input=long_text, truncate="END")
+    assert body["usage"]["prompt_tokens"] == 254  # cut to the model's 256 with its two special tokens
+    _embed(client, input=["a short text", long_text[: TOKENIZE_OFFLOAD_CHARS // 2]] * 2, truncate="END")
+    assert [name.startswith("eft-tokenize") for name in threads] == [False, True, True]
 
 
 def test_truncation_never_cuts_the_prefix_and_limits_count_the_users_tokens(prefixed_server):
@@ -601,9 +638,10 @@ def test_torch_backend_serves_the_same_vectors():
     wd = exported_workdir()
     with ServerThread(_app(wd, backend="torch")) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         _wait_ready(srv.url)
-        name = c.get("/v1/models").json()["data"][0]["id"]
+        # the same name as the workspace's export, so a fallback to PyTorch keeps the clients' model name
+        assert [card["id"] for card in c.get("/v1/models").json()["data"]] == [MODEL]
         texts = ["pytorch fallback backend", "second text of another length here"]
-        got, _ = _embed(c, model=name, input=texts)
+        got, _ = _embed(c, model=MODEL, input=texts)
         _assert_parity(got, _ref(texts), 0.9999)
         assert 'backend="torch"' in c.get("/metrics").text
 
@@ -627,6 +665,33 @@ def test_eft_serve_command_int8():
         proc.terminate()
         out = proc.communicate(timeout=20)[0].decode(errors="replace")
     assert "serving 'mini'" in out and "onnx-int8" in out
+
+
+def test_dynamic_int8_vectors_do_not_depend_on_the_other_texts_of_a_batch():
+    """onnxruntime's int8 graph quantises activations with one scale per call: batched with other texts, a text's
+    vector moved (cosine 0.994 to itself alone in one request of 8, 0.975 among concurrent requests). It runs
+    one text per call, so every vector is the text's own, through the encoder and through the server."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from eft.export.artifact import OnnxEncoder
+
+    folder = exported_workdir() / "export" / "onnx-int8"
+    enc = OnnxEncoder(folder, threads=1, prefer_gpu=False)
+    assert enc.rows_per_call == 1 and OnnxEncoder(exported_workdir() / "export" / "onnx").rows_per_call is None
+    text = "How is espresso coffee made?"
+    others = ["bees dance to show where flowers are " * k for k in range(1, 8)]
+    alone = enc.encode([text])
+    assert np.array_equal(enc.encode([*others, text])[-1], alone[0])
+    with ServerThread(_app(exported_workdir() / "export", backend="onnx-int8")) as srv, \
+            httpx.Client(base_url=srv.url, timeout=60) as c:
+        _wait_ready(srv.url)
+        served_alone, _ = _embed(c, input=text)
+        mixed = [[*others[i:], text, *others[:i]] for i in range(7)]
+        with ThreadPoolExecutor(7) as pool:  # concurrent requests: their texts share the server's batches
+            results = list(pool.map(lambda texts: _embed(c, input=texts)[0], mixed))
+    assert np.array_equal(served_alone[0], alone[0])
+    for texts, got in zip(mixed, results):
+        assert np.array_equal(got[texts.index(text)], alone[0])
 
 
 def test_cpu_onnx_server_caps_padded_tokens_per_model_call():

@@ -35,12 +35,16 @@ from eft.serve.backends import ModelSource, locate
 from eft.serve.batcher import DynamicBatcher
 from eft.serve.metrics import MetricsMiddleware, ServerMetrics, route_label
 from eft.serve.schemas import (ApiError, EmbeddingRequest, EmbeddingResponse, ErrorResponse, HealthResponse,
-                               ModelList, validate)
+                               ModelCard, ModelList, unknown_model, validate)
 
 log = logging.getLogger("eft.serve")
 
-#: Above this many texts a request is tokenised in a worker thread instead of on the event loop.
+#: A request of more texts than this, or of more characters than `TOKENIZE_OFFLOAD_CHARS` in all, is tokenised in
+#: a worker thread instead of on the event loop. Tokenising costs about 1 ms per 1,000 characters on one core and
+#: runs over the whole text before any truncation, so one long text (the body limit allows 16 MiB) would otherwise
+#: hold the event loop, and with it every other request and the health probes, for seconds.
 TOKENIZE_OFFLOAD = 32
+TOKENIZE_OFFLOAD_CHARS = 16_384
 
 
 def _error(err: ApiError, metrics: ServerMetrics, path: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -70,7 +74,7 @@ class ServerState:
         self.load_error: str | None = None
         self.created = int(time.time())
         self.metrics = ServerMetrics(self.names[0])
-        #: tokenises requests of over TOKENIZE_OFFLOAD texts; started and shut down with the app (lifespan)
+        #: tokenises large requests (`TOKENIZE_OFFLOAD`); started and shut down with the app (lifespan)
         self.tokenize_pool: ThreadPoolExecutor | None = None
 
     def load(self) -> None:
@@ -82,6 +86,7 @@ class ServerState:
                                      max_batch=min(self.settings.max_batch_size, getattr(backend, "max_batch", 10**9)),
                                      max_wait_ms=self.settings.max_wait_ms,
                                      max_tokens=getattr(backend, "batch_tokens", None), on_batch=self.metrics.on_batch,
+                                     rows_per_call=getattr(backend, "rows_per_call", None),
                                      run_lane=getattr(backend, "run_lane", None), lanes=getattr(backend, "lanes", 1))
             if self.settings.warmup:
                 warm(backend)
@@ -214,7 +219,7 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
             prefix = meta.prefix_for(req.input_type)
             tokenizer = state.backend.tokenizer
             try:
-                if len(req.texts) > TOKENIZE_OFFLOAD:
+                if len(req.texts) > TOKENIZE_OFFLOAD or sum(map(len, req.texts)) > TOKENIZE_OFFLOAD_CHARS:
                     seqs, counts = await asyncio.get_running_loop().run_in_executor(
                         state.tokenize_pool, tokenizer.encode_counted, req.texts, req.truncate, prefix)
                 else:
@@ -279,15 +284,24 @@ def create_app(settings: ServingSettings, loader: Callable[[], Any] | None = Non
                                      request.receive)
         return Response(body, status_code=status, media_type="application/json")
 
+    def model_card(name: str) -> dict:
+        return {"id": name, "object": "model", "created": state.created, "owned_by": "embedding-finetune-operator",
+                "root": state.names[0], "max_model_len": state.meta.max_seq_length,
+                "dimensions": state.meta.dimension, "supported_dimensions": list(state.meta.supported_dimensions),
+                "input_type_required": state.meta.asymmetric and settings.default_input_type is None,
+                "default_input_type": settings.default_input_type}
+
     @app.get("/v1/models", response_model=ModelList)
     async def models():
-        return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": state.created, "owned_by": "embedding-finetune-operator",
-             "root": state.names[0], "max_model_len": state.meta.max_seq_length, "dimensions": state.meta.dimension,
-             "supported_dimensions": list(state.meta.supported_dimensions),
-             "input_type_required": state.meta.asymmetric and settings.default_input_type is None,
-             "default_input_type": settings.default_input_type}
-            for name in state.names]}
+        return {"object": "list", "data": [model_card(name) for name in state.names]}
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard,
+             responses={404: {"model": ErrorResponse, "description": "no model of that name is served"}})
+    async def model(model_id: str):
+        """One served model (OpenAI's `GET /v1/models/{model}`; a name may hold '/', as "org/model" does)."""
+        if model_id not in state.names:
+            raise unknown_model(model_id, state.names)
+        return model_card(model_id)
 
     @app.get("/v1/health/live", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def live():

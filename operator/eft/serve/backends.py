@@ -171,6 +171,8 @@ class _LanedBackend:
         self.providers = list(encoder.providers)
         #: padded tokens per call for the batcher (None: its default)
         self.batch_tokens = batch_tokens
+        #: texts per call for the batcher (None: no limit of the graph's own; see `OnnxEncoder.rows_per_call`)
+        self.rows_per_call = encoder.rows_per_call
         #: model calls that may run at once, each on one thread (1: only `run_batch`)
         self.lanes = lanes
         self._lane = make_lane() if lanes > 1 else None
@@ -239,6 +241,23 @@ class TensorRTBackend:
 
 
 # ----------------------------------------------------------------------------- PyTorch fallback
+def _torch_model_name(folder: Path) -> str:
+    """The name a SentenceTransformer folder is served under by default: in a workspace (`DIR/train/model`) the
+    name its export carries (the resource's name, so the fallback to PyTorch answers to the same name as the
+    ONNX export would), else DIR's name; any other folder by its own name."""
+    if folder.name != "model":
+        return folder.name
+    workspace = folder.parent.parent
+    for meta_file in sorted((workspace / "export").glob(f"*/{METADATA_FILE}")):
+        try:
+            name = json.loads(meta_file.read_text(encoding="utf-8")).get("name")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(name, str) and name:
+            return name
+    return workspace.name or "model"
+
+
 def _torch_metadata(folder: Path) -> ModelMetadata:
     """Metadata of a SentenceTransformer folder from its config files, without loading weights."""
 
@@ -257,7 +276,7 @@ def _torch_metadata(folder: Path) -> ModelMetadata:
         cfg = read(f"{mod.get('path', '')}/config.json") if mod.get("path") else {}
         dim = cfg.get("out_features") or cfg.get("word_embedding_dimension") or cfg.get("embedding_dimension") or dim
     dim = dim or hf_cfg.get("hidden_size") or 0
-    return ModelMetadata(name=folder.name if folder.name != "model" else folder.parent.parent.name or "model",
+    return ModelMetadata(name=_torch_model_name(folder),
                          dimension=int(dim), max_seq_length=int(max_len), query_prefix=prompts.get("query", ""),
                          passage_prefix=prompts.get("passage", prompts.get("document", "")), precision="fp32",
                          supported_dimensions=trained_dimensions(folder), max_positions=max_positions(hf_cfg))

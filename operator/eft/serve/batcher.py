@@ -1,7 +1,8 @@
 """Dynamic batching across concurrent requests, over one or more lanes.
 
-Requests put their tokenised inputs on one queue; a single worker takes up to `max_batch` of them, sorts them by
-length, cuts them into sub-batches of similar length (bounded padding and token count), and runs each sub-batch
+Requests put their tokenised inputs in the queue; a single worker takes up to `max_batch` of them, one input from
+each waiting request in turn (so a request of thousands of texts does not hold back a one-text request that came
+after it for longer than one batch), sorts them by length, cuts them into sub-batches of similar length (bounded padding and token count), and runs each sub-batch
 in an executor thread, so inference never blocks the event loop. While calls run, new requests queue up and form
 the next batch. When the model is idle the first input goes at once, unless other requests are already being
 read and tokenised: then the worker waits for them, at most `max_wait`. That keeps batch-1 latency at the
@@ -89,24 +90,30 @@ class DynamicBatcher:
     `max_batch` bounds sequences per call, `max_tokens` padded tokens per call (sequences x longest length;
     default `max(128 x max_batch, 8192)`), `max_wait_ms` (milliseconds) how long an idle worker waits for
     requests already arriving. `run_lane` (same contract) with `lanes` > 1: up to `lanes` calls of it run at
-    once, one per lane (module docstring). `on_batch(sequences, tokens, seconds)` is called after each model call.
+    once, one per lane (module docstring). `rows_per_call` caps sequences per call below `max_batch` (a graph
+    whose vectors depend on their batch runs one per call) while the worker still takes `max_batch` at a time.
+    `on_batch(sequences, tokens, seconds)` is called after each model call.
     """
 
     def __init__(self, run_batch: Callable[[Batch], np.ndarray], pad: Callable[[list[list[int]]], Batch],
                  dimension: int, max_batch: int = 64, max_wait_ms: float = 5.0, max_tokens: int | None = None,
                  on_batch: Callable[[int, int, float], None] | None = None,
-                 run_lane: Callable[[Batch], np.ndarray] | None = None, lanes: int = 1):
+                 run_lane: Callable[[Batch], np.ndarray] | None = None, lanes: int = 1,
+                 rows_per_call: int | None = None):
         self.run_batch = run_batch
         self.pad = pad
         self.dimension = dimension
         self.max_batch = max(1, int(max_batch))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
         self.max_tokens = batch_token_budget(self.max_batch, max_tokens)
+        self.rows_per_call = max(1, min(int(rows_per_call or self.max_batch), self.max_batch))
         self.on_batch = on_batch
         self.run_lane = run_lane
         self.lanes = max(1, int(lanes)) if run_lane is not None else 1
         self.executor = ThreadPoolExecutor(max_workers=self.lanes, thread_name_prefix="eft-infer")
-        self._queue: deque[_Item] = deque()
+        #: one deque of inputs per waiting request, taken from in turn (`_take`)
+        self._queue: deque[deque[_Item]] = deque()
+        self._queued = 0  # inputs in all of them
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._arriving = 0  # requests accepted and being read/tokenised, not yet queued
@@ -126,7 +133,7 @@ class DynamicBatcher:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        return self._queued
 
     async def embed(self, seqs: Sequence[list[int]]) -> np.ndarray:
         """Embeddings of tokenised inputs, batched with other requests': float32 `[len(seqs), dimension]`, row i
@@ -134,8 +141,11 @@ class DynamicBatcher:
         self._ensure_worker()
         loop = asyncio.get_running_loop()
         req = _Request(np.empty((len(seqs), self.dimension), dtype=np.float32), len(seqs), loop.create_future())
-        for i, s in enumerate(seqs):
-            self._queue.append(_Item(len(s), s, req, i))
+        if len(seqs):
+            self._queue.append(deque(_Item(len(s), s, req, i) for i, s in enumerate(seqs)))
+            self._queued += len(seqs)
+        else:
+            req.future.set_result(req.out)
         self._wake.set()
         return await req.future
 
@@ -146,13 +156,24 @@ class DynamicBatcher:
             self._lane_freed = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._worker(), name="eft-batcher")
 
+    def _take(self, n: int) -> list[_Item]:
+        """Up to `n` queued inputs, one from each waiting request in turn (round robin, in arrival order)."""
+        out: list[_Item] = []
+        while len(out) < n and self._queue:
+            items = self._queue.popleft()
+            out.append(items.popleft())
+            if items:
+                self._queue.append(items)
+        self._queued -= len(out)
+        return out
+
     async def _collect(self) -> list[_Item]:
         while not self._queue:
             self._wake.clear()
             await self._wake.wait()
-        if len(self._queue) < self.max_batch and self._arriving > 0 and self.max_wait > 0:
+        if self._queued < self.max_batch and self._arriving > 0 and self.max_wait > 0:
             deadline = time.monotonic() + self.max_wait
-            while len(self._queue) < self.max_batch and self._arriving > 0:
+            while self._queued < self.max_batch and self._arriving > 0:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -161,8 +182,7 @@ class DynamicBatcher:
                     await asyncio.wait_for(self._wake.wait(), left)
                 except asyncio.TimeoutError:
                     break
-        n = min(self.max_batch, len(self._queue))
-        return [self._queue.popleft() for _ in range(n)]
+        return self._take(self.max_batch)
 
     async def _lanes_free(self, n: int) -> None:
         while self._free < n:
@@ -176,7 +196,7 @@ class DynamicBatcher:
             items = await self._collect()
             # a lone input with every lane idle gets all cores (run_batch); anything else is spread over lanes
             whole = self.lanes == 1 or (len(items) == 1 and self._free == self.lanes)
-            groups = group_by_length(items, self.max_batch, self.max_tokens)
+            groups = group_by_length(items, self.rows_per_call, self.max_tokens)
             if not whole:
                 groups = split_for_lanes(groups, self._free)
             for group in groups:

@@ -100,6 +100,12 @@ class HealthResponse(BaseModel):
 
 
 # ----------------------------------------------------------------------------- validation
+def unknown_model(model: str, served_names) -> ApiError:
+    """OpenAI's 404 for a model this server does not serve, naming those it does."""
+    return ApiError(404, f"the model '{model[:200]}' does not exist; this server serves "
+                         f"{', '.join(sorted(served_names))}", "model", "model_not_found")
+
+
 @dataclass
 class ParsedRequest:
     texts: list[str]
@@ -143,8 +149,7 @@ def validate(body: Any, served_names: set[str], max_inputs: int, dimensions: Seq
     if not isinstance(model, str):
         raise ApiError(400, "'model' must be a string", "model", "invalid_type")
     if model not in served_names:
-        raise ApiError(404, f"the model '{model[:200]}' does not exist; this server serves "
-                            f"{', '.join(sorted(served_names))}", "model", "model_not_found")
+        raise unknown_model(model, served_names)
 
     if "input" not in body or body["input"] is None:
         raise ApiError(400, "'input' is required", "input", "missing_required_parameter")
