@@ -175,8 +175,6 @@ def test_tiny_section_is_kept_not_lost(tokenizer):
     assert all(n_tokens(tokenizer, t) <= 128 for _, t, _ in chunks)
 
 
-@pytest.mark.xfail(strict=True, reason="chunker: the small-tail merge never fires (it repeats the packing test); "
-                                        "a sub-minTokens tail of an oversized block is dropped")
 def test_small_tail_of_a_section_is_merged(tokenizer):
     # One long paragraph split into budget-sized pieces whose last piece is tiny: it must not be lost.
     sentence = ("The zeta subsystem handles request number {} by validating the input carefully and then "
@@ -186,6 +184,33 @@ def test_small_tail_of_a_section_is_merged(tokenizer):
     chunks = chunk_sections(sections, 64, 24, tokenizer_counter(tokenizer), 0, tokenizer)
     assert "The tail ends here now ok." in " ".join(t for _, t, _ in chunks)
     assert all(n_tokens(tokenizer, t) >= 24 for _, t, _ in chunks)
+
+
+def _paragraph(word: str, n_tokens: int, tokenizer) -> str:
+    """A paragraph of exactly `n_tokens` tokens: `word` repeated (one token each for a plain English word)."""
+    text = " ".join([word] * n_tokens)
+    assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) == n_tokens
+    return text
+
+
+def test_a_small_last_chunk_takes_blocks_from_the_one_before(tokenizer):
+    # budget 61 (64 less the heading's 3): greedy packing gives [27 27] [7]; the 7 cannot join the first
+    # chunk, so the second paragraph moves to it: [27] [27 7], both over minTokens
+    blocks = [_paragraph("alpha", 27, tokenizer), _paragraph("beta", 27, tokenizer), _paragraph("gamma", 7, tokenizer)]
+    chunks = chunk_sections([Section(["Z"], blocks)], 64, 24, tokenizer_counter(tokenizer), 0, tokenizer)
+    assert [t.split("\n")[1:] for _, t, _ in chunks] == [blocks[:1], blocks[1:]]
+    assert all(24 <= n <= 64 for _, _, n in chunks)
+
+
+def test_the_small_end_of_a_section_is_kept_when_nothing_can_move(tokenizer):
+    # [58] [7]: one block before the tail, so nothing can move; the 7 tokens are content and stay
+    blocks = [_paragraph("alpha", 58, tokenizer), _paragraph("gamma", 7, tokenizer)]
+    chunks = chunk_sections([Section(["Z"], blocks)], 64, 24, tokenizer_counter(tokenizer), 0, tokenizer)
+    assert [t.split("\n")[1:] for _, t, _ in chunks] == [blocks[:1], blocks[1:]]
+    # a whole section that small, with no neighbour to join, is still dropped (boilerplate)
+    alone = [Section(["Nav"], ["Prev Next Home"]), Section(["Z"], [_paragraph("alpha", 58, tokenizer)])]
+    chunks = chunk_sections(alone, 64, 24, tokenizer_counter(tokenizer), 0, tokenizer)
+    assert not any("Prev Next Home" in t for _, t, _ in chunks) and len(chunks) == 1
 
 
 def _write_corpus(root: Path) -> None:

@@ -169,7 +169,9 @@ class CorpusSource(SpecModel):
 
 class ChunkingSpec(SpecModel):
     max_tokens: int = Field(256, ge=32, le=8192, description="Chunk budget in base-model tokens.")
-    min_tokens: int = Field(24, ge=1, le=4096, description="Smaller chunks are merged with a neighbour or dropped.")
+    min_tokens: int = Field(24, ge=1, le=4096, description="Smaller chunks are merged with a neighbour or take "
+                            "text from the one before; a whole section this small that fits no neighbour is "
+                            "dropped, the small end of a longer section is kept.")
     overlap_tokens: int = Field(0, ge=0, le=1024, description="Tokens repeated between consecutive chunks of one section.")
 
     @model_validator(mode="after")

@@ -2,7 +2,10 @@
 
 Chunks follow the document structure: a chunk never spans two sections; blocks (paragraphs, list items, code)
 are packed whole while they fit; an oversized block is split at sentence (or line) boundaries, and as a last
-resort at token boundaries. Each chunk's text starts with its heading path, so a passage read alone (by the
+resort at token boundaries. Greedy packing leaves whatever is left over in the last piece; when that is under
+`min_tokens`, trailing blocks (or sentences) of the piece before it move into it (`_rebalance_tail`), and a
+section's remainder that still cannot reach `min_tokens` is kept as it is: only a whole section too small to
+join a neighbour is dropped, never the end of a longer one. Each chunk's text starts with its heading path, so a passage read alone (by the
 retriever or by an LLM) says what it is about. Chunk ids are content-derived (sha1 of the normalised text), so
 re-chunking unchanged documents gives the same ids; exact duplicates (boilerplate repeated across pages) are
 dropped.
@@ -49,8 +52,27 @@ def heading_line(headings: list[str]) -> str:
     return " > ".join(headings)
 
 
-def _split_oversized(block: str, budget: int, count: TokenCounter, tokenizer=None) -> list[str]:
-    """Split one block over `budget` tokens at sentence/line boundaries, then at token boundaries."""
+def _rebalance_tail(groups: list[list[tuple[str, int]]], budget: int, min_tokens: int) -> None:
+    """Even out greedy packing's remainder, in place: while the last group of (part, tokens) pairs is under
+    `min_tokens`, move the last part of the group before it to the front of the last, as long as the last stays
+    within `budget` and the one before keeps at least `min_tokens` (each part counts its tokens + 1 joiner)."""
+    if len(groups) < 2:
+        return
+    prev, last = groups[-2], groups[-1]
+
+    def size(group):
+        return sum(n + 1 for _, n in group)
+
+    while size(last) < min_tokens and len(prev) > 1:
+        moved = prev[-1][1] + 1
+        if size(last) + moved > budget or size(prev) - moved < min_tokens:
+            break
+        last.insert(0, prev.pop())
+
+
+def _split_oversized(block: str, budget: int, count: TokenCounter, tokenizer=None, min_tokens: int = 0) -> list[str]:
+    """Split one block over `budget` tokens at sentence/line boundaries, then at token boundaries; a last piece
+    under `min_tokens` takes sentences from the piece before it where both stay in bounds."""
     pieces = block.split("\n") if "\n" in block else _SENTENCE_END.split(block)
     if len(pieces) == 1:
         if tokenizer is None:  # word fallback
@@ -58,26 +80,28 @@ def _split_oversized(block: str, budget: int, count: TokenCounter, tokenizer=Non
             step = max(1, len(words) * budget // max(1, count([block])[0]))
             return [" ".join(words[i:i + step]) for i in range(0, len(words), step)]
         return _split_at_tokens(block, budget, count, tokenizer)
-    out: list[str] = []
+    packs: list[list[tuple[str, int]]] = []  # sentences packed to the budget; a split sentence's pieces alone
     sizes = count(pieces)
-    cur: list[str] = []
+    cur: list[tuple[str, int]] = []
     cur_size = 0
     joiner = "\n" if "\n" in block else " "
     for piece, size in zip(pieces, sizes):
         if size > budget:
             if cur:
-                out.append(joiner.join(cur))
+                packs.append(cur)
                 cur, cur_size = [], 0
-            out.extend(_split_oversized(piece, budget, count, tokenizer))
+            packs.extend([(part, 0)] for part in _split_oversized(piece, budget, count, tokenizer, min_tokens))
             continue
         if cur and cur_size + size + 1 > budget:
-            out.append(joiner.join(cur))
+            packs.append(cur)
             cur, cur_size = [], 0
-        cur.append(piece)
+        cur.append((piece, size))
         cur_size += size + 1
     if cur:
-        out.append(joiner.join(cur))
-    return out
+        packs.append(cur)
+    if min_tokens and len(packs) > 1 and all(n for _, n in packs[-2] + packs[-1]):  # both of whole sentences
+        _rebalance_tail(packs, budget, min_tokens)
+    return [joiner.join(part for part, _ in pack) for pack in packs if pack]
 
 
 def _split_at_tokens(block: str, budget: int, count: TokenCounter, tokenizer) -> list[str]:
@@ -123,50 +147,58 @@ def chunk_sections(sections: list[Section], max_tokens: int, min_tokens: int, co
         budget = max_tokens - head_tokens
         blocks: list[str] = []
         for block, size in zip(section.blocks, count(section.blocks)):
-            blocks.extend(_split_oversized(block, budget, count, tokenizer) if size > budget else [block])
+            blocks.extend(_split_oversized(block, budget, count, tokenizer, min_tokens) if size > budget
+                          else [block])
         sizes = count(blocks)
-        groups: list[tuple[list[str], int]] = []
+        groups: list[list[tuple[str, int]]] = []  # (block, tokens) per chunk of the section
         carried_blocks: list[int] = [0]  # per group: leading blocks repeated from the previous group (overlap)
-        cur: list[str] = []
+        cur: list[tuple[str, int]] = []
         cur_size = 0
         for block, size in zip(blocks, sizes):
             if cur and cur_size + size + 1 > budget:
-                groups.append((cur, cur_size))
+                groups.append(cur)
                 # Overlap: carry the last blocks of the previous chunk while within the overlap budget.
                 # The carried blocks and the next block must still fit the budget together.
-                carry: list[str] = []
+                carry: list[tuple[str, int]] = []
                 carried = 0
-                for prev, prev_size in reversed(list(zip(cur, count(cur)))):
+                for prev, prev_size in reversed(cur):
                     if carried + prev_size > overlap_tokens or carried + prev_size + 1 + size + 1 > budget:
                         break
-                    carry.insert(0, prev)
+                    carry.insert(0, (prev, prev_size))
                     carried += prev_size + 1
                 cur, cur_size = carry, carried
                 carried_blocks.append(len(carry))
-            cur.append(block)
+            cur.append((block, size))
             cur_size += size + 1
+
+        def group_size(group):
+            return sum(n + 1 for _, n in group)
+
         if cur:
-            groups.append((cur, cur_size))
-        # A small tail is merged into the previous chunk of the section when that still fits.
-        if len(groups) > 1 and groups[-1][1] < min_tokens and groups[-2][1] + groups[-1][1] <= budget:
-            tail_blocks, tail_size = groups.pop()
-            n_carried = carried_blocks[len(groups)]  # the previous group already holds these
-            if n_carried:
-                tail_size -= sum(n + 1 for n in count(tail_blocks[:n_carried]))
-            groups[-1] = (groups[-1][0] + tail_blocks[n_carried:], groups[-1][1] + tail_size)
-        for blocks_of_chunk, size in groups:
-            body = "\n".join(blocks_of_chunk)
+            groups.append(cur)
+        if len(groups) > 1 and group_size(groups[-1]) < min_tokens:
+            n_carried = carried_blocks[len(groups) - 1]  # the previous group already holds these
+            if group_size(groups[-2]) + group_size(groups[-1][n_carried:]) <= budget:
+                # A small tail is merged into the previous chunk of the section when that still fits...
+                groups[-2] = groups[-2] + groups.pop()[n_carried:]
+            elif not n_carried:
+                # ...else it takes blocks from the previous chunk (never across an overlap's repeated blocks).
+                _rebalance_tail(groups, budget, min_tokens)
+        for group in groups:
+            body = "\n".join(block for block, _ in group)
             text = f"{head}\n{body}" if head else body
-            chunks.append((section.headings, text, size + head_tokens))
+            # a piece of a longer section is kept even when it stays under min_tokens: it is content
+            chunks.append((section.headings, text, group_size(group) + head_tokens, len(groups) > 1))
     # Tiny sections (a heading and a line) join the next chunk of the same document when they fit.
-    merged: list[tuple[list[str], str, int]] = []
-    for headings, text, tokens in chunks:
+    merged: list[tuple[list[str], str, int, bool]] = []
+    for headings, text, tokens, keep in chunks:
         if merged and merged[-1][2] < min_tokens and merged[-1][2] + tokens <= max_tokens:
             prev = merged.pop()
-            merged.append((prev[0], prev[1] + "\n" + text, prev[2] + tokens))
+            merged.append((prev[0], prev[1] + "\n" + text, prev[2] + tokens, keep or prev[3]))
         else:
-            merged.append((headings, text, tokens))
-    return [c for c in merged if c[2] >= min_tokens or len(merged) == 1]
+            merged.append((headings, text, tokens, keep))
+    return [(headings, text, tokens) for headings, text, tokens, keep in merged
+            if tokens >= min_tokens or keep or len(merged) == 1]
 
 
 def chunk_documents(files: Iterable[Path], root: Path, max_tokens: int, min_tokens: int, tokenizer,
