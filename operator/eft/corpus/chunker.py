@@ -1,12 +1,12 @@
 """Chunking sections to a token budget measured with the base model's tokenizer.
 
-Chunks follow the document structure: a chunk never spans two sections; blocks (paragraphs, list items, code)
-are packed whole while they fit; an oversized block is split at sentence (or line) boundaries, and as a last
-resort at token boundaries. Greedy packing leaves whatever is left over in the last piece; when that is under
-`min_tokens`, trailing blocks (or sentences) of the piece before it move into it (`_rebalance_tail`), and a
-section's remainder that still cannot reach `min_tokens` is kept as it is: only a whole section too small to
-join a neighbour is dropped, never the end of a longer one. Each chunk's text starts with its heading path, so a passage read alone (by the
-retriever or by an LLM) says what it is about. Chunk ids are content-derived (sha1 of the normalised text), so
+Chunks follow the document structure: a chunk never spans two sections; blocks (paragraphs, list items, code) are
+packed whole while they fit; an oversized block is split at sentence (or line) boundaries, and as a last resort at
+token boundaries. Greedy packing leaves whatever is left over in the last piece; when that is under `min_tokens`,
+trailing blocks (or sentences) of the piece before it move into it (`_rebalance_tail`), and a section's remainder
+that still cannot reach `min_tokens` is kept as it is: only a whole section too small to join a neighbour is
+dropped, never a piece of a longer one. Each chunk's text starts with its heading path, so a passage read alone (by
+the retriever or by an LLM) says what it is about. Chunk ids are content-derived (sha1 of the normalised text), so
 re-chunking unchanged documents gives the same ids; exact duplicates (boilerplate repeated across pages) are
 dropped.
 """

@@ -2,11 +2,11 @@
 
 Requests put their tokenised inputs in the queue; a single worker takes up to `max_batch` of them, one input from
 each waiting request in turn (so a request of thousands of texts does not hold back a one-text request that came
-after it for longer than one batch), sorts them by length, cuts them into sub-batches of similar length (bounded padding and token count), and runs each sub-batch
-in an executor thread, so inference never blocks the event loop. While calls run, new requests queue up and form
-the next batch. When the model is idle the first input goes at once, unless other requests are already being
-read and tokenised: then the worker waits for them, at most `max_wait`. That keeps batch-1 latency at the
-model's own speed and fills batches under load.
+after it for longer than one batch), sorts them by length, cuts them into sub-batches of similar length (bounded
+padding and token count), and runs each sub-batch in an executor thread, so inference never blocks the event loop.
+While calls run, new requests queue up and form the next batch. When the model is idle the first input goes at once,
+unless other requests are already being read and tokenised: then the worker waits for them, at most `max_wait`. That
+keeps batch-1 latency at the model's own speed and fills batches under load.
 
 Lanes: a backend may offer `lanes` > 1 model calls at once (`run_lane`; onnxruntime on CPU runs one
 single-threaded call per core, see `eft.serve.backends.OnnxBackend`). Then the worker cuts what it takes into at
