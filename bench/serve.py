@@ -387,18 +387,21 @@ def inprocess(model, texts: list[str], concurrency: int, seconds: float) -> dict
             "errors": 0}
 
 
-def server_calls(tok, texts: list[str], batch: int, batch_tokens: int | None, lanes: int = 1) -> list[list]:
+def server_calls(tok, texts: list[str], batch: int, batch_tokens: int | None, lanes: int = 1,
+                 rows_per_call: int | None = None) -> list[list]:
     """The padded model calls (`Batch`es) our server makes for each full `batch` of waiting `texts`: tokenised as
     it does, sorted and cut by its own `group_by_length` at its tokens per call (`batch_tokens`: the backend's
-    budget, None for the batcher's default) and, with `lanes` > 1, by `split_for_lanes` so that every lane gets
-    a call. One list of calls per batch of texts."""
+    budget, None for the batcher's default) and texts per call (`rows_per_call`: the backend's, None for no
+    limit below `batch`) and, with `lanes` > 1, by `split_for_lanes` so that every lane gets a call. One list of
+    calls per batch of texts."""
     from eft.serve.batcher import _Item, batch_token_budget, group_by_length, split_for_lanes
 
     seqs = tok.encode(texts, truncate="END")
     calls = []
     for start in range(0, len(seqs) - batch + 1, batch):
         items = [_Item(len(s), s, None, i) for i, s in enumerate(seqs[start: start + batch])]
-        groups = split_for_lanes(group_by_length(items, batch, batch_token_budget(batch, batch_tokens)), lanes)
+        groups = split_for_lanes(group_by_length(items, min(batch, rows_per_call or batch),
+                                                 batch_token_budget(batch, batch_tokens)), lanes)
         calls.append([tok.pad([it.seq for it in g]) for g in groups])
     return calls
 
@@ -420,7 +423,8 @@ def engine_alone(export: Path, backend_name: str, texts: list[str], batch: int, 
     backend = locate(export, backend_name).load(threads)
     lanes = backend.lanes
     run = backend.run_lane if lanes > 1 else backend.run_batch
-    calls = [c for groups in server_calls(backend.tokenizer, texts, batch, getattr(backend, "batch_tokens", None), lanes)
+    calls = [c for groups in server_calls(backend.tokenizer, texts, batch, getattr(backend, "batch_tokens", None),
+                                          lanes, getattr(backend, "rows_per_call", None))
              for c in groups]
     run(calls[0])
     lat, best, n_total = [], 0.0, 0

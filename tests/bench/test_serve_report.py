@@ -213,6 +213,9 @@ def test_the_graph_alone_makes_the_servers_calls_over_its_lanes():
     two = serve.server_calls(tok, texts, 32, 1024, lanes=2)
     assert [[len(c.input_ids) for c in batch] for batch in one] == [[32], [32]]
     assert [[len(c.input_ids) for c in batch] for batch in two] == [[16, 16], [16, 16]]
+    # the dynamic int8 graph's server runs one text per call (OnnxEncoder.rows_per_call), and so does this
+    single = serve.server_calls(tok, texts, 32, 1024, lanes=2, rows_per_call=1)
+    assert [[len(c.input_ids) for c in batch] for batch in single] == [[1] * 32, [1] * 32]
     r = serve.engine_alone(folder.parent, "onnx-int8", texts, 32, 0.6, threads=2)
     assert r["lanes"] == 2 and r["sent_s"] > 0 and r["n"] >= 16 and r["p50"] > 0
 
