@@ -373,8 +373,6 @@ def test_identity_follows_the_code_that_runs_the_model(minilm, tmp_path, monkeyp
     import importlib.util
     import sys
 
-    import torch
-
     from eft import embedding_cache
     from eft.embedding_cache import code_identity, sentence_transformer_identity
 
@@ -411,7 +409,6 @@ def test_identity_follows_the_code_that_runs_the_model(minilm, tmp_path, monkeyp
     first = code_identity(custom)
     (remote / "helpers_m.py").write_text("SCALE = 2.0\n")
     assert code_identity(custom) != first
-    assert isinstance(custom[0].auto_model.shift, torch.nn.Module)
 
 
 def test_a_models_own_code_changed_in_place_is_a_new_key(tmp_path):
