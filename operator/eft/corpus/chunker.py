@@ -52,6 +52,11 @@ def heading_line(headings: list[str]) -> str:
     return " > ".join(headings)
 
 
+def _packed_size(group: list[tuple[str, int]]) -> int:
+    """Tokens of (part, tokens) pairs packed together, one joiner token each."""
+    return sum(n + 1 for _, n in group)
+
+
 def _rebalance_tail(groups: list[list[tuple[str, int]]], budget: int, min_tokens: int) -> None:
     """Even out greedy packing's remainder, in place: while the last group of (part, tokens) pairs is under
     `min_tokens`, move the last part of the group before it to the front of the last, as long as the last stays
@@ -59,13 +64,9 @@ def _rebalance_tail(groups: list[list[tuple[str, int]]], budget: int, min_tokens
     if len(groups) < 2:
         return
     prev, last = groups[-2], groups[-1]
-
-    def size(group):
-        return sum(n + 1 for _, n in group)
-
-    while size(last) < min_tokens and len(prev) > 1:
+    while _packed_size(last) < min_tokens and len(prev) > 1:
         moved = prev[-1][1] + 1
-        if size(last) + moved > budget or size(prev) - moved < min_tokens:
+        if _packed_size(last) + moved > budget or _packed_size(prev) - moved < min_tokens:
             break
         last.insert(0, prev.pop())
 
@@ -170,15 +171,11 @@ def chunk_sections(sections: list[Section], max_tokens: int, min_tokens: int, co
                 carried_blocks.append(len(carry))
             cur.append((block, size))
             cur_size += size + 1
-
-        def group_size(group):
-            return sum(n + 1 for _, n in group)
-
         if cur:
             groups.append(cur)
-        if len(groups) > 1 and group_size(groups[-1]) < min_tokens:
+        if len(groups) > 1 and _packed_size(groups[-1]) < min_tokens:
             n_carried = carried_blocks[len(groups) - 1]  # the previous group already holds these
-            if group_size(groups[-2]) + group_size(groups[-1][n_carried:]) <= budget:
+            if _packed_size(groups[-2]) + _packed_size(groups[-1][n_carried:]) <= budget:
                 # A small tail is merged into the previous chunk of the section when that still fits...
                 groups[-2] = groups[-2] + groups.pop()[n_carried:]
             elif not n_carried:
@@ -188,7 +185,7 @@ def chunk_sections(sections: list[Section], max_tokens: int, min_tokens: int, co
             body = "\n".join(block for block, _ in group)
             text = f"{head}\n{body}" if head else body
             # a piece of a longer section is kept even when it stays under min_tokens: it is content
-            chunks.append((section.headings, text, group_size(group) + head_tokens, len(groups) > 1))
+            chunks.append((section.headings, text, _packed_size(group) + head_tokens, len(groups) > 1))
     # Tiny sections (a heading and a line) join the next chunk of the same document when they fit.
     merged: list[tuple[list[str], str, int, bool]] = []
     for headings, text, tokens, keep in chunks:

@@ -311,17 +311,17 @@ class ExportedEncoder:
     """Tokenise and run an exported model folder (metadata and tokenizer beside the graph); a subclass runs the
     graph (`run_batch`: padded `Batch` -> float32 [batch, dim], L2-normalised, pooling in the graph)."""
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.meta = ModelMetadata.load(self.folder)
-        self.tokenizer = TextTokenizer(self.folder / TOKENIZER_FILE, self.meta.max_seq_length, self.meta.pad_token_id,
-                                       self.meta.max_positions)
-
     #: the engine that runs the graph, with its version ("onnxruntime 1.32.0"): part of the embedding cache's key
     runtime: str = ""
     #: the most texts one `run_batch` may take for every text's vector to be its own (None: no limit); see
     #: `OnnxEncoder.rows_per_call`
     rows_per_call: int | None = None
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.meta = ModelMetadata.load(self.folder)
+        self.tokenizer = TextTokenizer(self.folder / TOKENIZER_FILE, self.meta.max_seq_length, self.meta.pad_token_id,
+                                       self.meta.max_positions)
 
     def run_batch(self, batch: Batch) -> np.ndarray:
         raise NotImplementedError

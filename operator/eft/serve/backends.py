@@ -250,8 +250,8 @@ def _torch_model_name(folder: Path) -> str:
     workspace = folder.parent.parent
     for meta_file in sorted((workspace / "export").glob(f"*/{METADATA_FILE}")):
         try:
-            name = json.loads(meta_file.read_text(encoding="utf-8")).get("name")
-        except (OSError, ValueError, AttributeError):
+            name = ModelMetadata.load(meta_file.parent).name
+        except (OSError, ValueError, KeyError, TypeError):
             continue
         if isinstance(name, str) and name:
             return name
