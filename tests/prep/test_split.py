@@ -48,6 +48,17 @@ def test_split_is_seeded_and_about_test_fraction():
     assert [x.question_id for x in train] == [x.question_id for x in qs if x not in test]
 
 
+def test_split_stays_put_when_questions_are_added():
+    """Groups are ranked by their own seeded hash: three new questions move at most a few old ones across
+    (one shuffle of the whole list would re-draw about a third of them)."""
+    qs = [q(i, f"question number {i}") for i in range(300)]
+    more = qs + [q(300 + i, f"another question {i}") for i in range(3)]
+    for seed in range(5):
+        before = {x.question_id for x in split_questions(qs, 0.2, seed)[1]}
+        after = {x.question_id for x in split_questions(more, 0.2, seed)[1]} - {f"q{300 + i}" for i in range(3)}
+        assert len(before ^ after) <= 4, seed
+
+
 @pytest.mark.parametrize("fraction", [0.05, 0.2, 0.5])
 def test_twins_never_straddle_the_split(fraction):
     qs = questions_with_twins()
@@ -100,6 +111,15 @@ def test_document_split_keeps_documents_whole_and_is_seeded():
     assert len(test) == 40 and len(train) == 160
     assert [x.question_id for x in split_by_document(qs, doc_of, 0.2, seed=3)[1]] == [x.question_id for x in test]
     assert {x.question_id for x in split_by_document(qs, doc_of, 0.2, seed=4)[1]} != {x.question_id for x in test}
+
+
+def test_document_split_stays_put_when_documents_are_added():
+    qs, doc_of = corpus_questions(n_docs=40, per_doc=5)
+    more, more_doc_of = corpus_questions(n_docs=41, per_doc=5)  # one more document, d40
+    for seed in range(5):
+        before = {doc_of[x.segment_ids[0]] for x in split_by_document(qs, doc_of, 0.2, seed)[1]}
+        after = {more_doc_of[x.segment_ids[0]] for x in split_by_document(more, more_doc_of, 0.2, seed)[1]}
+        assert len(before ^ (after - {"d40"})) <= 1, seed
 
 
 def test_multi_hop_questions_and_twins_join_their_documents():

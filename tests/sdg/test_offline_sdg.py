@@ -11,6 +11,7 @@ from eft.api.spec import SdgSpec
 from eft.progress import Progress
 from eft.sdg.offline import generate_offline_questions
 from eft.records import QuestionRecord, read_questions, write_jsonl
+from eft.seeding import keyed_order
 
 PG_HTML = Path("/usr/share/doc/postgresql-doc-15/html")
 pytestmark = pytest.mark.skipif(not PG_HTML.is_dir(), reason="postgresql-doc-15 is not installed")
@@ -144,6 +145,31 @@ def test_deterministic_with_the_seed(chunks):
     assert [r.question for r in a] != [r.question for r in c]
     used = {s for r in a for s in r.segment_ids}
     assert len(used) < len(chunks)
+
+
+def test_other_documents_keep_their_questions_when_documents_are_added(chunks):
+    """Each chunk draws from its own seeded generator: adding three documents to the corpus leaves every
+    question of the others as it was (quality threshold 0, so corpus-wide term statistics cannot drop one)."""
+    added = {"indexes-partial.html", "indexes-types.html", "mvcc-intro.html"}
+    old = [c for c in chunks if c.source not in added]  # the corpus before the three documents were added
+    assert 20 < len(old) < len(chunks) - 10
+
+    def drawn(records):
+        return [(r.question_id, r.question, r.segment_ids, r.query_type, r.question_complexity) for r in records]
+
+    alone, _ = gen(old, quality_threshold=0.0, multi_hop_fraction=0.5)
+    both, _ = gen(chunks, quality_threshold=0.0, multi_hop_fraction=0.5)
+    old_ids = {c.id for c in old}
+    assert len(alone) > 20
+    assert drawn(alone) == drawn(r for r in both if set(r.segment_ids) <= old_ids)
+    # with sdg.maxChunks the sample is the chunks first in seeded-hash order: a larger budget keeps the smaller's
+    small, large = gen(chunks, max_chunks=30, quality_threshold=0.0), gen(chunks, max_chunks=60, quality_threshold=0.0)
+    assert small[1]["chunks_used"] == 30 and large[1]["chunks_used"] == 60
+    first = keyed_order(chunks, SdgSpec().seed, key=lambda c: c.id)
+    sentence_questions = [r for r in small[0] if r.question_complexity == 3]  # positive: the chunk it came from
+    assert sentence_questions
+    assert {r.segment_ids[0] for r in sentence_questions} <= {c.id for c in first[:30]}
+    assert {r.question_id for r in sentence_questions} <= {r.question_id for r in large[0]}
 
 
 def test_hops_max_one_means_no_multi_hop(chunks):

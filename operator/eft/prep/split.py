@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 
 from eft.records import QuestionRecord, normalise_question
+from eft.seeding import keyed_order
 
 
 def twin_groups(questions: list[QuestionRecord]) -> list[list[int]]:
@@ -26,13 +26,16 @@ def twin_groups(questions: list[QuestionRecord]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _assign(groups: list[list[int]], n: int, test_fraction: float, seed: int) -> set[int]:
+def _assign(groups: list[list[int]], keys: list[str], n: int, test_fraction: float, seed: int) -> set[int]:
     """Indices sent to test: whole groups in seeded order until about `test_fraction` of `n`; a group that would
     overshoot the target is passed over, the first one included, so one large group (documents linked by
     multi-hop questions) never takes the test side far past the target. Only when every group is larger than
-    the target does the smallest one go to test alone (at least one group always does)."""
-    order = list(groups)
-    random.Random(seed).shuffle(order)
+    the target does the smallest one go to test alone (at least one group always does).
+
+    The order is that of each group's own seeded hash of its `keys` entry (`eft.seeding.keyed_order`), not one
+    shuffle of the list: questions or documents added later move only the groups ranked after them, and a
+    group ranked well inside the test share stays in test."""
+    order = [g for g, _ in keyed_order(zip(groups, keys), seed, key=lambda gk: gk[1])]
     target = max(1, round(n * test_fraction))
     if all(len(g) > target for g in order):
         return set(min(order, key=len))
@@ -58,7 +61,9 @@ def split_questions(questions: list[QuestionRecord], test_fraction: float, seed:
     Raises ValueError for fewer than 2 questions or when nothing would be left to train on."""
     if len(questions) < 2:
         raise ValueError("at least 2 questions are needed for a train/test split")
-    train, test = _sides(questions, _assign(twin_groups(questions), len(questions), test_fraction, seed))
+    groups = twin_groups(questions)
+    keys = [normalise_question(questions[g[0]].question) for g in groups]
+    train, test = _sides(questions, _assign(groups, keys, len(questions), test_fraction, seed))
     if not train:
         raise ValueError("the split left no training questions (all questions are duplicates of one another)")
     return train, test
@@ -106,4 +111,5 @@ def split_by_document(questions: list[QuestionRecord], doc_of_chunk: dict[str, s
     if len(groups) < 2:
         raise ValueError("every question comes from one document (group), so a document split is impossible; "
                          "add documents or set prep.splitBy to 'question'")
-    return _sides(questions, _assign(groups, len(questions), test_fraction, seed))
+    keys = [min(doc_of_chunk[s] for i in g for s in questions[i].segment_ids) for g in groups]
+    return _sides(questions, _assign(groups, keys, len(questions), test_fraction, seed))

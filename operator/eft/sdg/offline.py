@@ -30,6 +30,7 @@ from collections import Counter, defaultdict
 from eft.api.spec import SdgSpec
 from eft.progress import Progress
 from eft.records import Chunk, QuestionRecord
+from eft.seeding import keyed_order, keyed_rng
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_\-']*[A-Za-z0-9]|[A-Za-z]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -323,12 +324,16 @@ def _sentences(body: str) -> list[str]:
 
 
 def generate_offline_questions(chunks: list[Chunk], spec: SdgSpec, progress: Progress) -> tuple[list[QuestionRecord], dict]:
-    rng = random.Random(spec.seed)
+    """(questions, counters) for `chunks`. Seeded per chunk (`eft.seeding`): with `sdg.maxChunks` the chunks
+    are the first in the order of their own seeded hash, and each chunk's draws (template, sentence order,
+    multi-hop) come from a generator of its own, so adding or editing a document leaves the other documents'
+    questions as they were, except where the corpus-wide term statistics move a score across
+    `sdg.qualityThreshold`."""
     idf = _Idf(chunks)
     vocab = Vocabulary(chunks)
     chosen = list(chunks)
     if spec.max_chunks and spec.max_chunks < len(chosen):
-        chosen = rng.sample(chosen, spec.max_chunks)
+        chosen = keyed_order(chosen, spec.seed, key=lambda c: c.id)[: spec.max_chunks]
         chosen.sort(key=lambda c: (c.doc_id, c.position))
     by_section: dict[tuple[str, tuple[str, ...]], list[Chunk]] = defaultdict(list)
     for c in chunks:
@@ -368,6 +373,7 @@ def generate_offline_questions(chunks: list[Chunk], spec: SdgSpec, progress: Pro
     compared: set[tuple] = set()
     with progress.task("pseudo-questions generated", total=len(chosen)) as task:
         for chunk in chosen:
+            rng = keyed_rng(spec.seed, "offline", [chunk.id])  # this chunk's draws alone: stable under corpus edits
             body = chunk.text.split("\n", 1)[1] if "\n" in chunk.text else chunk.text
             wanted = spec.questions_per_chunk
             key = (chunk.doc_id, tuple(chunk.headings))

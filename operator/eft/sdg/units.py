@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
@@ -25,6 +24,7 @@ from typing import Sequence
 from eft.api.spec import SdgSpec
 from eft.records import Chunk
 from eft.sdg import prompts
+from eft.seeding import keyed_order, keyed_rng
 
 #: Chunks at most this far apart (positions in one document) count as related for multi-hop units, as do
 #: chunks sharing a heading path.
@@ -72,12 +72,6 @@ def _related(seed: Chunk, n: int, doc_chunks: list[Chunk], used: set[str]) -> li
     return [t[3] for t in scored[:n]]
 
 
-def _rng(seed: int, purpose: str, chunk_ids: list[str]) -> random.Random:
-    """A generator seeded by the plan's seed and these chunks alone (a string seed is hashed by sha512:
-    the same across runs and machines)."""
-    return random.Random(json.dumps([seed, purpose, chunk_ids]))
-
-
 def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
     """Seeded plan of generation units using at most `spec.max_chunks` chunks, each chunk in one unit."""
     by_id: dict[str, Chunk] = {}
@@ -101,13 +95,13 @@ def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
     judge_model = spec.judge_model or spec.model
 
     # seeded order by each chunk's own hash: a chunk added or removed leaves the others' order as it was
-    order = sorted(pool, key=lambda c: hashlib.sha256(f"{spec.seed}:{c.id}".encode()).digest())
+    order = keyed_order(pool, spec.seed, key=lambda c: c.id)
     used: set[str] = set()
     groups: list[list[Chunk]] = []
     units_in: dict[str, int] = defaultdict(int)  # per document: units planned, and how many of them multi-hop
     multi_in: dict[str, int] = defaultdict(int)
     # per document, its own seeded offset in [0, 1) for rounding the share (unbiased; the same for all its units)
-    offsets = {doc: _rng(spec.seed, "offset", [doc]).random() for doc in docs}
+    offsets = {doc: keyed_rng(spec.seed, "offset", [doc]).random() for doc in docs}
     for seed in order:
         if len(used) >= budget:
             break
@@ -117,7 +111,7 @@ def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
         doc = seed.doc_id
         # Multi-hop when the document's share so far is below the target: floor(fraction x units + offset).
         if multi_allowed and multi_in[doc] < math.floor(fraction * (units_in[doc] + 1) + offsets[doc]):
-            size = min(_rng(spec.seed, "size", [seed.id]).randint(hop_lo, hop_hi), budget - len(used))
+            size = min(keyed_rng(spec.seed, "size", [seed.id]).randint(hop_lo, hop_hi), budget - len(used))
             partners = _related(seed, size - 1, docs[seed.doc_id], used) if size >= 2 else []
             if partners and len(partners) + 1 >= hop_lo:
                 group = sorted([seed, *partners], key=lambda c: c.position)
@@ -131,7 +125,7 @@ def plan_units(chunks: Sequence[Chunk], spec: SdgSpec) -> list[Unit]:
     units = []
     for i, group in enumerate(groups):
         lo = c_lo if len(group) == 1 else max(c_lo, min(c_hi, 3))  # multi-hop questions are not trivial
-        unit_rng = _rng(spec.seed, "complexity", [c.id for c in group])
+        unit_rng = keyed_rng(spec.seed, "complexity", [c.id for c in group])
         complexities = tuple(unit_rng.randint(lo, c_hi) for _ in range(spec.questions_per_chunk))
         key_data = {
             "v": prompts.PROMPT_VERSION, "chunks": [c.id for c in group], "model": spec.model,
