@@ -265,7 +265,9 @@ class SdgSpec(SpecModel):
     max_output_tokens: int = Field(2048, ge=64, le=32768)
     request_timeout_seconds: float = Field(120.0, gt=0, le=3600)
     max_retries: int = Field(5, ge=0, le=20, description="Retries per request on 429/5xx/timeouts/malformed output.")
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, description="Seed of the generators' choices (chunk sample, units, templates). Each "
+                      "chunk draws from its own generator, so adding or editing a document leaves the other "
+                      "documents' questions as they were.")
 
     @model_validator(mode="after")
     def _api_key_env_not_reserved(self) -> "SdgSpec":
@@ -292,7 +294,8 @@ class PrepSpec(SpecModel):
         "documents never trained on, and hard negatives are mined from training documents only); `question`: "
         "questions are split with twins kept together (flatters the model: train and test ask about the same passages).",
     )
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, description="Seed of the train/test split. Groups (documents, or twin questions) are "
+                      "ranked by their own seeded hash, so documents added later move few others across the split.")
     negatives_mined: int = Field(5, ge=1, le=100, description="Hard negatives kept per query after mining.")
     negatives_used: int = Field(4, ge=1, le=100, description="Hard negatives per training example.")
     max_negative_score_ratio: float = Field(
