@@ -172,6 +172,23 @@ def test_other_documents_keep_their_questions_when_documents_are_added(chunks):
     assert {r.question_id for r in sentence_questions} <= {r.question_id for r in large[0]}
 
 
+def test_each_document_asks_its_own_comparison():
+    """Two documents with the same two sibling sections, both comparing them, get a comparison question each (the
+    pair of headings alone was once the key, so the first document's question took the second one's place)."""
+    from eft.records import Chunk
+
+    def doc(d: str) -> list[Chunk]:
+        texts = {"Unique Indexes": "Unique indexes differ from partial indexes: they enforce uniqueness.",
+                 "Partial Indexes": "A partial index covers some rows, unlike unique indexes, which cover all rows."}
+        return [Chunk(id=f"{d}{k}", text=f"{h}\n{t}", source=f"{d}.html", headings=["Indexes", h], doc_id=d,
+                      position=k, tokens=20) for k, (h, t) in enumerate(texts.items())]
+
+    records, _ = gen(doc("a") + doc("b"), quality_threshold=0.0, multi_hop_fraction=1.0)
+    comparisons = [r for r in records if r.query_type == "comparative"]
+    assert sorted(r.segment_ids for r in comparisons) == [["a0", "a1"], ["b0", "b1"]]
+    assert {r.question for r in comparisons} == {"what is the difference between unique indexes and partial indexes"}
+
+
 def test_hops_max_one_means_no_multi_hop(chunks):
     records, stats = gen(chunks, quality_threshold=0.0, multi_hop_fraction=1.0, hops={"min": 1, "max": 1})
     assert records

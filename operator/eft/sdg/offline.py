@@ -326,9 +326,11 @@ def _sentences(body: str) -> list[str]:
 def generate_offline_questions(chunks: list[Chunk], spec: SdgSpec, progress: Progress) -> tuple[list[QuestionRecord], dict]:
     """(questions, counters) for `chunks`. Seeded per chunk (`eft.seeding`): with `sdg.maxChunks` the chunks
     are the first in the order of their own seeded hash, and each chunk's draws (template, sentence order,
-    multi-hop) come from a generator of its own, so adding or editing a document leaves the other documents'
-    questions as they were, except where the corpus-wide term statistics move a score across
-    `sdg.qualityThreshold`."""
+    multi-hop) come from a generator of its own. Adding or editing a document therefore leaves the other
+    documents' questions as they were, except where corpus-wide statistics move them: term IDF moving a score
+    across `sdg.qualityThreshold`, word counts deciding whether a heading's "-ing" word is a verb
+    (`Vocabulary`), a `sdg.maxChunks` budget that the new document's chunks take a share of, and
+    `sdg.roundTripTopK`, which ranks against the whole corpus (`bench/sdg_stability.py` measures the sum)."""
     idf = _Idf(chunks)
     vocab = Vocabulary(chunks)
     chosen = list(chunks)
@@ -402,7 +404,8 @@ def generate_offline_questions(chunks: list[Chunk], spec: SdgSpec, progress: Pro
                 others = [h for h in siblings.get(parent, []) if h != tuple(chunk.headings)]
                 rng.shuffle(others)
                 for other in others:
-                    pair = tuple(sorted([tuple(chunk.headings), other]))
+                    pair = (chunk.doc_id, *sorted([tuple(chunk.headings), other]))  # per document: another
+                    # document with the same two headings asks its own comparison
                     a, b = soft_lower(chunk.headings[-1]), soft_lower(other[-1])
                     if (pair in compared or a.lower() in _GENERIC_HEADINGS or b.lower() in _GENERIC_HEADINGS
                             or not is_prose_phrase(a) or not is_prose_phrase(b)):
