@@ -266,8 +266,9 @@ class SdgSpec(SpecModel):
     request_timeout_seconds: float = Field(120.0, gt=0, le=3600)
     max_retries: int = Field(5, ge=0, le=20, description="Retries per request on 429/5xx/timeouts/malformed output.")
     seed: int = Field(42, ge=0, description="Seed of the generators' choices (chunk sample, units, templates). Each "
-                      "chunk draws from its own generator, so adding or editing a document leaves the other "
-                      "documents' questions as they were.")
+                      "chunk draws from its own generator, so adding or editing a document leaves nearly all of the "
+                      "other documents' questions as they were; what moves is what corpus-wide statistics decide "
+                      "(quality scores near the threshold, the maxChunks sample, the round-trip filter).")
 
     @model_validator(mode="after")
     def _api_key_env_not_reserved(self) -> "SdgSpec":
