@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from child_process import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTBIN_SCRIPT = ROOT / "scripts" / "testbin.sh"
@@ -233,7 +234,7 @@ class ControlPlane:
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = self.workdir / f"{name}.log"
         f = open(log, "ab")
-        popen = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        popen = subprocess.Popen(die_with_parent(argv), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  cwd=self.workdir, start_new_session=True)
         f.close()
         self.procs.append(Proc(name, popen, log))

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
+from child_process import die_with_parent
 
 NODE_NAME = "eft-node"
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -358,7 +359,8 @@ class NodeAgent:
             log.write(f"--- {_now()} start {' '.join(argv)[:300]}\n".encode())
             log.flush()
             c.popen = subprocess.Popen(
-                ["unshare", "-m", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(script), "sh", *argv],
+                die_with_parent(["unshare", "-m", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(script),
+                                 "sh", *argv]),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 cwd=spec.get("workingDir") or "/", start_new_session=True)
         c.started_at = _now()
