@@ -3,8 +3,8 @@ is removed.
 
     python bench/sdg_stability.py [SPEC] [--trials 5]      # SPEC defaults to examples/quickstart.yaml
 
-It chunks SPEC's corpus once, then for each trial removes one document (a seeded choice among those with
-questions), runs the offline generator (`spec.sdg`) and prep's merge and split (`spec.prep`) on the whole corpus
+It chunks SPEC's corpus once, then for each trial removes one document (a seeded choice among its documents),
+runs the offline generator (`spec.sdg`) and prep's merge and split (`spec.prep`) on the whole corpus
 and on the corpus without that document, and compares what the other documents got. It prints, per trial and on
 average:
 - **questions kept**: the share of the other documents' questions (by question id: text and positives) that

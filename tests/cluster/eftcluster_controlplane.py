@@ -234,8 +234,8 @@ class ControlPlane:
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = self.workdir / f"{name}.log"
         f = open(log, "ab")
-        popen = subprocess.Popen(die_with_parent(argv), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 cwd=self.workdir, start_new_session=True)
+        popen = subprocess.Popen(die_with_parent(argv), stdout=f, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, cwd=self.workdir, start_new_session=True)
         f.close()
         self.procs.append(Proc(name, popen, log))
 

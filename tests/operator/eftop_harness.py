@@ -381,7 +381,8 @@ class OperatorProcess:
         cmd = [sys.executable, "-m", "eft.cli", "operator", *ns_args,
                "--liveness-port", str(self.liveness_port), "--metrics-port", str(self.metrics_port)]
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(die_with_parent(cmd), env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(self.workdir))
+        self.proc = subprocess.Popen(die_with_parent(cmd), env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     cwd=str(self.workdir))
         wait_for(self._healthy, timeout=30, interval=0.2, what="operator liveness endpoint")
         return self
 

@@ -404,8 +404,8 @@ def generate_offline_questions(chunks: list[Chunk], spec: SdgSpec, progress: Pro
                 others = [h for h in siblings.get(parent, []) if h != tuple(chunk.headings)]
                 rng.shuffle(others)
                 for other in others:
-                    pair = (chunk.doc_id, *sorted([tuple(chunk.headings), other]))  # per document: another
-                    # document with the same two headings asks its own comparison
+                    # per document: another document with the same two headings asks its own comparison
+                    pair = (chunk.doc_id, *sorted([tuple(chunk.headings), other]))
                     a, b = soft_lower(chunk.headings[-1]), soft_lower(other[-1])
                     if (pair in compared or a.lower() in _GENERIC_HEADINGS or b.lower() in _GENERIC_HEADINGS
                             or not is_prose_phrase(a) or not is_prose_phrase(b)):
