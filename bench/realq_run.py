@@ -1,9 +1,9 @@
 """Run the pipeline on each real-question set's `docs/` and score it on the questions the authors wrote.
 
 Usage:
-  python bench/realq/build.py                       # once: builds ~/.cache/eft-realq/{django,git,sqlite}
+  python bench/realq/build.py                       # once: builds ~/.cache/eft-realq/{django,git,sqlite,sqlalchemy}
   python bench/realq_run.py [--spec examples/quickstart.yaml] [--set prep.splitBy=question ...]
-                            [--sets django,git,sqlite] [--label NAME] [--workroot DIR]
+                            [--sets django,git,sqlite,sqlalchemy] [--label NAME] [--workroot DIR]
 
 The spec (default: the quickstart's CPU settings) is used as is, except that its corpus becomes the set's `docs/`
 (every HTML file), its name `realq-<set>`, and export is off; `--set dotted.camelCase.path=value` overrides any
@@ -228,7 +228,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spec", type=Path, default=REPO / "examples" / "quickstart.yaml")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where bench/realq/build.py wrote the sets")
-    ap.add_argument("--sets", default="django,git,sqlite")
+    ap.add_argument("--sets", default="django,git,sqlite,sqlalchemy")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     ap.add_argument("--label", default="default", help="name of this configuration (a folder under --workroot)")
     ap.add_argument("--workroot", type=Path, default=Path("eft-work") / "realq")

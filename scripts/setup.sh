@@ -18,9 +18,9 @@ fi
 
 # Documentation packages whose authors wrote FAQs: the real-question benchmark (bench/realq) and the default
 # general-ability guard of the promotion gate (built below from the Django FAQ).
-FAQ_DOCS="python-django-doc git-doc sqlite3-doc"
+FAQ_DOCS="python-django-doc git-doc sqlite3-doc python-sqlalchemy-doc"
 if [ ! -f /usr/share/doc/python-django-doc/html/faq/usage.html ] || [ ! -f /usr/share/doc/git-doc/gitfaq.html ] \
-   || [ ! -f /usr/share/doc/sqlite3/faq.html ]; then
+   || [ ! -f /usr/share/doc/sqlite3/faq.html ] || [ ! -f /usr/share/doc/python-sqlalchemy-doc/html/faq/sessions.html ]; then
   echo "==> installing FAQ documentation packages ($FAQ_DOCS)"
   $SUDO apt-get update -qq || true
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $FAQ_DOCS \

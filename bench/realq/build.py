@@ -128,10 +128,13 @@ def build_set(source: Source, out: Path, tokenizer, max_tokens: int = 256, words
                     linked.append(t[0])
     rest = [p for p in pool if p not in linked]
     random.Random(seed).shuffle(rest)
-    total = 0
+    total = linked_total = 0
+    taken_linked = 0
     for page in linked + rest:
         if page not in linked and total >= words:
             break
+        if page in linked and source.linked_words is not None and linked_total >= source.linked_words:
+            continue
         soup = _soup(source.root / page)
         main = strip_page(soup, source.main(soup))
         n_words = len(text_of(main).split())
@@ -140,6 +143,9 @@ def build_set(source: Source, out: Path, tokenizer, max_tokens: int = 256, words
         titles[page] = _title(soup, main, page)
         pages[page] = (soup, main)
         total += n_words
+        if page in linked:
+            linked_total += n_words
+            taken_linked += 1
 
     target = out / source.name
     shutil.rmtree(target, ignore_errors=True)
@@ -180,7 +186,7 @@ def build_set(source: Source, out: Path, tokenizer, max_tokens: int = 256, words
             f.write(f"faq-{i}\tanswer-{i}\t1\n")
     manifest = {"set": source.name, "package": source.package, "root": str(source.root),
                 "faqPages": list(source.faq_pages), "questions": len(entries), "pages": len(pages),
-                "linkedPages": len(linked), "words": total, "corpus": len(answers) + len(chunks),
+                "linkedPages": taken_linked, "words": total, "corpus": len(answers) + len(chunks),
                 "chunkMaxTokens": max_tokens, "linksRelabelled": relabelled, "seed": seed}
     (target / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

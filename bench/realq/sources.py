@@ -1,8 +1,8 @@
 """Where each Debian package's FAQ and documentation are, and how to take the questions out of its pages.
 
 A `Source` knows one package: its documentation root, its FAQ pages, the pool of other pages, the element that
-holds a page's content, and how its FAQ marks questions (Sphinx section headings for Django, AsciiDoc
-definition-list terms for git's gitfaq(7), bold numbered paragraphs for SQLite). `extract_entries` removes the
+holds a page's content, and how its FAQ marks questions (Sphinx section headings for Django and SQLAlchemy,
+AsciiDoc definition-list terms for git's gitfaq(7), bold numbered paragraphs for SQLite). `extract_entries` removes the
 question elements from a parsed FAQ page in place and returns the (question, answer element) pairs; what remains
 of the page is the FAQ without its questions.
 """
@@ -43,8 +43,11 @@ class Source:
     pool: Callable[[Path], list[str]]
     main: Callable[[BeautifulSoup], Tag]
     extract: Callable[[BeautifulSoup, Tag, str], list[Entry]]
-    #: Words of documentation (besides the FAQ pages and the pages they link to) to aim for.
+    #: Words of documentation (besides the FAQ pages; the pages they link to count) to aim for.
     words: int = 60000
+    #: At most this many words of the pages the answers link to (in link order; None: all of them). SQLAlchemy's
+    #: answers link to 41 long pages, 400,000 words, where the other sets' linked pages hold 60,000-80,000.
+    linked_words: int | None = None
 
 
 def text_of(el: Tag) -> str:
@@ -149,6 +152,45 @@ def _sqlite_pool(root: Path) -> list[str]:
     return sorted(p.name for p in root.glob("*.html") if p.name not in skip and not p.name.startswith("releaselog"))
 
 
+# ----------------------------------------------------------------------------- SQLAlchemy (Sphinx, <section>)
+#: An answer shorter than this many words is a pointer elsewhere ("See Configuring Logging."): its passage would
+#: hold nothing to retrieve it by, so the entry is left out (its answer stays on the page).
+MIN_ANSWER_WORDS = 12
+
+
+def _sqlalchemy_main(soup: BeautifulSoup) -> Tag:
+    return soup.select_one("div#docs-body") or soup.body
+
+
+def _sqlalchemy_extract(soup: BeautifulSoup, main: Tag, page: str) -> list[Entry]:
+    """faq/*.html: every second-level section (its `<h2>`) is an entry, the rest of the section (with its
+    subsections) the answer. A heading that opens with a quoted error message ("“MySQL Server has gone away”")
+    is left out: the documentation quotes the message itself, so it is not a question asked in the user's own
+    words (and the leakage checks find it in the text)."""
+    out = []
+    for sec in main.find_all("section"):
+        head = sec.find("h2", recursive=False)
+        if head is None:
+            continue
+        for a in head.find_all("a", class_="headerlink"):
+            a.decompose()
+        question = text_of(head)
+        if (question.startswith(("\u201c", '"'))
+                or len(text_of(sec).split()) - len(question.split()) < MIN_ANSWER_WORDS):
+            continue
+        anchors = _ids_around(sec)
+        head.decompose()
+        out.append(Entry(question, [sec], page, anchors))
+    return out
+
+
+def _sqlalchemy_pool(root: Path) -> list[str]:
+    skip = ("faq/", "changelog/", "_modules/", "_static/", "_images/")
+    top = {"index.html", "contents.html", "genindex.html", "search.html", "copyright.html"}
+    return sorted(r for r in (p.relative_to(root).as_posix() for p in root.rglob("*.html"))
+                  if not r.startswith(skip) and r not in top and not r.endswith("/index.html"))
+
+
 SOURCES: dict[str, Source] = {
     "django": Source("django", "python-django-doc", Path("/usr/share/doc/python-django-doc/html"),
                      tuple(f"faq/{n}.html" for n in ("admin", "contributing", "general", "help", "install",
@@ -158,6 +200,11 @@ SOURCES: dict[str, Source] = {
                   _git_extract),
     "sqlite": Source("sqlite", "sqlite3-doc", Path("/usr/share/doc/sqlite3"), ("faq.html",), _sqlite_pool,
                      _sqlite_main, _sqlite_extract),
+    "sqlalchemy": Source("sqlalchemy", "python-sqlalchemy-doc", Path("/usr/share/doc/python-sqlalchemy-doc/html"),
+                         tuple(f"faq/{n}.html" for n in ("connections", "installation", "metadata_schema",
+                                                         "ormconfiguration", "performance", "sessions",
+                                                         "sqlexpressions", "thirdparty")),
+                         _sqlalchemy_pool, _sqlalchemy_main, _sqlalchemy_extract, words=80000, linked_words=60000),
 }
 
 
