@@ -12,8 +12,10 @@ Order (the one browsers and well-kept readers follow):
    windows-1252. charset-normalizer scores a dozen code pages as equally clean for a short Western text and then
    picks by its own order: Latin-1 "Zürich" came back as UTF-16, "Ça va très bien" as Big5, "5 €" (cp1252) as
    Cyrillic cp1125. Between two Latin code pages (cp1250 "Kraków jest piękny" against cp1252 "piêkny") only
-   the language tells, and charset-normalizer's choice stands: a short Latin-1 "crème" read as cp1250 "crčme"
-   stays wrong.
+   the language tells, and charset-normalizer's choice stands: Latin-1 "crème" read as cp1250 "crčme" stays
+   wrong, and not only in a short text (a whole sentence, "Une crème brûlée, s'il vous plaît.", scores cp1250,
+   cp1252, cp1257 and iso8859-10 equally clean and comes back as cp1250 "crčme brűlée"). Preferring windows-1252
+   in such a tie would trade it for the cp1250 texts of `tests/corpus/test_corpus_published.py`.
 A file that none of these decode (binary data, or bytes no encoding explains) raises `UndecodableDocument`
 naming the file: the caller reports and skips it rather than indexing mojibake.
 """
