@@ -2,7 +2,8 @@
 
 Layers, bottom up; a package may import its own modules and those of the layers it names, nothing else:
 
-    errors, clock        nothing from eft
+    errors, clock,       nothing from eft
+    seeding
     api                  errors                       (the resource model sits at the bottom)
     shared               api + shared                 records, retrieval, corpus, stages, hashing, progress,
                                                       terminal, models, embedding, embedding_cache
@@ -25,7 +26,7 @@ import pytest
 
 EFT = Path(__file__).resolve().parents[1] / "operator" / "eft"
 
-FOUNDATION = {"errors", "clock"}
+FOUNDATION = {"errors", "clock", "seeding"}
 SHARED = {"records", "retrieval", "corpus", "stages", "hashing", "progress", "terminal", "models", "embedding",
           "embedding_cache"}
 STAGE_PACKAGES = {"sdg", "prep", "train", "evaluate", "export", "verify"}
@@ -34,6 +35,7 @@ ENTRY_POINTS = {"cli", "runner", "report_table"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "clock": set(),
+    "seeding": set(),
     "api": {"errors"},
     **{s: {"api"} | SHARED | FOUNDATION for s in SHARED},
     **{s: {"api"} | SHARED | FOUNDATION for s in STAGE_PACKAGES},
