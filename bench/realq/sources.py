@@ -45,8 +45,9 @@ class Source:
     extract: Callable[[BeautifulSoup, Tag, str], list[Entry]]
     #: Words of documentation (besides the FAQ pages; the pages they link to count) to aim for.
     words: int = 60000
-    #: At most this many words of the pages the answers link to (in link order; None: all of them). SQLAlchemy's
-    #: answers link to 41 long pages, 400,000 words, where the other sets' linked pages hold 60,000-80,000.
+    #: Stop taking the pages the answers link to (in link order) once they hold this many words (None: take all;
+    #: the page that crosses the mark is kept). SQLAlchemy's answers link to 41 long pages, 400,000 words, where
+    #: the other sets' linked pages hold 60,000-80,000.
     linked_words: int | None = None
 
 
@@ -153,7 +154,8 @@ def _sqlite_pool(root: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- SQLAlchemy (Sphinx, <section>)
-#: An answer shorter than this many words is a pointer elsewhere ("See Configuring Logging."): its passage would
+#: An answer of fewer words than this outside its links is a pointer elsewhere ("See Configuring Logging.", "This
+#: is covered in the section <a>Using Connection Pools with Multiprocessing or os.fork()</a>."): its passage would
 #: hold nothing to retrieve it by, so the entry is left out (its answer stays on the page).
 MIN_ANSWER_WORDS = 12
 
@@ -166,7 +168,13 @@ def _sqlalchemy_extract(soup: BeautifulSoup, main: Tag, page: str) -> list[Entry
     """faq/*.html: every second-level section (its `<h2>`) is an entry, the rest of the section (with its
     subsections) the answer. A heading that opens with a quoted error message ("“MySQL Server has gone away”")
     is left out: the documentation quotes the message itself, so it is not a question asked in the user's own
-    words (and the leakage checks find it in the text)."""
+    words (and the leakage checks find it in the text); so is a pointer answer (`MIN_ANSWER_WORDS`).
+
+    A question heading is replaced by the page's title rather than removed: the project's reader ignores
+    `<section>` bounds, so without a heading there the answer would be read as part of the previous answer's
+    last subsection ("I'm on SQL Server - how do I turn those ROLLBACKs into COMMITs?")."""
+    h1 = main.find("h1")
+    title = text_of(h1).rstrip("\u00b6 ") if h1 is not None else page
     out = []
     for sec in main.find_all("section"):
         head = sec.find("h2", recursive=False)
@@ -175,13 +183,22 @@ def _sqlalchemy_extract(soup: BeautifulSoup, main: Tag, page: str) -> list[Entry
         for a in head.find_all("a", class_="headerlink"):
             a.decompose()
         question = text_of(head)
-        if (question.startswith(("\u201c", '"'))
-                or len(text_of(sec).split()) - len(question.split()) < MIN_ANSWER_WORDS):
+        outside_links = len(text_of(sec).split()) - sum(len(text_of(a).split()) for a in sec.find_all("a"))
+        if (question.startswith(("\u201c", '"')) or outside_links - len(question.split()) < MIN_ANSWER_WORDS
+                or _read_words(sec, title) < MIN_ANSWER_WORDS):
             continue
         anchors = _ids_around(sec)
-        head.decompose()
+        head.clear()
+        head.append(title)
         out.append(Entry(question, [sec], page, anchors))
     return out
+
+
+def _read_words(el: Tag, title: str) -> int:
+    """Words of `el` as the project's HTML reader keeps them (a list of bare links is dropped as navigation)."""
+    from eft.corpus.documents import parse_html
+
+    return sum(len(b.split()) for s in parse_html(f"<html><body>{el}</body></html>", title) for b in s.blocks)
 
 
 def _sqlalchemy_pool(root: Path) -> list[str]:

@@ -107,3 +107,24 @@ def test_links_into_the_faq_are_relabelled():
                       set(), {"topics/other.html": "Other page"})
     links = [a.get_text() for a in main.find_all("a")]
     assert n == 2 and links == ["FAQ: Models", "Other page", "the database"]
+
+
+def test_sqlalchemy_answers_have_text_and_are_read_as_their_own_section(built):
+    """Pointer answers are left out, and each kept answer starts a section under its page's title in docs/ (its
+    question heading removed, the reader would take it for the previous answer's last subsection)."""
+    from eft.corpus.documents import parse_document
+    from eft.retrieval.beir import load_beir
+    from realq.sources import MIN_ANSWER_WORDS
+
+    out, manifests = built
+    corpus, _, _ = load_beir(out / "sqlalchemy" / "beir")
+    answers = [corpus[f"answer-{i}"]["text"] for i in range(manifests["sqlalchemy"]["questions"])]
+    assert all(len(a.split("\n", 1)[1].split()) >= MIN_ANSWER_WORDS for a in answers)
+    first_block = {}
+    for page in SOURCES["sqlalchemy"].faq_pages:
+        for section in parse_document(Path(page), (out / "sqlalchemy" / "docs" / page).read_text()):
+            if section.blocks:
+                first_block.setdefault(section.blocks[0], section.headings)
+    for answer in answers:
+        title, body = answer.split("\n", 1)
+        assert first_block.get(body.split("\n")[0]) == [title], answer[:120]
