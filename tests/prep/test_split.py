@@ -134,6 +134,19 @@ def test_a_few_large_documents_still_give_a_test_side_near_its_target():
         assert abs(len(split_by_document(qs, doc_of, 0.2, seed)[1]) - 41) <= 4, seed
 
 
+def test_topping_up_never_takes_the_test_side_more_than_a_quarter_past_its_target():
+    # groups of 27, 51, 6 and 20 questions, half to test (target 52): adding the group of 51 to a fill of 26 would
+    # end 25 past the target (nearer than 26 short, but it would leave 27 questions to train on)
+    qs, doc_of = [], {}
+    for d, size in enumerate([27, 51, 6, 20]):
+        for k in range(size):
+            doc_of[f"c{d}_{k}"] = f"d{d}"
+            qs.append(q(len(qs), f"question {k} about topic {d}", f"c{d}_{k}"))
+    for seed in range(60):
+        train, test = split_by_document(qs, doc_of, 0.5, seed)
+        assert len(test) <= 52 + 52 // 4 and train, (seed, len(test))
+
+
 def test_multi_hop_questions_and_twins_join_their_documents():
     qs, doc_of = corpus_questions(n_docs=6, per_doc=3)
     # A comparison over documents 0 and 1, and a twin pair on documents 2 and 3: each pair must stay together.
