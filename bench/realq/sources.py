@@ -2,9 +2,9 @@
 
 A `Source` knows one package: its documentation root, its FAQ pages, the pool of other pages, the element that
 holds a page's content, and how its FAQ marks questions (Sphinx section headings for Django and SQLAlchemy,
-AsciiDoc definition-list terms for git's gitfaq(7), bold numbered paragraphs for SQLite). `extract_entries` removes the
-question elements from a parsed FAQ page in place and returns the (question, answer element) pairs; what remains
-of the page is the FAQ without its questions.
+AsciiDoc definition-list terms for git's gitfaq(7), bold numbered paragraphs for SQLite). `extract_entries`
+removes the question elements from a parsed FAQ page in place and returns the (question, answer element) pairs;
+what remains of the page is the FAQ without its questions.
 """
 
 from __future__ import annotations
@@ -89,11 +89,15 @@ def _django_extract(soup: BeautifulSoup, main: Tag, page: str) -> list[Entry]:
     return out
 
 
-def _django_pool(root: Path) -> list[str]:
-    skip = ("releases/", "faq/", "_modules/", "_sources/", "_images/", "_static/")
-    top = {"index.html", "contents.html", "genindex.html", "search.html", "py-modindex.html"}
+def _sphinx_pool(root: Path, skip: tuple[str, ...], top: set[str]) -> list[str]:
+    """Every page of a Sphinx build but those under `skip`, the `top` pages and the section indexes."""
     return sorted(r for r in (p.relative_to(root).as_posix() for p in root.rglob("*.html"))
                   if not r.startswith(skip) and r not in top and not r.endswith("/index.html"))
+
+
+def _django_pool(root: Path) -> list[str]:
+    return _sphinx_pool(root, ("releases/", "faq/", "_modules/", "_sources/", "_images/", "_static/"),
+                        {"index.html", "contents.html", "genindex.html", "search.html", "py-modindex.html"})
 
 
 # ----------------------------------------------------------------------------- git (AsciiDoc)
@@ -202,10 +206,8 @@ def _read_words(el: Tag, title: str) -> int:
 
 
 def _sqlalchemy_pool(root: Path) -> list[str]:
-    skip = ("faq/", "changelog/", "_modules/", "_static/", "_images/")
-    top = {"index.html", "contents.html", "genindex.html", "search.html", "copyright.html"}
-    return sorted(r for r in (p.relative_to(root).as_posix() for p in root.rglob("*.html"))
-                  if not r.startswith(skip) and r not in top and not r.endswith("/index.html"))
+    return _sphinx_pool(root, ("faq/", "changelog/", "_modules/", "_static/", "_images/"),
+                        {"index.html", "contents.html", "genindex.html", "search.html", "copyright.html"})
 
 
 SOURCES: dict[str, Source] = {
