@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bs4 import BeautifulSoup  # noqa: E402
 
 from realq.leakage import assert_no_leakage, is_question_like, normalise  # noqa: E402
-from realq.sources import SOURCES, Entry, Source, strip_page, text_of  # noqa: E402
+from realq.sources import SOURCES, Entry, Source, answer_blocks, strip_page, text_of  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "eft-realq"
 
@@ -64,11 +64,7 @@ def _target(page: str, href: str) -> tuple[str, str] | None:
 
 def answer_text(title: str, answer: list) -> str:
     """An answer passage as the pipeline would read it: the page title line, then the answer's blocks."""
-    from eft.corpus.documents import parse_html
-
-    html = "<html><body>" + "".join(str(el) for el in answer) + "</body></html>"
-    blocks = [b for s in parse_html(html, title) for b in s.blocks]
-    return f"{title}\n" + "\n".join(blocks)
+    return f"{title}\n" + "\n".join(answer_blocks(title, answer))
 
 
 def rewrite_links(main, page: str, faq_anchors: dict[tuple[str, str], str], questions: set[str],
@@ -129,7 +125,6 @@ def build_set(source: Source, out: Path, tokenizer, max_tokens: int = 256, words
     rest = [p for p in pool if p not in linked]
     random.Random(seed).shuffle(rest)
     total = linked_total = 0
-    taken_linked = 0
     for page in linked + rest:
         if page not in linked and total >= words:
             break
@@ -145,7 +140,6 @@ def build_set(source: Source, out: Path, tokenizer, max_tokens: int = 256, words
         total += n_words
         if page in linked:
             linked_total += n_words
-            taken_linked += 1
 
     target = out / source.name
     shutil.rmtree(target, ignore_errors=True)
@@ -186,8 +180,9 @@ def build_set(source: Source, out: Path, tokenizer, max_tokens: int = 256, words
             f.write(f"faq-{i}\tanswer-{i}\t1\n")
     manifest = {"set": source.name, "package": source.package, "root": str(source.root),
                 "faqPages": list(source.faq_pages), "questions": len(entries), "pages": len(pages),
-                "linkedPages": taken_linked, "words": total, "corpus": len(answers) + len(chunks),
-                "chunkMaxTokens": max_tokens, "linksRelabelled": relabelled, "seed": seed}
+                "linkedPages": sum(p in linked for p in pages), "words": total,
+                "corpus": len(answers) + len(chunks), "chunkMaxTokens": max_tokens, "linksRelabelled": relabelled,
+                "seed": seed}
     (target / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -56,6 +56,15 @@ def text_of(el: Tag) -> str:
     return re.sub(r"\s+([?.!,:;])", r"\1", re.sub(r"\s+", " ", el.get_text(" "))).strip()
 
 
+def answer_blocks(title: str, answer: list[Tag]) -> list[str]:
+    """The text blocks of an answer's elements as the project's HTML reader keeps them (headings are not blocks;
+    a list of bare links is dropped as navigation)."""
+    from eft.corpus.documents import parse_html
+
+    html = "<html><body>" + "".join(str(el) for el in answer) + "</body></html>"
+    return [b for s in parse_html(html, title) for b in s.blocks]
+
+
 def _ids_around(el: Tag) -> set[str]:
     """Anchor ids on an element, its descendants and the empty <span id>/<a name> markers just before it."""
     ids = {el.get("id")} | {t.get("id") for t in el.find_all(id=True)}
@@ -189,20 +198,13 @@ def _sqlalchemy_extract(soup: BeautifulSoup, main: Tag, page: str) -> list[Entry
         question = text_of(head)
         outside_links = len(text_of(sec).split()) - sum(len(text_of(a).split()) for a in sec.find_all("a"))
         if (question.startswith(("\u201c", '"')) or outside_links - len(question.split()) < MIN_ANSWER_WORDS
-                or _read_words(sec, title) < MIN_ANSWER_WORDS):
+                or sum(len(b.split()) for b in answer_blocks(title, [sec])) < MIN_ANSWER_WORDS):
             continue
         anchors = _ids_around(sec)
         head.clear()
         head.append(title)
         out.append(Entry(question, [sec], page, anchors))
     return out
-
-
-def _read_words(el: Tag, title: str) -> int:
-    """Words of `el` as the project's HTML reader keeps them (a list of bare links is dropped as navigation)."""
-    from eft.corpus.documents import parse_html
-
-    return sum(len(b.split()) for s in parse_html(f"<html><body>{el}</body></html>", title) for b in s.blocks)
 
 
 def _sqlalchemy_pool(root: Path) -> list[str]:
