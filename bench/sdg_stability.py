@@ -31,7 +31,7 @@ from eft.corpus.chunker import chunk_documents
 from eft.corpus.reader import corpus_root, select_files
 from eft.models import load_tokenizer
 from eft.prep.merge import merge_identical_questions
-from eft.prep.split import split_by_document, split_questions
+from eft.prep.split import split_for_spec
 from eft.progress import Progress
 from eft.sdg.offline import generate_offline_questions
 
@@ -42,11 +42,7 @@ def questions_and_sides(chunks, spec) -> dict[str, tuple[list[str], bool]]:
     """question id -> (positive chunk ids, True when on the test side), for `chunks` under `spec`."""
     questions, _ = generate_offline_questions(chunks, spec.sdg, QUIET)
     questions, _ = merge_identical_questions(questions)
-    if spec.prep.split_by == "document":
-        _, test = split_by_document(questions, {c.id: c.doc_id for c in chunks}, spec.prep.test_fraction,
-                                    spec.prep.seed)
-    else:
-        _, test = split_questions(questions, spec.prep.test_fraction, spec.prep.seed)
+    _, test = split_for_spec(questions, {c.id: c.doc_id for c in chunks}, spec.prep)
     test_ids = {q.question_id for q in test}
     return {q.question_id: (q.segment_ids, q.question_id in test_ids) for q in questions}
 

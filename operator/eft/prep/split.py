@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from eft.api.spec import PrepSpec
 from eft.records import QuestionRecord, normalise_question
 from eft.seeding import keyed_order
 
@@ -125,3 +126,12 @@ def split_by_document(questions: list[QuestionRecord], doc_of_chunk: dict[str, s
                          "add documents or set prep.splitBy to 'question'")
     keys = [min(doc_of_chunk[s] for i in g for s in questions[i].segment_ids) for g in groups]
     return _sides(questions, _assign(groups, keys, len(questions), test_fraction, seed))
+
+
+def split_for_spec(questions: list[QuestionRecord], doc_of_chunk: dict[str, str], prep: PrepSpec
+                   ) -> tuple[list[QuestionRecord], list[QuestionRecord]]:
+    """(train, test) as `prep` asks: `split_by_document` or `split_questions`, at `prep.test_fraction` and
+    `prep.seed`. Raises ValueError as they do."""
+    if prep.split_by == "document":
+        return split_by_document(questions, doc_of_chunk, prep.test_fraction, prep.seed)
+    return split_questions(questions, prep.test_fraction, prep.seed)

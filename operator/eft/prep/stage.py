@@ -12,7 +12,7 @@ from eft.models import load_sentence_transformer, prefixes_for
 from eft.retrieval.beir import write_beir
 from eft.prep.merge import merge_identical_questions
 from eft.prep.mining import mine_hard_negatives
-from eft.prep.split import split_by_document, split_questions
+from eft.prep.split import split_for_spec
 from eft.prep.unroll import unroll
 from eft.records import read_chunks, read_questions, write_jsonl
 from eft.stages.contract import StageContext
@@ -30,11 +30,7 @@ def run(ctx: StageContext) -> dict:
     questions = [q for q in questions if all(s in chunk_index for s in q.segment_ids)]
     questions, merge_stats = merge_identical_questions(questions)
     try:
-        if prep.split_by == "document":
-            train_q, test_q = split_by_document(questions, {c.id: c.doc_id for c in chunks}, prep.test_fraction,
-                                                prep.seed)
-        else:
-            train_q, test_q = split_questions(questions, prep.test_fraction, prep.seed)
+        train_q, test_q = split_for_spec(questions, {c.id: c.doc_id for c in chunks}, prep)
     except ValueError as err:
         raise InvalidInput(str(err), "spec.prep.splitBy" if prep.split_by == "document" else "spec.prep.testFraction"
                            ) from None
