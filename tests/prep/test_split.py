@@ -102,6 +102,16 @@ def corpus_questions(n_docs: int = 20, per_doc: int = 10) -> tuple[list[Question
     return qs, doc_of
 
 
+def sized_documents(sizes: list[int]) -> tuple[list[QuestionRecord], dict[str, str]]:
+    """One document per entry of `sizes`, with that many single-hop questions (chunk c<d>_<k> in document d<d>)."""
+    qs, doc_of = [], {}
+    for d, size in enumerate(sizes):
+        for k in range(size):
+            doc_of[f"c{d}_{k}"] = f"d{d}"
+            qs.append(q(len(qs), f"question {k} about topic {d}", f"c{d}_{k}"))
+    return qs, doc_of
+
+
 def test_document_split_keeps_documents_whole_and_is_seeded():
     qs, doc_of = corpus_questions()
     train, test = split_by_document(qs, doc_of, 0.2, seed=3)
@@ -125,11 +135,7 @@ def test_document_split_stays_put_when_documents_are_added():
 def test_a_few_large_documents_still_give_a_test_side_near_its_target():
     # the git set of the real-question benchmark: 6 document groups of these sizes, a 20% target of 41 questions;
     # never overshooting gave 24 or 26 for most seeds (too few for promotion.minTestQueries)
-    qs, doc_of = [], {}
-    for d, size in enumerate([2, 21, 119, 40, 19, 3]):
-        for k in range(size):
-            doc_of[f"c{d}_{k}"] = f"d{d}"
-            qs.append(q(len(qs), f"question {k} about topic {d}", f"c{d}_{k}"))
+    qs, doc_of = sized_documents([2, 21, 119, 40, 19, 3])
     for seed in range(40):
         assert abs(len(split_by_document(qs, doc_of, 0.2, seed)[1]) - 41) <= 4, seed
 
@@ -137,11 +143,7 @@ def test_a_few_large_documents_still_give_a_test_side_near_its_target():
 def test_topping_up_never_takes_the_test_side_more_than_a_quarter_past_its_target():
     # groups of 27, 51, 6 and 20 questions, half to test (target 52): adding the group of 51 to a fill of 26 would
     # end 25 past the target (nearer than 26 short, but it would leave 27 questions to train on)
-    qs, doc_of = [], {}
-    for d, size in enumerate([27, 51, 6, 20]):
-        for k in range(size):
-            doc_of[f"c{d}_{k}"] = f"d{d}"
-            qs.append(q(len(qs), f"question {k} about topic {d}", f"c{d}_{k}"))
+    qs, doc_of = sized_documents([27, 51, 6, 20])
     for seed in range(60):
         train, test = split_by_document(qs, doc_of, 0.5, seed)
         assert len(test) <= 52 + 52 // 4 and train, (seed, len(test))
