@@ -9,7 +9,10 @@ strongest peer.
 2. Every HTTP server gets the same requests (one text per request, as online traffic) from a light raw-socket
    HTTP/1.1 client over loopback, at concurrency 1, 8 and 32, for short (~16 tokens) and medium (~128 tokens)
    texts; in-process sentence-transformers gets batches of the same size. It prints sentences/s, p50/p99
-   latency and each run's share of the roofline.
+   latency and each run's share of the roofline. Our servers and in-process sentence-transformers run in
+   `--rounds` rounds (3), each of them once a round; the report takes each one's median run, and a target that
+   compares two of them (int8 / fp32, ours / the peer) takes the median of their round-by-round ratios, so that
+   the machine's own drift (a quarter of its speed over a day here) slows both sides of a ratio alike.
 3. Peers: in-process sentence-transformers, and Infinity (`infinity-emb`) with its torch engine and with its
    ONNX Runtime engine (`--engine optimum`). Infinity is installed by this script into its own virtualenv
    (default ~/.cache/eft-bench/infinity-venv; it reuses this environment's torch through a .pth file) and given
@@ -52,6 +55,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -638,6 +642,37 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def add_round(results: dict, label: str, key: str, run: dict) -> dict:
+    """Record one round's `run` of `label` at `key` and return the figure the report uses: the run with the
+    median sentences/s of all rounds so far (the lower middle one of an even count), with `rounds` = every
+    round's sentences/s in order, so that engines measured in the same rounds can be compared round by round."""
+    rounds = results.setdefault(label, {}).get(key, {}).get("rounds", []) + [run["sent_s"]]
+    runs = results.setdefault("_runs", {}).setdefault(label, {}).setdefault(key, []) + [run]
+    results["_runs"][label][key] = runs
+    middle = sorted(runs, key=lambda r: r["sent_s"])[(len(runs) - 1) // 2]
+    results[label][key] = {**middle, "rounds": rounds}
+    return results[label][key]
+
+
+def paired_ratio(num: list[float] | None, den: list[float] | None) -> tuple[float, list[float]] | None:
+    """(median, each round's ratio) of `num` / `den`, two engines' sentences/s measured in the same rounds
+    (`add_round`): a slow round of the machine slows both sides of its own ratio, which a ratio of two medians
+    from different rounds does not cancel. None unless both have the same number (over one) of rounds."""
+    if not num or not den or len(num) != len(den) or len(num) < 2:
+        return None
+    ratios = [a / b for a, b in zip(num, den)]
+    return statistics.median(ratios), ratios
+
+
+def fastest_by_round(results: dict, labels, key: str) -> list[float] | None:
+    """The fastest of `labels`' sentences/s at `key` in each round, or None unless all of them that ran there
+    ran the same rounds."""
+    rounds = [results[label][key].get("rounds") for label in labels if key in results.get(label, {})]
+    if not rounds or any(not r for r in rounds) or len({len(r) for r in rounds}) != 1:
+        return None
+    return [max(col) for col in zip(*rounds)]
+
+
 def peer_target(ratio: float, length: str) -> str:
     """The verdict on a ratio to the strongest peer; the target is on short texts only (overhead-bound)."""
     return f" [>= {TARGET_PEER_RATIO}x]: {verdict(ratio >= TARGET_PEER_RATIO)}" if length == "short" else ""
@@ -706,8 +741,13 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
     if med in ours and med in q8:
         b32, b8 = ours[med], q8[med]
         speed = b8["sent_s"] / b32["sent_s"]
-        line = (f"  medium c={cmax} int8 ({b8['label']}) / our fp32 ({b32['label']}) = {speed:.2f}x "
-                f"[>= {TARGET_INT8_SPEEDUP}x]: {verdict(speed >= TARGET_INT8_SPEEDUP)}")
+        paired = paired_ratio(fastest_by_round(results, INT8_SERVERS, med), fastest_by_round(results, FP32_SERVERS, med))
+        line = f"  medium c={cmax} int8 ({b8['label']}) / our fp32 ({b32['label']}) = {speed:.2f}x"
+        if paired:
+            speed = paired[0]
+            line += (f" (medians); round by round, our fastest of each: "
+                     f"{', '.join(f'{r:.2f}x' for r in paired[1])}, median {speed:.2f}x")
+        line += f" [>= {TARGET_INT8_SPEEDUP}x]: {verdict(speed >= TARGET_INT8_SPEEDUP)}"
         for label in INT8_SERVERS:
             for ref in FP32_SERVERS:
                 r8, r32 = results.get(label, {}).get(med), results.get(ref, {}).get(med)
@@ -750,14 +790,25 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
             print(f"  {length} c={cmax}: NO PEER RAN: no ratio printed")
             continue
         best = max(ran, key=ran.get)
-        ratio = ours[key]["sent_s"] / ran[best]
+        peer_rounds = results[best][key].get("rounds")
+
+        def versus_peer(name: str, servers, run: dict) -> str:
+            """`name` (our fastest of `servers`) / the strongest peer, round by round where both ran the same
+            rounds, with its verdict on short texts."""
+            ratio = run["sent_s"] / ran[best]
+            text = f"{name} ({run['label']}) {'/ strongest peer (' + best + ') = ' if name == 'fp32' else ''}{ratio:.2f}x"
+            paired = paired_ratio(fastest_by_round(results, servers, key), peer_rounds)
+            if paired:
+                ratio = paired[0]
+                text += (f" (medians); round by round {', '.join(f'{r:.2f}x' for r in paired[1])}, "
+                         f"median {ratio:.2f}x")
+            return text + peer_target(ratio, length)
+
         limit = roof["lengths"][length]["fp32_sent_s"] / ran[best]
         others = ", ".join(f"{p} {v:.0f}" for p, v in ran.items())
-        line = (f"  {length} c={cmax} fp32 ({ours[key]['label']}) / strongest peer ({best}) = {ratio:.2f}x"
-                f"{peer_target(ratio, length)}")
+        line = f"  {length} c={cmax} " + versus_peer("fp32", FP32_SERVERS, ours[key])
         if key in q8:
-            ratio8 = q8[key]["sent_s"] / ran[best]
-            line += f"; int8 ({q8[key]['label']}) {ratio8:.2f}x{peer_target(ratio8, length)}"
+            line += "; " + versus_peer("int8", INT8_SERVERS, q8[key])
         line += f"; peers sent/s: {others}"
         if length == "short" and limit < TARGET_PEER_RATIO:
             line += f"; the fp32 roofline itself is {limit:.2f}x that peer -> out of reach on this CPU"
@@ -788,6 +839,9 @@ def main() -> None:
                          "packaged MiniLM).")
     ap.add_argument("--seconds", type=float, default=8.0, help="Time limit of each run.")
     ap.add_argument("--requests", type=int, default=2000, help="Request limit of each run.")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="Rounds of our servers and in-process ST (one after the other in each round); the report "
+                         "takes each one's median, and compares two of them round by round.")
     ap.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)))
     ap.add_argument("--skip-infinity", action="store_true")
     ap.add_argument("--infinity-engines", default="torch,optimum",
@@ -798,6 +852,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="Also write all figures here.")
     args = ap.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from eft.export.artifact import cpu_threads
     from roofline import print_roofline, refresh, roofline
@@ -835,7 +891,7 @@ def main() -> None:
             bodies = [json.dumps({"model": srv.model, "input": t}).encode() for t in ts[: args.requests]]
             for c in concurrency:
                 r = drive(srv.port, srv.path, bodies, c, args.seconds)
-                results.setdefault(srv.label, {})[f"{name}/c{c}"] = r
+                add_round(results, srv.label, f"{name}/c{c}", r)
                 show(srv.label, name, c, r)
 
     print(f"\n  {'run':<30} {'sent/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'n':>7} {'roof*':>9}")
@@ -850,22 +906,45 @@ def main() -> None:
     elif not (export / "openvino-int8" / OV_MODEL_FILE).is_file():
         notes.append(f"ours int8 (openvino): NOT MEASURED, no openvino-int8/ in {export}")
         servers.pop(OURS_OV8)
-    for label, backend in servers.items():
-        srv = start_ours(label, export, backend, threads)
-        try:
-            run_http(srv)
-            if backend in ("onnx-int8", "openvino-int8") and args.beir:
-                fp32 = start_ours("fp32 for nDCG", export, "onnx", threads)
-                try:
-                    nd = ndcg_through(fp32.port, srv.port, args.beir)
-                    results.setdefault("ndcg@10", {}).update(
-                        {"fp32": nd["fp32"], "source": nd["source"],
-                         ("int8" if backend == "onnx-int8" else backend): nd["int8"]})
-                finally:
-                    fp32.stop()
-        finally:
-            srv.stop()
+
+    def run_round(first: bool) -> None:
+        """One round: every server of ours over HTTP (nDCG through the int8 ones on the first round, with
+        --beir), then in-process sentence-transformers, each run recorded with `add_round`."""
+        for label, backend in servers.items():
+            srv = start_ours(label, export, backend, threads)
+            try:
+                run_http(srv)
+                if backend in ("onnx-int8", "openvino-int8") and args.beir and first:
+                    fp32 = start_ours("fp32 for nDCG", export, "onnx", threads)
+                    try:
+                        nd = ndcg_through(fp32.port, srv.port, args.beir)
+                        results.setdefault("ndcg@10", {}).update(
+                            {"fp32": nd["fp32"], "source": nd["source"],
+                             ("int8" if backend == "onnx-int8" else backend): nd["int8"]})
+                    finally:
+                        fp32.stop()
+            finally:
+                srv.stop()
+            refresh(roof)
+        for name, ts in texts.items():
+            for c in concurrency:
+                r = inprocess(st, ts[: args.requests], c, args.seconds)
+                add_round(results, IN_PROCESS, f"{name}/c{c}", r)
+                show(IN_PROCESS, name, c, r, f"in-process ST {'b' if c > 1 else 'c'}")
         refresh(roof)
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    st = SentenceTransformer(str(model_dir), device="cpu")
+    for round_no in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"  round {round_no} of {args.rounds}", flush=True)
+        run_round(round_no == 1)
+    probe = texts["medium"][:16]
+    reference = np.asarray(st.encode(probe, normalize_embeddings=True), dtype=np.float32)
+    del st
     for label, backend in servers.items():
         for name, ts in texts.items():
             r = engine_alone(export, backend, ts[: args.requests], max(concurrency), args.seconds, threads)
@@ -879,21 +958,6 @@ def main() -> None:
                                  roof["dims"], engine="openvino" if backend.startswith("openvino") else "onnxruntime")
             results.setdefault(PROFILE, {})[label] = prof
             print(fmt_profile(f"{backend} graph", prof))
-    refresh(roof)
-
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    torch.set_num_threads(threads)
-    st = SentenceTransformer(str(model_dir), device="cpu")
-    for name, ts in texts.items():
-        for c in concurrency:
-            r = inprocess(st, ts[: args.requests], c, args.seconds)
-            results.setdefault(IN_PROCESS, {})[f"{name}/c{c}"] = r
-            show(IN_PROCESS, name, c, r, f"in-process ST {'b' if c > 1 else 'c'}")
-    probe = texts["medium"][:16]
-    reference = np.asarray(st.encode(probe, normalize_embeddings=True), dtype=np.float32)
-    del st
     refresh(roof)
     peers_ran = [IN_PROCESS]
 

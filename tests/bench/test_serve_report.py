@@ -267,3 +267,47 @@ def test_openvino_int8_ndcg_has_its_own_verdict(capsys):
     out = capsys.readouterr().out
     assert "nDCG@10 int8 0.7200 vs fp32 0.7300: -1.37% [no more than 1% below fp32]: NOT met" in out
     assert "nDCG@10 openvino-int8 0.7350 vs fp32 0.7300: +0.68% [no more than 1% below fp32]: met" in out
+
+
+def test_a_round_keeps_the_median_run_and_every_rounds_figure():
+    results: dict = {}
+    for sent_s, p50 in ((100, 5.0), (80, 7.0)):
+        shown = serve.add_round(results, "x", "medium/c32", _run(sent_s, p50))
+    assert shown["sent_s"] == 80 and shown["p50"] == 7.0 and shown["rounds"] == [100, 80]  # lower middle of two
+    serve.add_round(results, "x", "medium/c32", _run(120, 4.0))
+    assert results["x"]["medium/c32"]["sent_s"] == 100 and results["x"]["medium/c32"]["p50"] == 5.0
+    assert results["x"]["medium/c32"]["rounds"] == [100, 80, 120]
+
+
+def test_paired_ratios_need_the_same_rounds_on_both_sides():
+    assert serve.paired_ratio([150, 250, 200], [60, 100, 90])[1] == [2.5, 2.5, 200 / 90]
+    assert serve.paired_ratio([150, 250, 200], [60, 100, 90])[0] == 2.5
+    assert serve.paired_ratio([150, 250], [60, 100, 90]) is None  # rounds that do not pair
+    assert serve.paired_ratio([150], [60]) is None  # one round: the ratio of the two runs, as before
+
+
+def _rounds(results: dict, label: str, key: str, figures) -> None:
+    for sent_s in figures:
+        serve.add_round(results, label, key, _run(sent_s))
+
+
+def test_targets_that_compare_two_engines_are_judged_round_by_round(capsys):
+    """A machine that drifts between rounds: our int8 server is 2.6x our fp32 in the two rounds the machine was
+    fast or slow, but the medians (90 of fp32 from one round, 200 of int8 from another) give 2.22x. The verdict
+    is on the round-by-round ratios, and both figures are printed."""
+    results = _results(60, 120, 500, 1000)
+    del results[serve.OURS_FP32]["medium/c32"], results[serve.OURS_INT8]["medium/c32"]
+    _rounds(results, serve.OURS_FP32, "medium/c32", (60, 100, 90))
+    _rounds(results, serve.OURS_INT8, "medium/c32", (156, 260, 200))
+    # short texts: in-process ST and our int8 server in the same three rounds
+    del results[serve.IN_PROCESS]["short/c32"], results[serve.OURS_INT8]["short/c32"]
+    _rounds(results, serve.IN_PROCESS, "short/c32", (400, 300, 500))
+    _rounds(results, serve.OURS_INT8, "short/c32", (820, 700, 900))
+    lines = _targets(capsys, results)
+    int8 = lines["int8 / our fp32"]
+    assert "= 2.22x (medians); round by round, our fastest of each: 2.60x, 2.60x, 2.22x, median 2.60x" in int8
+    assert "[>= 2.5x]: met" in int8
+    short = lines["short c=32"]  # medians 820 / 400 = 2.05x; round by round 2.05, 2.33, 1.80
+    assert "int8 (ours int8 (onnx)) 2.05x (medians); round by round 2.05x, 2.33x, 1.80x, median 2.05x" in short
+    # fp32 ran one round (the unpaired figures of `_results`): its ratio is the medians' alone
+    assert "fp32 (ours fp32 (onnx)) / strongest peer (in-process sentence-transformers) = 0.90x [>= 2.0x]" in short
