@@ -113,6 +113,25 @@ def test_topped_up_negatives_come_from_the_training_documents_only(tmp_path):
     assert any(p.startswith("x") for r in rows for p in r.passages)
 
 
+def test_an_examples_topped_up_negatives_do_not_depend_on_the_examples_before_it(tmp_path):
+    """Removing one example (a question edited away) leaves every other row's topped-up negatives as they were:
+    each row draws from its own keyed generator, not from one stream over all rows."""
+    from eft.train.dataset import load_examples
+
+    chunks = [Chunk(id=f"c{i}", text=f"passage {i}", source="x", doc_id="d", position=i) for i in range(40)]
+    write_jsonl(tmp_path / "chunks.jsonl", chunks)
+    examples = [{"question_id": f"q{i}", "question": f"question {i}", "pos_doc": [{"id": f"c{i}"}], "neg_doc": []}
+                for i in range(8)]
+    (tmp_path / "train.json").write_text(json.dumps(examples))
+    _, _, rows = load_examples(tmp_path, 4, 7)
+    (tmp_path / "train.json").write_text(json.dumps(examples[1:]))
+    _, _, without_first = load_examples(tmp_path, 4, 7)
+    assert [r.passages for r in without_first] == [r.passages for r in rows[1:]]
+    # the seed still decides the draws
+    (tmp_path / "train.json").write_text(json.dumps(examples))
+    assert [r.passages for r in load_examples(tmp_path, 4, 8)[2]] != [r.passages for r in rows]
+
+
 def test_too_few_training_passages_for_the_negatives_is_a_clear_error_not_a_hang(tmp_path):
     from eft.errors import InvalidInput
     from eft.train.dataset import load_examples

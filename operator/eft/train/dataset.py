@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import random
 from collections import defaultdict
 from pathlib import Path
 
 from eft.errors import InvalidInput
 from eft.records import read_chunks
+from eft.seeding import keyed_rng
 from eft.train.sampler import ExampleIds
 
 
@@ -21,7 +21,9 @@ def load_examples(prep_dir: Path, n_negatives: int, seed: int, split_by: str = "
     one question share its exact text). Examples with fewer mined negatives than needed are topped up with random
     passages that are none of the question's positives (counted in the stats), since every row needs the same
     columns; with `split_by` "document" they come from the training documents only (those of the examples'
-    positives), as prep's mining pool does, so the test documents stay unseen.
+    positives), as prep's mining pool does, so the test documents stay unseen. Each row draws from its own
+    generator (`eft.seeding.keyed_rng`, keyed by its question and positive), so adding or removing another
+    example leaves its draws as they were; a change to the pool itself (a document added) still re-draws them.
 
     Raises `InvalidInput` (field `spec.training.passagesPerQuery`) when the pool is too small to give a question
     `n_negatives` passages besides its positives.
@@ -38,7 +40,6 @@ def load_examples(prep_dir: Path, n_negatives: int, seed: int, split_by: str = "
     else:
         pool = list(all_chunks)
     in_pool = set(pool)
-    rng = random.Random(seed)
     cols: dict[str, list[str]] = {"anchor": [], "positive": []}
     for i in range(n_negatives):
         cols[f"negative_{i + 1}"] = []
@@ -54,6 +55,7 @@ def load_examples(prep_dir: Path, n_negatives: int, seed: int, split_by: str = "
                 f"the training documents have {len(pool)} chunks, too few for {n_negatives} negatives besides a "
                 f"question's {len(own)} positive(s) (training.passagesPerQuery is {n_negatives + 1}): add "
                 "documents, or lower spec.training.passagesPerQuery", "spec.training.passagesPerQuery")
+        rng = keyed_rng(seed, "negative top-up", [key, pos]) if len(negs) < n_negatives else None
         while len(negs) < n_negatives:  # ends: the pool holds n_negatives passages outside the positives
             cand = rng.choice(pool)
             if cand not in own and cand not in negs:
