@@ -12,7 +12,7 @@ strongest peer.
    latency and each run's share of the roofline. Our servers and in-process sentence-transformers run in
    `--rounds` rounds (3), each of them once a round; the report takes each one's median run, and a target that
    compares two of them (int8 / fp32, ours / the peer) takes the median of their round-by-round ratios, so that
-   the machine's own drift (a quarter of its speed over a day here) slows both sides of a ratio alike.
+   the machine's drift between runs (often more than the targets' margins here) slows both sides of a ratio alike.
 3. Peers: in-process sentence-transformers, and Infinity (`infinity-emb`) with its torch engine and with its
    ONNX Runtime engine (`--engine optimum`). Infinity is installed by this script into its own virtualenv
    (default ~/.cache/eft-bench/infinity-venv; it reuses this environment's torch through a .pth file) and given
@@ -646,11 +646,10 @@ def add_round(results: dict, label: str, key: str, run: dict) -> dict:
     """Record one round's `run` of `label` at `key` and return the figure the report uses: the run with the
     median sentences/s of all rounds so far (the lower middle one of an even count), with `rounds` = every
     round's sentences/s in order, so that engines measured in the same rounds can be compared round by round."""
-    rounds = results.setdefault(label, {}).get(key, {}).get("rounds", []) + [run["sent_s"]]
-    runs = results.setdefault("_runs", {}).setdefault(label, {}).setdefault(key, []) + [run]
-    results["_runs"][label][key] = runs
+    runs = results.setdefault("_runs", {}).setdefault(label, {}).setdefault(key, [])
+    runs.append(run)
     middle = sorted(runs, key=lambda r: r["sent_s"])[(len(runs) - 1) // 2]
-    results[label][key] = {**middle, "rounds": rounds}
+    results.setdefault(label, {})[key] = {**middle, "rounds": [r["sent_s"] for r in runs]}
     return results[label][key]
 
 
@@ -796,7 +795,8 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
             """`name` (our fastest of `servers`) / the strongest peer, round by round where both ran the same
             rounds, with its verdict on short texts."""
             ratio = run["sent_s"] / ran[best]
-            text = f"{name} ({run['label']}) {'/ strongest peer (' + best + ') = ' if name == 'fp32' else ''}{ratio:.2f}x"
+            head = f"{name} ({run['label']})" + (f" / strongest peer ({best}) =" if name == "fp32" else "")
+            text = f"{head} {ratio:.2f}x"
             paired = paired_ratio(fastest_by_round(results, servers, key), peer_rounds)
             if paired:
                 ratio = paired[0]
