@@ -20,11 +20,14 @@ strongest peer.
    layout, plus `model.onnx` of the transformer for the optimum engine). A peer that cannot be installed,
    does not start, or whose vectors differ from the same weights' is reported as NOT MEASURED and never
    enters a ratio; the strongest peer is the fastest of those that ran.
-4. Our graphs alone (`engine_alone`): each exported graph run by its backend in this process on the same texts,
-   already tokenised, making the model calls our server makes for a full batch of the largest concurrency
-   (the same length groups, tokens per call and lanes: one single-threaded call per core at once), no HTTP:
-   the most our server can get from that graph and engine on this machine (it adds parsing, tokenising and
-   batching, and here shares the cores with the client).
+4. Our graphs alone (`engine_alone`), in every round after our servers: each exported graph run by its backend
+   in this process on the same texts, already tokenised, making the model calls our server makes for a full
+   batch of the largest concurrency (the same length groups, tokens per call and lanes: one single-threaded
+   call per core at once), no HTTP: the most our server can get from that graph and engine on this machine
+   (it adds parsing, tokenising and batching, and here shares the cores with the client). At medium length
+   each graph also runs with its lanes tokenising their calls' texts first (about 0.25 ms of one core for a
+   ~128-token text), work a server that takes text does somewhere on the same cores. Their int8 / fp32 ratios
+   are taken round by round, as the servers'.
    Each graph's first medium-length call is also profiled (`profile_graph`: onnxruntime's profiler, or
    OpenVINO's per-node counters, in a session compiled as the server's, one thread for a lane): time in GEMMs
    (matrix products, int8 activation quantisation included; OpenVINO's fused linear layers and fused attention
@@ -38,7 +41,9 @@ strongest peer.
    met / NOT met; where the roofline itself puts a target out of reach it says so, where the graph alone
    (step 4) already falls short of it, it says that the target is out of reach with that engine's kernels on
    this CPU, whatever the server does, and where even Amdahl's bound falls short, that no faster GEMM kernel
-   can reach it while the other operators take the time they take.
+   can reach it while the other operators take the time they take. The graphs tokenising their texts are
+   printed beside them for where the server's time goes, never as a verdict: they are not a bound (a server
+   tokenises on its event loop, not in the lanes, and in one round of our runs beat them).
 Without `--export` the packaged MiniLM is exported to a temporary folder first (its OpenVINO int8 calibrated on
 the benchmark's own texts). An export without `openvino-int8/`, or a machine without OpenVINO, leaves the
 OpenVINO servers NOT MEASURED. nDCG@10 of int8 vs fp32 comes
@@ -391,34 +396,46 @@ def inprocess(model, texts: list[str], concurrency: int, seconds: float) -> dict
             "errors": 0}
 
 
-def server_calls(tok, texts: list[str], batch: int, batch_tokens: int | None, lanes: int = 1,
-                 rows_per_call: int | None = None) -> list[list]:
-    """The padded model calls (`Batch`es) our server makes for each full `batch` of waiting `texts`: tokenised as
-    it does, sorted and cut by its own `group_by_length` at its tokens per call (`batch_tokens`: the backend's
-    budget, None for the batcher's default) and texts per call (`rows_per_call`: the backend's, None for no
-    limit below `batch`) and, with `lanes` > 1, by `split_for_lanes` so that every lane gets a call. One list of
-    calls per batch of texts."""
+def server_groups(tok, texts: list[str], batch: int, batch_tokens: int | None, lanes: int = 1,
+                  rows_per_call: int | None = None) -> list[list[list[int]]]:
+    """The model calls our server makes for each full `batch` of waiting `texts`, as indices into `texts`:
+    tokenised as it does, sorted and cut by its own `group_by_length` at its tokens per call (`batch_tokens`:
+    the backend's budget, None for the batcher's default) and texts per call (`rows_per_call`: the backend's,
+    None for no limit below `batch`) and, with `lanes` > 1, by `split_for_lanes` so that every lane gets a
+    call. One list of calls per batch of texts."""
     from eft.serve.batcher import _Item, batch_token_budget, group_by_length, split_for_lanes
 
     seqs = tok.encode(texts, truncate="END")
-    calls = []
+    out = []
     for start in range(0, len(seqs) - batch + 1, batch):
-        items = [_Item(len(s), s, None, i) for i, s in enumerate(seqs[start: start + batch])]
+        items = [_Item(len(s), s, None, start + i) for i, s in enumerate(seqs[start: start + batch])]
         groups = split_for_lanes(group_by_length(items, min(batch, rows_per_call or batch),
                                                  batch_token_budget(batch, batch_tokens)), lanes)
-        calls.append([tok.pad([it.seq for it in g]) for g in groups])
-    return calls
+        out.append([[it.index for it in g] for g in groups])
+    return out
+
+
+def server_calls(tok, texts: list[str], batch: int, batch_tokens: int | None, lanes: int = 1,
+                 rows_per_call: int | None = None) -> list[list]:
+    """`server_groups`' calls, tokenised and padded (`Batch`es), one list of calls per batch of texts."""
+    seqs = tok.encode(texts, truncate="END")
+    return [[tok.pad([seqs[i] for i in call]) for call in calls]
+            for calls in server_groups(tok, texts, batch, batch_tokens, lanes, rows_per_call)]
 
 
 def engine_alone(export: Path, backend_name: str, texts: list[str], batch: int, seconds: float, threads: int,
-                 windows: int = 3) -> dict:
+                 windows: int = 3, tokenize: bool = False) -> dict:
     """Sentences/s of one exported graph run by our backend `backend_name` (`onnx`, `onnx-int8`, `openvino`,
     `openvino-int8`) in this process, without a server: the model calls our server would make for `batch`
-    waiting texts (tokenised beforehand, sorted by length and cut by the server's own `group_by_length` at the
-    backend's tokens per call, and over its lanes), run as the server runs them (on the CPU, one single-threaded
+    waiting texts (sorted by length and cut by the server's own `group_by_length` at the backend's tokens per
+    call, and over its lanes, `server_groups`), run as the server runs them (on the CPU, one single-threaded
     call per lane at once, `run_lane`), timed in `windows` windows of `seconds / windows` each after a warm-up
-    call; the best window counts, as for the roofline, since this is a ceiling for the server. Returns the same
-    fields as an HTTP run (`p50`/`p99` per call, in ms)."""
+    call; the best window counts, as for the roofline, since this is a ceiling for the server.
+
+    The texts are tokenised beforehand, unless `tokenize`: then each lane tokenises its call's texts (the
+    server's `TextTokenizer.encode`, truncation at the end) and pads them before running it, the least work a
+    server that takes text does per text besides the model. Returns the same fields as an HTTP run
+    (`p50`/`p99` per call, in ms)."""
     import itertools
     import threading
 
@@ -427,10 +444,16 @@ def engine_alone(export: Path, backend_name: str, texts: list[str], batch: int, 
     backend = locate(export, backend_name).load(threads)
     lanes = backend.lanes
     run = backend.run_lane if lanes > 1 else backend.run_batch
-    calls = [c for groups in server_calls(backend.tokenizer, texts, batch, getattr(backend, "batch_tokens", None),
-                                          lanes, getattr(backend, "rows_per_call", None))
-             for c in groups]
-    run(calls[0])
+    tok = backend.tokenizer
+    groups = [[texts[i] for i in call] for calls in server_groups(
+        tok, texts, batch, getattr(backend, "batch_tokens", None), lanes, getattr(backend, "rows_per_call", None))
+              for call in calls]
+    padded = [tok.pad(tok.encode(g, truncate="END")) for g in groups]
+
+    def call_of(i: int):
+        return tok.pad(tok.encode(groups[i], truncate="END")) if tokenize else padded[i]
+
+    run(padded[0])
     lat, best, n_total = [], 0.0, 0
     for _ in range(windows):
         order, done = itertools.count(), [0] * lanes
@@ -438,8 +461,8 @@ def engine_alone(export: Path, backend_name: str, texts: list[str], batch: int, 
 
         def lane(k: int) -> None:
             while time.perf_counter() < stop:
-                call = calls[next(order) % len(calls)]
                 t = time.perf_counter()
+                call = call_of(next(order) % len(groups))
                 run(call)
                 lat.append(time.perf_counter() - t)
                 done[k] += len(call.input_ids)
@@ -454,7 +477,7 @@ def engine_alone(export: Path, backend_name: str, texts: list[str], batch: int, 
         n_total += sum(done)
     lat = np.array(lat) * 1000
     return {"sent_s": best, "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-            "n": n_total, "errors": 0, "lanes": lanes}
+            "n": n_total, "errors": 0, "lanes": lanes, "tokenize": tokenize}
 
 
 def profile_graph(folder: Path, texts: list[str], batch: int, threads: int, dims: dict, runs: int = 20,
@@ -608,6 +631,8 @@ IN_PROCESS = "in-process sentence-transformers"
 #: `results` keys of our graphs run without a server (`engine_alone`).
 ALONE = {OURS_FP32: "fp32 graph alone (onnxruntime)", OURS_INT8: "int8 graph alone (onnxruntime)",
          OURS_OV32: "fp32 graph alone (openvino)", OURS_OV8: "int8 graph alone (openvino)"}
+#: ... and tokenising their texts in the lanes (`engine_alone(tokenize=True)`), medium texts only
+ALONE_TOKENIZED = {label: f"{name.removesuffix(')')}, tokenising)" for label, name in ALONE.items()}
 #: results key of `profile_graph` per graph (ours fp32 / int8), medium texts
 PROFILE = "profile"
 
@@ -672,6 +697,19 @@ def fastest_by_round(results: dict, labels, key: str) -> list[float] | None:
     return [max(col) for col in zip(*rounds)]
 
 
+def graphs_ratio(results: dict, keys: dict, num: str, den: str, key: str) -> tuple[float, str]:
+    """(ratio, how it reads) of the graph-alone runs (`keys`: `ALONE` or `ALONE_TOKENIZED`) of servers `num`
+    and `den` at `key`: the median of their round-by-round ratios where both ran the same rounds, else the ratio
+    of their figures."""
+    a, b = results[keys[num]][key], results[keys[den]][key]
+    paired = paired_ratio(a.get("rounds"), b.get("rounds"))
+    if paired:
+        return paired[0], (f"round by round {', '.join(f'{r:.2f}x' for r in paired[1])}, median "
+                           f"{paired[0]:.2f}x")
+    ratio = a["sent_s"] / b["sent_s"]
+    return ratio, f"{ratio:.2f}x"
+
+
 def peer_target(ratio: float, length: str) -> str:
     """The verdict on a ratio to the strongest peer; the target is on short texts only (overhead-bound)."""
     return f" [>= {TARGET_PEER_RATIO}x]: {verdict(ratio >= TARGET_PEER_RATIO)}" if length == "short" else ""
@@ -694,9 +732,9 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
     cmax = max(concurrency)
     ours, q8, ip = fastest(results, FP32_SERVERS), fastest(results, INT8_SERVERS), results.get(IN_PROCESS, {})
 
-    def alone(run: dict) -> dict:
-        """The graph-alone runs of the server that made `run`."""
-        return results.get(ALONE[run["label"]], {})
+    def alone(run: dict, tokenized: bool = False) -> dict:
+        """The graph-alone runs of the server that made `run` (`tokenized`: those tokenising in the lanes)."""
+        return results.get((ALONE_TOKENIZED if tokenized else ALONE)[run["label"]], {})
 
     def engine(run: dict) -> str:
         return "OpenVINO's" if "openvino" in run["label"] else "onnxruntime's"
@@ -706,12 +744,13 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
           + (f", int8 {roof['int8']['ops'] / 1e9:.0f} GOP/s" if roof["int8"] else "") + ")")
     for length in lengths:
         key = f"{length}/c{cmax}"
-        for label in [*OURS, *ALONE.values()] + peers_ran:
+        for label in [*OURS, *ALONE.values(), *ALONE_TOKENIZED.values()] + peers_ran:
             r = results.get(label, {}).get(key)
             if not r:
                 continue
             s32 = roofline_share(roof, length, r["sent_s"])
-            int8_run = label in INT8_SERVERS or label in (ALONE[x] for x in INT8_SERVERS)
+            int8_run = label in INT8_SERVERS or any(label == keys[x] for keys in (ALONE, ALONE_TOKENIZED)
+                                                    for x in INT8_SERVERS)
             s8 = roofline_share(roof, length, r["sent_s"], "int8") if int8_run and roof["int8"] else None
             extra = f", {s8 * 100:.0f}% of the int8 roofline" if s8 is not None else ""
             print(f"  {length:<6} {label:<34} {r['sent_s']:8.1f} sent/s = {s32 * 100:5.1f}% of the fp32 roofline"
@@ -729,6 +768,9 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
             line += (f"; its graph alone (no server) reaches {share_alone * 100:.1f}%"
                      + (f" -> out of reach with {engine(best)} kernels on this CPU, whatever the server does"
                         if share_alone < TARGET_ROOFLINE_SHARE else ""))
+            if med in alone(best, True):
+                share_tok = roofline_share(roof, "medium", alone(best, True)[med]["sent_s"])
+                line += f"; tokenising its texts too {share_tok * 100:.1f}%"
         p32 = results.get(PROFILE, {}).get(best["label"])
         if p32:
             most = gemm_bound(p32["split"], p32["flops"], roof["fp32"]["flops"], p32["sentences"], p32.get("lanes", 1))
@@ -760,10 +802,13 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
             line += "; no VNNI, int8 GEMMs are not faster than fp32 here -> out of reach on this CPU"
         if med in alone(b32) and med in alone(b8):
             # the same per-request server cost added to both makes the served ratio smaller than this one
-            ratio_alone = alone(b8)[med]["sent_s"] / alone(b32)[med]["sent_s"]
-            line += (f"; the same graphs alone (no server): {ratio_alone:.2f}x"
+            ratio_alone, text = graphs_ratio(results, ALONE, b8["label"], b32["label"], med)
+            line += (f"; the same graphs alone (no server): {text}"
                      + (" -> out of reach with these kernels on this CPU, whatever the server does"
                         if ratio_alone < TARGET_INT8_SPEEDUP else ""))
+            if med in alone(b32, True) and med in alone(b8, True):
+                text = graphs_ratio(results, ALONE_TOKENIZED, b8["label"], b32["label"], med)[1]
+                line += f"; tokenising their texts too: {text}"
         p8 = results.get(PROFILE, {}).get(b8["label"])
         if p8 and roof["int8"]:
             most = gemm_bound(p8["split"], p8["flops"], roof["int8"]["ops"], p8["sentences"], p8.get("lanes", 1))
@@ -909,7 +954,8 @@ def main() -> None:
 
     def run_round(first: bool) -> None:
         """One round: every server of ours over HTTP (nDCG through the int8 ones on the first round, with
-        --beir), then in-process sentence-transformers, each run recorded with `add_round`."""
+        --beir), then their graphs alone (`engine_alone`; at medium length also tokenising in the lanes), then
+        in-process sentence-transformers, each run recorded with `add_round`."""
         for label, backend in servers.items():
             srv = start_ours(label, export, backend, threads)
             try:
@@ -926,6 +972,15 @@ def main() -> None:
             finally:
                 srv.stop()
             refresh(roof)
+        for label, backend in servers.items():
+            for name, ts in texts.items():
+                for tokenize in (False, True) if name == "medium" else (False,):
+                    r = engine_alone(export, backend, ts[: args.requests], max(concurrency), args.seconds, threads,
+                                     tokenize=tokenize)
+                    key = (ALONE_TOKENIZED if tokenize else ALONE)[label]
+                    add_round(results, key, f"{name}/c{max(concurrency)}", r)
+                    show(key, name, max(concurrency), r,
+                         f"{backend} graph alone{' +tok' if tokenize else ''} b")
         for name, ts in texts.items():
             for c in concurrency:
                 r = inprocess(st, ts[: args.requests], c, args.seconds)
@@ -945,11 +1000,6 @@ def main() -> None:
     probe = texts["medium"][:16]
     reference = np.asarray(st.encode(probe, normalize_embeddings=True), dtype=np.float32)
     del st
-    for label, backend in servers.items():
-        for name, ts in texts.items():
-            r = engine_alone(export, backend, ts[: args.requests], max(concurrency), args.seconds, threads)
-            results.setdefault(ALONE[label], {})[f"{name}/c{max(concurrency)}"] = r
-            show(ALONE[label], name, max(concurrency), r, f"{backend} graph alone b")
     if "medium" in texts:
         from eft.serve.backends import locate
 
