@@ -396,16 +396,15 @@ def inprocess(model, texts: list[str], concurrency: int, seconds: float) -> dict
             "errors": 0}
 
 
-def server_groups(tok, texts: list[str], batch: int, batch_tokens: int | None, lanes: int = 1,
+def server_groups(seqs: list[list[int]], batch: int, batch_tokens: int | None, lanes: int = 1,
                   rows_per_call: int | None = None) -> list[list[list[int]]]:
-    """The model calls our server makes for each full `batch` of waiting `texts`, as indices into `texts`:
-    tokenised as it does, sorted and cut by its own `group_by_length` at its tokens per call (`batch_tokens`:
-    the backend's budget, None for the batcher's default) and texts per call (`rows_per_call`: the backend's,
-    None for no limit below `batch`) and, with `lanes` > 1, by `split_for_lanes` so that every lane gets a
-    call. One list of calls per batch of texts."""
+    """The model calls our server makes for each full `batch` of waiting texts, given tokenised as it does
+    (`seqs`, token ids), as indices into `seqs`: sorted and cut by its own `group_by_length` at its tokens per
+    call (`batch_tokens`: the backend's budget, None for the batcher's default) and texts per call
+    (`rows_per_call`: the backend's, None for no limit below `batch`) and, with `lanes` > 1, by `split_for_lanes`
+    so that every lane gets a call. One list of calls per batch of texts."""
     from eft.serve.batcher import _Item, batch_token_budget, group_by_length, split_for_lanes
 
-    seqs = tok.encode(texts, truncate="END")
     out = []
     for start in range(0, len(seqs) - batch + 1, batch):
         items = [_Item(len(s), s, None, start + i) for i, s in enumerate(seqs[start: start + batch])]
@@ -417,10 +416,11 @@ def server_groups(tok, texts: list[str], batch: int, batch_tokens: int | None, l
 
 def server_calls(tok, texts: list[str], batch: int, batch_tokens: int | None, lanes: int = 1,
                  rows_per_call: int | None = None) -> list[list]:
-    """`server_groups`' calls, tokenised and padded (`Batch`es), one list of calls per batch of texts."""
+    """`server_groups`' calls for `texts` tokenised by `tok` as the server does, padded (`Batch`es), one list of
+    calls per batch of texts."""
     seqs = tok.encode(texts, truncate="END")
     return [[tok.pad([seqs[i] for i in call]) for call in calls]
-            for calls in server_groups(tok, texts, batch, batch_tokens, lanes, rows_per_call)]
+            for calls in server_groups(seqs, batch, batch_tokens, lanes, rows_per_call)]
 
 
 def engine_alone(export: Path, backend_name: str, texts: list[str], batch: int, seconds: float, threads: int,
@@ -445,10 +445,12 @@ def engine_alone(export: Path, backend_name: str, texts: list[str], batch: int, 
     lanes = backend.lanes
     run = backend.run_lane if lanes > 1 else backend.run_batch
     tok = backend.tokenizer
-    groups = [[texts[i] for i in call] for calls in server_groups(
-        tok, texts, batch, getattr(backend, "batch_tokens", None), lanes, getattr(backend, "rows_per_call", None))
-              for call in calls]
-    padded = [tok.pad(tok.encode(g, truncate="END")) for g in groups]
+    seqs = tok.encode(texts, truncate="END")
+    calls = [call for batch_calls in server_groups(seqs, batch, getattr(backend, "batch_tokens", None), lanes,
+                                                   getattr(backend, "rows_per_call", None))
+             for call in batch_calls]
+    groups = [[texts[i] for i in call] for call in calls]
+    padded = [tok.pad([seqs[i] for i in call]) for call in calls]
 
     def call_of(i: int):
         return tok.pad(tok.encode(groups[i], truncate="END")) if tokenize else padded[i]
@@ -697,6 +699,11 @@ def fastest_by_round(results: dict, labels, key: str) -> list[float] | None:
     return [max(col) for col in zip(*rounds)]
 
 
+def fmt_rounds(paired: tuple[float, list[float]]) -> str:
+    """`paired_ratio`'s (median, each round's ratio) as the report prints it: "2.39x, 2.22x, 2.34x, median 2.34x"."""
+    return f"{', '.join(f'{r:.2f}x' for r in paired[1])}, median {paired[0]:.2f}x"
+
+
 def graphs_ratio(results: dict, keys: dict, num: str, den: str, key: str) -> tuple[float, str]:
     """(ratio, how it reads) of the graph-alone runs (`keys`: `ALONE` or `ALONE_TOKENIZED`) of servers `num`
     and `den` at `key`: the median of their round-by-round ratios where both ran the same rounds, else the ratio
@@ -704,8 +711,7 @@ def graphs_ratio(results: dict, keys: dict, num: str, den: str, key: str) -> tup
     a, b = results[keys[num]][key], results[keys[den]][key]
     paired = paired_ratio(a.get("rounds"), b.get("rounds"))
     if paired:
-        return paired[0], (f"round by round {', '.join(f'{r:.2f}x' for r in paired[1])}, median "
-                           f"{paired[0]:.2f}x")
+        return paired[0], f"round by round {fmt_rounds(paired)}"
     ratio = a["sent_s"] / b["sent_s"]
     return ratio, f"{ratio:.2f}x"
 
@@ -786,8 +792,7 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
         line = f"  medium c={cmax} int8 ({b8['label']}) / our fp32 ({b32['label']}) = {speed:.2f}x"
         if paired:
             speed = paired[0]
-            line += (f" (medians); round by round, our fastest of each: "
-                     f"{', '.join(f'{r:.2f}x' for r in paired[1])}, median {speed:.2f}x")
+            line += f" (medians); round by round, our fastest of each: {fmt_rounds(paired)}"
         line += f" [>= {TARGET_INT8_SPEEDUP}x]: {verdict(speed >= TARGET_INT8_SPEEDUP)}"
         for label in INT8_SERVERS:
             for ref in FP32_SERVERS:
@@ -845,8 +850,7 @@ def print_summary(results: dict, roof: dict, lengths: list[str], concurrency: li
             paired = paired_ratio(fastest_by_round(results, servers, key), peer_rounds)
             if paired:
                 ratio = paired[0]
-                text += (f" (medians); round by round {', '.join(f'{r:.2f}x' for r in paired[1])}, "
-                         f"median {ratio:.2f}x")
+                text += f" (medians); round by round {fmt_rounds(paired)}"
             return text + peer_target(ratio, length)
 
         limit = roof["lengths"][length]["fp32_sent_s"] / ran[best]

@@ -351,7 +351,7 @@ def test_the_graph_alone_can_tokenise_in_its_lanes():
     folder = exported_workdir() / "export" / "onnx"
     tok = TextTokenizer(folder / TOKENIZER_FILE, 256)
     texts = serve.make_texts(Tokenizer.from_file(str(folder / TOKENIZER_FILE)), 40, 64)
-    groups = serve.server_groups(tok, texts, 32, 512, lanes=2)
+    groups = serve.server_groups(tok.encode(texts), 32, 512, lanes=2)
     calls = serve.server_calls(tok, texts, 32, 512, lanes=2)
     assert sorted(i for batch in groups for call in batch for i in call) == list(range(64))
     for batch_groups, batch_calls in zip(groups, calls, strict=True):
