@@ -35,7 +35,8 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "helm", "kubect
 #: What kube-controller-manager runs: the controllers the operator's children depend on, and no more.
 CONTROLLERS = ("garbage-collector-controller", "namespace-controller", "job-controller", "deployment-controller",
                "replicaset-controller", "ttl-after-finished-controller", "serviceaccount-controller",
-               "root-ca-certificate-publisher-controller", "persistentvolumeclaim-protection-controller")
+               "root-ca-certificate-publisher-controller", "persistentvolumeclaim-protection-controller",
+               "persistentvolume-binder-controller")
 
 
 class ControlPlaneError(RuntimeError):

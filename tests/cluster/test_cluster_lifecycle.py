@@ -6,7 +6,8 @@ chain runs once): it ends not promoted (a final Argo CD health), an edit re-runs
 stopped and the eval pod is deleted (the result is re-read), serving follows replicas and resources, a server
 that never becomes available is Degraded, and finally it is deleted and re-created under the same name while a
 finalizer holds one of its Jobs. Each serving test first makes sure `life` is served (`_served`), so each one
-also runs alone. `sticky` checks that a failed Job deleted by a TTL is not re-created.
+also runs alone. `sticky` checks that a failed Job deleted by a TTL is not re-created; `grows` and `fixed` that an
+edited storage size reaches a bound workspace claim where Kubernetes allows it, and says why not elsewhere.
 """
 
 from __future__ import annotations
@@ -57,11 +58,12 @@ def _stage_jobs(kube, name: str, stage: str) -> list[dict]:
     return [j for j in kube.jobs(E2E_NS, name) if j["metadata"]["labels"].get(f"{GROUP}/stage") == stage]
 
 
-def _warnings(kube, name: str) -> list[tuple[str, str]]:
+def _warnings(kube, name: str, type_: str = "Warning") -> list[tuple[str, str]]:
+    """(reason, message) of the resource's Events of `type_`."""
     events = kube.items(f"/api/v1/namespaces/{E2E_NS}/events")
     return [(e["reason"], e["message"]) for e in events
             if e["involvedObject"].get("name") == name and e["involvedObject"].get("kind") == "EmbeddingFinetune"
-            and e["type"] == "Warning"]
+            and e["type"] == type_]
 
 
 def _job_done(kube, name: str) -> dict | None:
@@ -293,3 +295,76 @@ def test_a_failed_job_deleted_by_a_ttl_stays_failed_until_the_retry_annotation(o
     [job] = wait_for(lambda: kube.jobs(E2E_NS, name), 60, "one new sdg Job after the retry annotation")
     assert job["metadata"]["annotations"][RETRY] == "1"
     kube.kubectl("delete", "eft", name, "-n", E2E_NS, "--wait=true", "--timeout=120s")
+
+
+def _claim_request(kube, name: str) -> str | None:
+    pvc = kube.get(f"/api/v1/namespaces/{E2E_NS}/persistentvolumeclaims/{name}-workspace") or {}
+    return (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+
+
+def test_an_edited_storage_size_grows_a_bound_claim_where_its_class_allows_and_says_why_not_elsewhere(
+        operator_release, corpus_configmap):
+    """Two workspace claims bound by the real PersistentVolume binder to static volumes: one of a StorageClass with
+    allowVolumeExpansion, one with no class. A larger spec.storage.size is patched onto the first (the API server's
+    own admission and validation accept it) with a Normal Event; the second's refusal (PersistentVolumeClaimResize
+    admission) and a smaller size on the first are Warning Events in the API server's or the operator's words,
+    and both claims keep what they had. The runs end at sdg (an injected exit 2), so no stage work is done."""
+    kube = operator_release
+    sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "eft-expandable"},
+          "provisioner": "kubernetes.io/no-provisioner", "allowVolumeExpansion": True,
+          "volumeBindingMode": "Immediate"}
+    pvs = {name: {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"eft-{name}-pv"},
+                  "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                           "persistentVolumeReclaimPolicy": "Retain", "storageClassName": cls,
+                           "hostPath": {"path": f"/tmp/eft-{name}-pv"}}}
+           for name, cls in (("grows", "eft-expandable"), ("fixed", ""))}
+    for path, obj in [("/apis/storage.k8s.io/v1/storageclasses", sc)] + [("/api/v1/persistentvolumes", pv)
+                                                                           for pv in pvs.values()]:
+        r = kube.api.post(path, json=obj)
+        assert r.status_code in (201, 409), r.text
+
+    def sdg_pod(pod):
+        labels = pod["metadata"].get("labels") or {}
+        return labels.get(f"{GROUP}/resource") in pvs and labels.get(f"{GROUP}/stage") == "sdg"
+
+    # every sdg pod of theirs fails at once, the ones a size edit starts again included (a spec change retries a
+    # failed stage): no stage work beside the test
+    kube.agent.fail_next(sdg_pod, 2, "invalid input (injected by the test)", times=8)
+    try:
+        for name, cls in (("grows", "eft-expandable"), ("fixed", "")):
+            kube.apply(tiny_resource(name, corpus_configmap, storage={"size": "1Gi", "storageClassName": cls}))
+        for name in pvs:
+            claim = f"/api/v1/namespaces/{E2E_NS}/persistentvolumeclaims/{name}-workspace"
+            wait_for(lambda: ((kube.get(claim) or {}).get("status") or {}).get("phase") == "Bound", 120,
+                     f"the claim of {name} bound to its volume", 0.5, lambda: str(kube.get(claim)))
+
+        _patch(kube, _path("grows"), {"spec": {"storage": {"size": "2Gi"}}})
+        wait_for(lambda: _claim_request(kube, "grows") == "2Gi", 60, "the claim of grows to ask for 2Gi", 0.5,
+                 lambda: kube.describe(E2E_NS, "grows"))
+        [(_, message)] = wait_for(
+            lambda: [e for e in _warnings(kube, "grows", "Normal") if e[0] == "ClaimExpansionRequested"], 30,
+            "ClaimExpansionRequested")
+        assert "grow from 1Gi to 2Gi" in message
+
+        _patch(kube, _path("fixed"), {"spec": {"storage": {"size": "2Gi"}}})
+        [(_, message)] = wait_for(
+            lambda: [e for e in _warnings(kube, "fixed") if e[0] == "ClaimExpansionRefused"], 60,
+            "ClaimExpansionRefused", 0.5, lambda: kube.describe(E2E_NS, "fixed"))
+        assert "cannot grow from 1Gi to 2Gi" in message and "storageclass" in message.lower(), message
+        assert _claim_request(kube, "fixed") == "1Gi"
+
+        _patch(kube, _path("grows"), {"spec": {"storage": {"size": "1Gi"}}})
+        [(_, message)] = wait_for(
+            lambda: [e for e in _warnings(kube, "grows") if e[0] == "ClaimShrinkUnsupported"], 60,
+            "ClaimShrinkUnsupported", 0.5, lambda: kube.describe(E2E_NS, "grows"))
+        assert "keeps 2Gi" in message
+        time.sleep(6)  # a resync (EFT_RESYNC_SECONDS=5) checks both claims again
+        assert _claim_request(kube, "grows") == "2Gi" and _claim_request(kube, "fixed") == "1Gi"
+        assert [r for r, _ in _warnings(kube, "grows")].count("ClaimShrinkUnsupported") == 1
+        assert [r for r, _ in _warnings(kube, "fixed")].count("ClaimExpansionRefused") == 1
+    finally:
+        for name in pvs:
+            kube.kubectl("delete", "eft", name, "-n", E2E_NS, "--ignore-not-found", "--wait=true", "--timeout=120s")
+        for name in pvs:
+            kube.api.delete(f"/api/v1/persistentvolumes/eft-{name}-pv")
+        kube.api.delete("/apis/storage.k8s.io/v1/storageclasses/eft-expandable")

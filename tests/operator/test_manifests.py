@@ -90,6 +90,20 @@ def test_the_workspace_claims_storage_class_follows_kubernetes_meaning_of_null_a
         kubernetes_validate.validate(pvc, K8S, strict=True)
 
 
+def test_an_edited_size_is_compared_with_the_claims_request_by_value():
+    spec = sample_spec(storage={"size": "20Gi"})
+    pvc = manifests.workspace_pvc(OWNER, spec)
+    assert manifests.claim_size_change(pvc, "20Gi") is None
+    assert manifests.claim_size_change(pvc, "20480Mi") is None  # the same quantity written another way
+    assert manifests.claim_size_change(pvc, "0.02Ti") == ("grow", "20Gi")  # 20.48Gi
+    assert manifests.claim_size_change(pvc, "20G") == ("shrink", "20Gi")  # decimal: 20e9 < 20 x 2^30
+    assert manifests.claim_size_change({"spec": {}}, "1Gi") == ("grow", "")
+    patched = manifests.workspace_pvc(OWNER, spec)
+    patched["spec"]["resources"]["requests"].update(manifests.claim_size_patch("30Gi")["spec"]["resources"]["requests"])
+    assert manifests.claim_size_change(patched, "30Gi") is None
+    kubernetes_validate.validate(patched, K8S, strict=True)
+
+
 def test_the_llm_key_is_mounted_only_for_the_llm_generator():
     cfg = OperatorConfig.from_env({})
     for generator, mounted in (("llm", True), ("offline", False)):

@@ -465,6 +465,88 @@ def test_a_job_that_has_not_started_is_replaced_when_the_spec_changes_how_it_run
     assert job["metadata"]["annotations"]["finetune.embeddings.io/spec-hash"] != stamp
 
 
+def _claim(api: MemoryApi) -> dict:
+    return api.objects[("persistentvolumeclaims", NS, "demo-workspace")]
+
+
+def _resize(reconciler: Reconciler, api: MemoryApi, size: str) -> dict:
+    """The resource's spec.storage.size edited (a new generation), then one reconcile; the status."""
+    body = api.objects[("embeddingfinetunes", NS, NAME)]
+    body["spec"]["storage"]["size"] = size
+    body["metadata"]["generation"] += 1
+    return _again(reconciler, api)
+
+
+def test_an_edited_storage_size_grows_the_claim_and_a_smaller_one_is_refused_once():
+    reconciler, api = _setup()
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    status = _resize(reconciler, api, "40Gi")
+    assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "40Gi"
+    assert api.did("patch", "persistentvolumeclaims") == ["demo-workspace"]
+    assert ("Normal", "ClaimExpansionRequested") in _events(api)
+    assert status["phase"] == "Running"
+    # The same size written another way asks for nothing; a smaller one leaves the claim with one Warning,
+    # and the resyncs after it neither patch nor warn again.
+    _resize(reconciler, api, "40960Mi")
+    _resize(reconciler, api, "10Gi")
+    for _ in range(2):
+        reconciler.ensured.clear()  # what every resync does
+        status = _again(reconciler, api)
+    assert api.did("patch", "persistentvolumeclaims") == ["demo-workspace"]
+    assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "40Gi"
+    assert _events(api).count(("Warning", "ClaimShrinkUnsupported")) == 1
+    [message] = [o["message"] for (p, _, _), o in api.objects.items() if p == "events"
+                 and o["reason"] == "ClaimShrinkUnsupported"]
+    assert "spec.storage.size 10Gi" in message and "keeps 40Gi" in message
+    assert status["phase"] == "Running" and status["currentStage"] == "sdg"
+    assert len(set(api.created("jobs"))) == 1  # the workspace's size is no stage input: nothing re-runs
+
+
+def test_a_refused_expansion_is_a_warning_with_the_api_servers_words_and_is_tried_again_at_resync():
+    reconciler, api = _setup()
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    patch = api.patch
+    refusals = []
+
+    async def no_expansion(res, namespace, name, body, sub=None):
+        if res.plural == "persistentvolumeclaims":
+            refusals.append(name)
+            raise kube.ApiError(403, "Forbidden", 'persistentvolumeclaims "demo-workspace" is forbidden: only '
+                                "dynamically provisioned pvc can be resized and the storageclass that provisions "
+                                "the pvc must support resize")
+        return await patch(res, namespace, name, body, sub)
+
+    api.patch = no_expansion
+    status = _resize(reconciler, api, "40Gi")
+    assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert status["phase"] == "Running" and status["currentStage"] == "sdg"
+    [message] = [o["message"] for (p, _, _), o in api.objects.items() if p == "events"
+                 and o["reason"] == "ClaimExpansionRefused"]
+    assert "cannot grow from 20Gi to 40Gi" in message and "storageclass that provisions the pvc" in message
+    _again(reconciler, api)  # no resync yet: not tried again
+    reconciler.ensured.clear()
+    _again(reconciler, api)  # a resync tries again, without a second Warning
+    assert refusals == ["demo-workspace", "demo-workspace"]
+    assert _events(api).count(("Warning", "ClaimExpansionRefused")) == 1
+    api.patch = patch  # the class was made expandable
+    reconciler.ensured.clear()
+    _again(reconciler, api)
+    assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "40Gi"
+    assert ("Normal", "ClaimExpansionRequested") in _events(api)
+
+
+def test_a_claim_named_in_the_spec_is_the_users_and_never_resized():
+    reconciler, api = _setup(storage={"claimName": "team-ws", "size": "20Gi"})
+    api.objects[("persistentvolumeclaims", NS, "team-ws")] = {
+        "metadata": {"name": "team-ws", "namespace": NS},
+        "spec": {"resources": {"requests": {"storage": "5Gi"}}}}
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    _resize(reconciler, api, "40Gi")
+    assert api.did("patch", "persistentvolumeclaims") == [] and api.created("persistentvolumeclaims") == []
+    assert api.objects[("persistentvolumeclaims", NS, "team-ws")]["spec"]["resources"]["requests"]["storage"] == "5Gi"
+
+
 class RefusingApi(MemoryApi):
     """The API server answering every Job create with 422, as for a request above its limit."""
 

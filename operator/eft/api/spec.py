@@ -506,8 +506,9 @@ QUANTITY_PATTERN = rf"^{_QUANTITY_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0
 class StorageSpec(SpecModel):
     claim_name: str | None = object_name("Reuse this PVC as the workspace; otherwise one is created.", None)
     size: str = Field("50Gi", pattern=QUANTITY_PATTERN, description="The workspace claim's size (a Kubernetes "
-                      "quantity: 50Gi, 500G, 1Ti), used when the operator creates the claim; a later edit does not "
-                      "resize it (grow the PersistentVolumeClaim itself where its StorageClass allows expansion).")
+                      "quantity: 50Gi, 500G, 1Ti). A larger size later is patched onto the claim the operator "
+                      "created (its StorageClass must allow volume expansion; a refusal is a Warning Event); "
+                      "Kubernetes never shrinks a claim, and a claim named in claimName is never resized.")
     storage_class_name: str | None = Field(
         None, max_length=OBJECT_NAME_MAX, pattern=r"^$|" + OBJECT_NAME,
         description="StorageClass of the claim the operator creates; null: the cluster's default class; \"\": no "

@@ -197,6 +197,31 @@ def workspace_pvc(owner: Owner, spec: EmbeddingFinetuneSpec) -> dict[str, Any] |
     }
 
 
+def claim_size_change(live_pvc: dict[str, Any], size: str) -> tuple[str, str] | None:
+    """What `spec.storage.size` (a Kubernetes quantity) asks of the live workspace claim the operator created:
+    None when the claim already requests that much (compared by value, so 1Gi is 1024Mi), ("grow", requested)
+    when the spec asks for more, ("shrink", requested) when less. `requested` is the claim's own
+    `spec.resources.requests.storage` as the API server wrote it. Kubernetes grows a bound claim whose
+    StorageClass has `allowVolumeExpansion`, and never shrinks one. Quantities are parsed by the kubernetes
+    client's `parse_quantity`; a claim without a readable request counts as needing the spec's size."""
+    from kubernetes.utils.quantity import parse_quantity
+
+    requested = str((((live_pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage", ""))
+    try:
+        current = parse_quantity(requested)
+    except ValueError:
+        return "grow", requested
+    want = parse_quantity(size)
+    if want == current:
+        return None
+    return ("grow" if want > current else "shrink"), requested
+
+
+def claim_size_patch(size: str) -> dict[str, Any]:
+    """The merge patch that asks the workspace claim for `size` (the claim's storage request)."""
+    return {"spec": {"resources": {"requests": {"storage": size}}}}
+
+
 # ----------------------------------------------------------------------------- stage Jobs
 def stage_runtime(spec: EmbeddingFinetuneSpec, stage: str, config: OperatorConfig | None = None) -> StageRuntime:
     """Operator defaults (`all`, then the stage), then `runtime.defaults`, then `runtime.stages.<stage>`."""

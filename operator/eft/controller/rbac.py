@@ -34,8 +34,9 @@ REQUIRED_RULES: list[dict[str, list[str]]] = [
     # The server Service is patched when its ports or selector drift from the spec.
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch"]},
-    # The workspace claim: created for the stages, or (spec.storage.claimName) checked to exist.
-    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "create"]},
+    # The workspace claim: created for the stages and patched to a larger spec.storage.size, or
+    # (spec.storage.claimName) checked to exist.
+    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "create", "patch"]},
     # Termination messages of finished stage pods (listed by the job-name label); Kopf watches our labelled pods
     # for `CreateContainerConfigError` (a referenced Secret or key missing).
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},

@@ -133,6 +133,8 @@ class Reconciler:
         #: (plural, namespace, name, owner uid, digest of what was ensured): children known to be ours and current.
         self.ensured: set[tuple[str, str, str, str, str]] = set()
         self.ref_cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
+        #: resource key -> (its uid, the last Event `_sync_claim` posted about its claim, or None).
+        self.claim_outcomes: dict[Key, tuple[str, tuple[str, str, str] | None]] = {}
         self.failures: dict[Key, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -157,6 +159,7 @@ class Reconciler:
     def resource_deleted(self, key: Key) -> None:
         """A resource is gone: forget it (its children go with their owner references)."""
         self.bodies.pop(key, None)
+        self.claim_outcomes.pop(key, None)
         metrics.forget(*key)
 
     def enqueue(self, key: Key) -> None:
@@ -247,6 +250,7 @@ class Reconciler:
                     except ChildRejected as err:
                         refused = err
                         _report_refusal(plan, err)
+                    await self._sync_claim(owner, body, spec, now)
                 claim, model_path = manifests.workspace_claim(name, spec), manifests.model_dir(spec)
         new_status = compute_status(old_status, plan, generation, spec_problem, now, claim, model_path)
         await self._write_status(key, body, old_status, new_status, now)
@@ -423,6 +427,54 @@ class Reconciler:
             assert self.api is not None
             await self.api.patch(SERVICES, ns, svc["metadata"]["name"], {"spec": {k: svc["spec"][k] for k in synced}})
             log.info("patched Service %s/%s to the spec", ns, svc["metadata"]["name"])
+
+    async def _sync_claim(self, owner: Owner, body: dict[str, Any], spec, now: str) -> None:
+        """An edited `spec.storage.size` reaches the workspace claim the operator created (a claim named in
+        `spec.storage.claimName` is the user's and left alone): a larger size is merge-patched onto the claim
+        (Event `ClaimExpansionRequested`; the storage driver grows the volume). One the API server refuses (a
+        StorageClass without `allowVolumeExpansion`, a claim not bound yet), or a smaller size (Kubernetes never
+        shrinks a claim), leaves the claim as it is, with a Warning Event saying why (`ClaimExpansionRefused`,
+        `ClaimShrinkUnsupported`), posted once per outcome, not at every retry. Neither stops the stages, and what
+        the workspace holds is kept. A claim that does not exist yet is created at the spec's size with the next
+        stage Job. Each size is checked once, and again at every resync (a class may have been made expandable)."""
+        pvc = manifests.workspace_pvc(owner, spec)
+        if pvc is None:
+            return
+        ns, name, size = owner.namespace, pvc["metadata"]["name"], spec.storage.size
+        ck = (f"{PVCS.plural}/size", ns, name, owner.uid, digest(size))
+        if ck in self.ensured:
+            return
+        assert self.api is not None
+        live = await self.api.get(PVCS, ns, name)
+        if live is None or controller_uid(live) != owner.uid:
+            return
+        change = manifests.claim_size_change(live, size)
+        outcome: tuple[str, str, str] | None = None
+        if change is not None:
+            what, requested = change
+            claim = f"PersistentVolumeClaim {name}"
+            if what == "shrink":
+                outcome = ("Warning", "ClaimShrinkUnsupported",
+                           f"spec.storage.size {size} is smaller than {claim}'s request {requested}: Kubernetes "
+                           f"cannot shrink a claim, so it keeps {requested}")
+            else:
+                try:
+                    await self.api.patch(PVCS, ns, name, manifests.claim_size_patch(size))
+                except kube.ApiError as err:
+                    if err.status not in REFUSED_STATUS:
+                        raise
+                    outcome = ("Warning", "ClaimExpansionRefused",
+                               f"{claim} cannot grow from {requested} to {size} (spec.storage.size): {err.message}")
+                else:
+                    log.info("asked %s/%s to grow from %s to %s", ns, name, requested, size)
+                    outcome = ("Normal", "ClaimExpansionRequested",
+                               f"asked {claim} to grow from {requested} to {size} (spec.storage.size); its "
+                               f"storage driver resizes the volume")
+        key = (ns, owner.name)
+        if outcome is not None and self.claim_outcomes.get(key) != (owner.uid, outcome):
+            await self._event(body, *outcome, now)
+        self.claim_outcomes[key] = (owner.uid, outcome)
+        self.ensured = {k for k in self.ensured if k[:4] != ck[:4]} | {ck}
 
     def _job_manifest(self, owner: Owner, spec, stage: str, hashes: dict[str, str], cm_name: str) -> dict[str, Any]:
         if stage == "verify":
