@@ -36,7 +36,7 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "helm", "kubect
 CONTROLLERS = ("garbage-collector-controller", "namespace-controller", "job-controller", "deployment-controller",
                "replicaset-controller", "ttl-after-finished-controller", "serviceaccount-controller",
                "root-ca-certificate-publisher-controller", "persistentvolumeclaim-protection-controller",
-               "persistentvolume-binder-controller")
+               "persistentvolume-binder-controller", "persistentvolume-protection-controller")
 
 
 class ControlPlaneError(RuntimeError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -307,17 +308,20 @@ def test_an_edited_storage_size_grows_a_bound_claim_where_its_class_allows_and_s
     """Two workspace claims bound by the real PersistentVolume binder to static volumes: one of a StorageClass with
     allowVolumeExpansion, one with no class. A larger spec.storage.size is patched onto the first (the API server's
     own admission and validation accept it) with a Normal Event; the second's refusal (PersistentVolumeClaimResize
-    admission) and a smaller size on the first are Warning Events in the API server's or the operator's words,
-    and both claims keep what they had. The runs end at sdg (an injected exit 2), so no stage work is done."""
+    admission) and a size at the first's capacity are Warning Events in the API server's or the operator's words,
+    and both claims keep what they had; a size between its capacity and its request is patched on (the API
+    server's RecoverVolumeExpansionFailure). The runs end at sdg (an injected exit 2), so no stage work is done."""
     kube = operator_release
-    sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "eft-expandable"},
+    run = uuid.uuid4().hex[:6]  # cluster-scoped objects of their own, should the test run again on this cluster
+    expandable = f"eft-expandable-{run}"
+    sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": expandable},
           "provisioner": "kubernetes.io/no-provisioner", "allowVolumeExpansion": True,
           "volumeBindingMode": "Immediate"}
-    pvs = {name: {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"eft-{name}-pv"},
+    pvs = {name: {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"eft-{name}-pv-{run}"},
                   "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
                            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": cls,
-                           "hostPath": {"path": f"/tmp/eft-{name}-pv"}}}
-           for name, cls in (("grows", "eft-expandable"), ("fixed", ""))}
+                           "hostPath": {"path": f"/tmp/eft-{name}-pv-{run}"}}}
+           for name, cls in (("grows", expandable), ("fixed", ""))}
     for path, obj in [("/apis/storage.k8s.io/v1/storageclasses", sc)] + [("/api/v1/persistentvolumes", pv)
                                                                            for pv in pvs.values()]:
         r = kube.api.post(path, json=obj)
@@ -331,7 +335,7 @@ def test_an_edited_storage_size_grows_a_bound_claim_where_its_class_allows_and_s
     # failed stage): no stage work beside the test
     kube.agent.fail_next(sdg_pod, 2, "invalid input (injected by the test)", times=8)
     try:
-        for name, cls in (("grows", "eft-expandable"), ("fixed", "")):
+        for name, cls in (("grows", expandable), ("fixed", "")):
             kube.apply(tiny_resource(name, corpus_configmap, storage={"size": "1Gi", "storageClassName": cls}))
         for name in pvs:
             claim = f"/api/v1/namespaces/{E2E_NS}/persistentvolumeclaims/{name}-workspace"
@@ -350,21 +354,30 @@ def test_an_edited_storage_size_grows_a_bound_claim_where_its_class_allows_and_s
         [(_, message)] = wait_for(
             lambda: [e for e in _warnings(kube, "fixed") if e[0] == "ClaimExpansionRefused"], 60,
             "ClaimExpansionRefused", 0.5, lambda: kube.describe(E2E_NS, "fixed"))
-        assert "cannot grow from 1Gi to 2Gi" in message and "storageclass" in message.lower(), message
+        assert "cannot go from 1Gi to 2Gi" in message and "storageclass" in message.lower(), message
         assert _claim_request(kube, "fixed") == "1Gi"
 
+        # Nothing here resizes volumes, so the claim is still 1Gi: like an expansion the driver could not finish.
+        # The API server (RecoverVolumeExpansionFailure) takes a request lowered to above that capacity ...
+        _patch(kube, _path("grows"), {"spec": {"storage": {"size": "1536Mi"}}})
+        wait_for(lambda: _claim_request(kube, "grows") == "1536Mi", 60, "the claim of grows to ask for 1536Mi", 0.5,
+                 lambda: kube.describe(E2E_NS, "grows"))
+        assert any("request 1536Mi instead of 2Gi, above its capacity 1Gi" in m
+                   for r, m in _warnings(kube, "grows", "Normal") if r == "ClaimExpansionRequested")
+        # ... and nothing at or below it.
         _patch(kube, _path("grows"), {"spec": {"storage": {"size": "1Gi"}}})
         [(_, message)] = wait_for(
             lambda: [e for e in _warnings(kube, "grows") if e[0] == "ClaimShrinkUnsupported"], 60,
             "ClaimShrinkUnsupported", 0.5, lambda: kube.describe(E2E_NS, "grows"))
-        assert "keeps 2Gi" in message
+        assert "not above PersistentVolumeClaim grows-workspace's capacity 1Gi" in message, message
+        assert "keeps its request of 1536Mi" in message, message
         time.sleep(6)  # a resync (EFT_RESYNC_SECONDS=5) checks both claims again
-        assert _claim_request(kube, "grows") == "2Gi" and _claim_request(kube, "fixed") == "1Gi"
+        assert _claim_request(kube, "grows") == "1536Mi" and _claim_request(kube, "fixed") == "1Gi"
         assert [r for r, _ in _warnings(kube, "grows")].count("ClaimShrinkUnsupported") == 1
         assert [r for r, _ in _warnings(kube, "fixed")].count("ClaimExpansionRefused") == 1
     finally:
         for name in pvs:
             kube.kubectl("delete", "eft", name, "-n", E2E_NS, "--ignore-not-found", "--wait=true", "--timeout=120s")
         for name in pvs:
-            kube.api.delete(f"/api/v1/persistentvolumes/eft-{name}-pv")
-        kube.api.delete("/apis/storage.k8s.io/v1/storageclasses/eft-expandable")
+            kube.api.delete(f"/api/v1/persistentvolumes/eft-{name}-pv-{run}")
+        kube.api.delete(f"/apis/storage.k8s.io/v1/storageclasses/{expandable}")

@@ -90,14 +90,21 @@ def test_the_workspace_claims_storage_class_follows_kubernetes_meaning_of_null_a
         kubernetes_validate.validate(pvc, K8S, strict=True)
 
 
-def test_an_edited_size_is_compared_with_the_claims_request_by_value():
+def test_an_edited_size_is_compared_with_the_claims_request_and_capacity_by_value():
     spec = sample_spec(storage={"size": "20Gi"})
-    pvc = manifests.workspace_pvc(OWNER, spec)
+    pvc = manifests.workspace_pvc(OWNER, spec)  # not bound yet: no capacity
     assert manifests.claim_size_change(pvc, "20Gi") is None
     assert manifests.claim_size_change(pvc, "20480Mi") is None  # the same quantity written another way
-    assert manifests.claim_size_change(pvc, "0.02Ti") == ("grow", "20Gi")  # 20.48Gi
-    assert manifests.claim_size_change(pvc, "20G") == ("shrink", "20Gi")  # decimal: 20e9 < 20 x 2^30
-    assert manifests.claim_size_change({"spec": {}}, "1Gi") == ("grow", "")
+    assert manifests.claim_size_change(pvc, "0.02Ti") == ("grow", "20Gi", "")  # 20.48Gi
+    assert manifests.claim_size_change(pvc, "20G") == ("shrink", "20Gi", "")  # decimal: 20e9 < 20 x 2^30
+    assert manifests.claim_size_change({"spec": {}}, "1Gi") == ("grow", "", "")
+    # An expansion to 100Gi that did not finish (capacity still 20Gi): a size above the capacity may be asked
+    # for instead (RecoverVolumeExpansionFailure); the capacity itself or less is a shrink.
+    failed = {**pvc, "spec": {**pvc["spec"], "resources": {"requests": {"storage": "100Gi"}}},
+              "status": {"phase": "Bound", "capacity": {"storage": "20Gi"}}}
+    assert manifests.claim_size_change(failed, "30Gi") == ("lower", "100Gi", "20Gi")
+    assert manifests.claim_size_change(failed, "20Gi") == ("shrink", "100Gi", "20Gi")
+    assert manifests.claim_size_change(failed, "200Gi") == ("grow", "100Gi", "20Gi")
     patched = manifests.workspace_pvc(OWNER, spec)
     patched["spec"]["resources"]["requests"].update(manifests.claim_size_patch("30Gi")["spec"]["resources"]["requests"])
     assert manifests.claim_size_change(patched, "30Gi") is None

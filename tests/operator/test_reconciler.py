@@ -477,6 +477,24 @@ def _resize(reconciler: Reconciler, api: MemoryApi, size: str) -> dict:
     return _again(reconciler, api)
 
 
+def _event_messages(api: MemoryApi, reason: str) -> list[str]:
+    return [o["message"] for (p, _, _), o in api.objects.items() if p == "events" and o["reason"] == reason]
+
+
+def _refusing_claim_patches(api: MemoryApi, status: int, message) -> list[str]:
+    """Claim patches answered with `status` and `message(n)` (n: the refusal's number) from now on; the names."""
+    patch, refused = api.patch, []
+
+    async def refuse(res, namespace, name, body, sub=None):
+        if res.plural == "persistentvolumeclaims":
+            refused.append(name)
+            raise kube.ApiError(status, "Refused", message(len(refused)))
+        return await patch(res, namespace, name, body, sub)
+
+    api.patch = refuse
+    return refused
+
+
 def test_an_edited_storage_size_grows_the_claim_and_a_smaller_one_is_refused_once():
     reconciler, api = _setup()
     asyncio.run(reconciler.reconcile((NS, NAME)))
@@ -485,6 +503,7 @@ def test_an_edited_storage_size_grows_the_claim_and_a_smaller_one_is_refused_onc
     assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "40Gi"
     assert api.did("patch", "persistentvolumeclaims") == ["demo-workspace"]
     assert ("Normal", "ClaimExpansionRequested") in _events(api)
+    assert "grow from 20Gi to 40Gi" in _event_messages(api, "ClaimExpansionRequested")[0]
     assert status["phase"] == "Running"
     # The same size written another way asks for nothing; a smaller one leaves the claim with one Warning,
     # and the resyncs after it neither patch nor warn again.
@@ -495,51 +514,92 @@ def test_an_edited_storage_size_grows_the_claim_and_a_smaller_one_is_refused_onc
         status = _again(reconciler, api)
     assert api.did("patch", "persistentvolumeclaims") == ["demo-workspace"]
     assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "40Gi"
-    assert _events(api).count(("Warning", "ClaimShrinkUnsupported")) == 1
-    [message] = [o["message"] for (p, _, _), o in api.objects.items() if p == "events"
-                 and o["reason"] == "ClaimShrinkUnsupported"]
-    assert "spec.storage.size 10Gi" in message and "keeps 40Gi" in message
+    [message] = _event_messages(api, "ClaimShrinkUnsupported")
+    assert "spec.storage.size 10Gi is not above" in message and "keeps its request of 40Gi" in message
     assert status["phase"] == "Running" and status["currentStage"] == "sdg"
     assert len(set(api.created("jobs"))) == 1  # the workspace's size is no stage input: nothing re-runs
+
+
+def test_a_size_above_the_capacity_retreats_from_an_expansion_that_did_not_finish():
+    """Asked for 100Gi, the claim is still 20Gi (the driver could not grow it): 30Gi is patched on (Kubernetes
+    >= 1.32 accepts a request lowered to above the capacity), 20Gi is a shrink."""
+    reconciler, api = _setup()
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    _resize(reconciler, api, "100Gi")
+    _claim(api)["status"] = {"phase": "Bound", "capacity": {"storage": "20Gi"}}
+    _resize(reconciler, api, "30Gi")
+    assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "30Gi"
+    assert "request 30Gi instead of 100Gi, above its capacity 20Gi" in _event_messages(api, "ClaimExpansionRequested")[1]
+    _resize(reconciler, api, "20Gi")
+    assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "30Gi"
+    assert "not above PersistentVolumeClaim demo-workspace's capacity 20Gi" in _event_messages(
+        api, "ClaimShrinkUnsupported")[0]
 
 
 def test_a_refused_expansion_is_a_warning_with_the_api_servers_words_and_is_tried_again_at_resync():
     reconciler, api = _setup()
     asyncio.run(reconciler.reconcile((NS, NAME)))
     patch = api.patch
-    refusals = []
-
-    async def no_expansion(res, namespace, name, body, sub=None):
-        if res.plural == "persistentvolumeclaims":
-            refusals.append(name)
-            raise kube.ApiError(403, "Forbidden", 'persistentvolumeclaims "demo-workspace" is forbidden: only '
-                                "dynamically provisioned pvc can be resized and the storageclass that provisions "
-                                "the pvc must support resize")
-        return await patch(res, namespace, name, body, sub)
-
-    api.patch = no_expansion
+    # a quota's message changes with the namespace's usage: still one Warning for one size
+    refusals = _refusing_claim_patches(api, 403, lambda n: f'persistentvolumeclaims "demo-workspace" is forbidden: '
+                                                            f"exceeded quota: q, used: requests.storage={n}0Gi")
     status = _resize(reconciler, api, "40Gi")
     assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "20Gi"
     assert status["phase"] == "Running" and status["currentStage"] == "sdg"
-    [message] = [o["message"] for (p, _, _), o in api.objects.items() if p == "events"
-                 and o["reason"] == "ClaimExpansionRefused"]
-    assert "cannot grow from 20Gi to 40Gi" in message and "storageclass that provisions the pvc" in message
+    [message] = _event_messages(api, "ClaimExpansionRefused")
+    assert "cannot go from 20Gi to 40Gi" in message and "exceeded quota" in message
     _again(reconciler, api)  # no resync yet: not tried again
     reconciler.ensured.clear()
     _again(reconciler, api)  # a resync tries again, without a second Warning
     assert refusals == ["demo-workspace", "demo-workspace"]
     assert _events(api).count(("Warning", "ClaimExpansionRefused")) == 1
-    api.patch = patch  # the class was made expandable
+    _resize(reconciler, api, "50Gi")  # another size is another outcome
+    assert _events(api).count(("Warning", "ClaimExpansionRefused")) == 2
+    api.patch = patch  # the quota was raised
     reconciler.ensured.clear()
     _again(reconciler, api)
-    assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "40Gi"
+    assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "50Gi"
     assert ("Normal", "ClaimExpansionRequested") in _events(api)
 
 
-def test_a_claim_named_in_the_spec_is_the_users_and_never_resized():
+def test_an_api_server_fault_on_the_claim_neither_loses_the_status_nor_stops_trying():
+    reconciler, api = _setup()
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    patch = api.patch
+    faults = _refusing_claim_patches(api, 500, lambda n: 'Internal error occurred: failed calling webhook "pvc.x"')
+    body = api.objects[("embeddingfinetunes", NS, NAME)]
+    body["spec"]["storage"]["size"] = "40Gi"
+    body["metadata"]["generation"] += 1
+    body.pop("status")
+    status = _again(reconciler, api)  # no exception: the status is written
+    assert status["observedGeneration"] == body["metadata"]["generation"] and status["currentStage"] == "sdg"
+    assert not [r for _, r in _events(api) if r.startswith("Claim")]
+    _again(reconciler, api)  # not marked done: the next reconcile tries again
+    assert faults == ["demo-workspace", "demo-workspace"]
+    api.patch = patch
+    _again(reconciler, api)
+    assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "40Gi"
+
+
+def test_a_claim_of_an_earlier_incarnation_or_named_by_the_user_is_never_resized():
+    # An earlier resource of the same name still owns demo-workspace (uid u-0): reported, never patched.
+    reconciler, api = _setup()
+    api.objects[("persistentvolumeclaims", NS, "demo-workspace")] = {
+        "metadata": {"name": "demo-workspace", "namespace": NS, "ownerReferences": [
+            {"kind": "EmbeddingFinetune", "name": NAME, "uid": "u-0", "controller": True}]},
+        "spec": {"resources": {"requests": {"storage": "5Gi"}}}}
+    asyncio.run(reconciler.reconcile((NS, NAME)))
+    progressing = next(c for c in _status(api)["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "WaitingForPreviousChildren", progressing
+    assert "PersistentVolumeClaim demo-workspace" in progressing["message"]
+    _resize(reconciler, api, "40Gi")
+    assert api.did("patch", "persistentvolumeclaims") == []
+    assert _claim(api)["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    # A claim named in spec.storage.claimName is the user's, even one that names this resource as its owner.
     reconciler, api = _setup(storage={"claimName": "team-ws", "size": "20Gi"})
     api.objects[("persistentvolumeclaims", NS, "team-ws")] = {
-        "metadata": {"name": "team-ws", "namespace": NS},
+        "metadata": {"name": "team-ws", "namespace": NS, "ownerReferences": [
+            {"kind": "EmbeddingFinetune", "name": NAME, "uid": "u-1", "controller": True}]},
         "spec": {"resources": {"requests": {"storage": "5Gi"}}}}
     asyncio.run(reconciler.reconcile((NS, NAME)))
     _resize(reconciler, api, "40Gi")

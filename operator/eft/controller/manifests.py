@@ -197,24 +197,41 @@ def workspace_pvc(owner: Owner, spec: EmbeddingFinetuneSpec) -> dict[str, Any] |
     }
 
 
-def claim_size_change(live_pvc: dict[str, Any], size: str) -> tuple[str, str] | None:
-    """What `spec.storage.size` (a Kubernetes quantity) asks of the live workspace claim the operator created:
-    None when the claim already requests that much (compared by value, so 1Gi is 1024Mi), ("grow", requested)
-    when the spec asks for more, ("shrink", requested) when less. `requested` is the claim's own
-    `spec.resources.requests.storage` as the API server wrote it. Kubernetes grows a bound claim whose
-    StorageClass has `allowVolumeExpansion`, and never shrinks one. Quantities are parsed by the kubernetes
-    client's `parse_quantity`; a claim without a readable request counts as needing the spec's size."""
+def claim_size_change(live_pvc: dict[str, Any], size: str) -> tuple[str, str, str] | None:
+    """What `spec.storage.size` (a Kubernetes quantity) asks of the live workspace claim the operator created, as
+    (action, the claim's request, its capacity), or None when the claim already requests that much (compared by
+    value, so 1Gi is 1024Mi). The request is the claim's `spec.resources.requests.storage` and the capacity its
+    `status.capacity.storage`, as the API server wrote them ("" where absent, e.g. a claim not bound yet).
+
+    Actions, by Kubernetes' rules for a claim's size: "grow" (more than the request; the API server grows a bound
+    claim whose StorageClass has `allowVolumeExpansion`), "lower" (less than the request but more than the
+    capacity: how RecoverVolumeExpansionFailure, on by default since Kubernetes 1.32, lets a user retreat from an
+    expansion that could not finish; older API servers refuse it), "shrink" (at or below the capacity, or below
+    the request of a claim without one: never allowed). Quantities are parsed by the kubernetes client's
+    `parse_quantity`; an unreadable request counts as needing the spec's size."""
     from kubernetes.utils.quantity import parse_quantity
 
-    requested = str((((live_pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage", ""))
+    def quantity(obj: Any, *path: str) -> str:
+        for key in path:
+            obj = obj.get(key) if isinstance(obj, dict) else None
+        return str(obj or "")
+
+    requested = quantity(live_pvc, "spec", "resources", "requests", "storage")
+    capacity = quantity(live_pvc, "status", "capacity", "storage")
+    want = parse_quantity(size)
     try:
         current = parse_quantity(requested)
     except ValueError:
-        return "grow", requested
-    want = parse_quantity(size)
+        return "grow", requested, capacity
     if want == current:
         return None
-    return ("grow" if want > current else "shrink"), requested
+    if want > current:
+        return "grow", requested, capacity
+    try:
+        above_capacity = bool(capacity) and want > parse_quantity(capacity)
+    except ValueError:
+        above_capacity = False
+    return ("lower" if above_capacity else "shrink"), requested, capacity
 
 
 def claim_size_patch(size: str) -> dict[str, Any]:

@@ -133,8 +133,9 @@ class Reconciler:
         #: (plural, namespace, name, owner uid, digest of what was ensured): children known to be ours and current.
         self.ensured: set[tuple[str, str, str, str, str]] = set()
         self.ref_cache: dict[tuple[str, str, str], tuple[float, Any]] = {}
-        #: resource key -> (its uid, the last Event `_sync_claim` posted about its claim, or None).
-        self.claim_outcomes: dict[Key, tuple[str, tuple[str, str, str] | None]] = {}
+        #: resource key -> (its uid, spec.storage.size, (type, reason) of the last Event `_sync_claim` posted about
+        #: its claim for that size, or None).
+        self.claim_outcomes: dict[Key, tuple[str, str, tuple[str, str] | None]] = {}
         self.failures: dict[Key, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -250,7 +251,12 @@ class Reconciler:
                     except ChildRejected as err:
                         refused = err
                         _report_refusal(plan, err)
-                    await self._sync_claim(owner, body, spec, now)
+                    if not observed.foreign:
+                        try:
+                            await self._sync_claim(owner, body, spec, now)
+                        except Exception as err:  # noqa: BLE001 - the claim's size never keeps the status unwritten
+                            log.warning("could not bring the workspace claim of %s/%s to spec.storage.size (tried "
+                                        "again at the next reconcile): %s", ns, name, err)
                 claim, model_path = manifests.workspace_claim(name, spec), manifests.model_dir(spec)
         new_status = compute_status(old_status, plan, generation, spec_problem, now, claim, model_path)
         await self._write_status(key, body, old_status, new_status, now)
@@ -430,13 +436,17 @@ class Reconciler:
 
     async def _sync_claim(self, owner: Owner, body: dict[str, Any], spec, now: str) -> None:
         """An edited `spec.storage.size` reaches the workspace claim the operator created (a claim named in
-        `spec.storage.claimName` is the user's and left alone): a larger size is merge-patched onto the claim
-        (Event `ClaimExpansionRequested`; the storage driver grows the volume). One the API server refuses (a
-        StorageClass without `allowVolumeExpansion`, a claim not bound yet), or a smaller size (Kubernetes never
-        shrinks a claim), leaves the claim as it is, with a Warning Event saying why (`ClaimExpansionRefused`,
-        `ClaimShrinkUnsupported`), posted once per outcome, not at every retry. Neither stops the stages, and what
-        the workspace holds is kept. A claim that does not exist yet is created at the spec's size with the next
-        stage Job. Each size is checked once, and again at every resync (a class may have been made expandable)."""
+        `spec.storage.claimName` is the user's and left alone; `manifests.claim_size_change` says what Kubernetes
+        allows): a larger size, or a smaller one still above the claim's capacity (retreating from an expansion
+        that could not finish), is merge-patched onto the claim (Event `ClaimExpansionRequested`; the claim's
+        storage driver does the resizing). One the API server refuses (a StorageClass without
+        `allowVolumeExpansion`, a claim not bound yet, a quota) or a size at or below the capacity (Kubernetes
+        never shrinks a claim) leaves the claim as it is, with a Warning Event saying why
+        (`ClaimExpansionRefused`, `ClaimShrinkUnsupported`), posted once per size and reason while the operator
+        runs, not at every retry. Neither stops or re-runs a stage, and what the workspace holds is kept. A claim
+        that does not exist yet is created at the spec's size with the next stage Job. Each size is checked
+        once, and again at every resync (a class may have been made expandable). API errors other than a
+        refusal propagate (the caller logs them; the next reconcile tries again)."""
         pvc = manifests.workspace_pvc(owner, spec)
         if pvc is None:
             return
@@ -446,34 +456,39 @@ class Reconciler:
             return
         assert self.api is not None
         live = await self.api.get(PVCS, ns, name)
-        if live is None or controller_uid(live) != owner.uid:
-            return
-        change = manifests.claim_size_change(live, size)
+        # absent: the next stage Job creates it at this size; another owner's: `_observe` reports it
+        mine = live is not None and controller_uid(live) == owner.uid
+        change = manifests.claim_size_change(live, size) if mine else None
         outcome: tuple[str, str, str] | None = None
         if change is not None:
-            what, requested = change
-            claim = f"PersistentVolumeClaim {name}"
+            what, requested, capacity = change
+            claim, before = f"PersistentVolumeClaim {name}", requested or "no request"
             if what == "shrink":
+                limit = f"capacity {capacity}" if capacity else f"request {requested}"
                 outcome = ("Warning", "ClaimShrinkUnsupported",
-                           f"spec.storage.size {size} is smaller than {claim}'s request {requested}: Kubernetes "
-                           f"cannot shrink a claim, so it keeps {requested}")
+                           f"spec.storage.size {size} is not above {claim}'s {limit}: Kubernetes cannot shrink a "
+                           f"claim, so it keeps its request of {requested}")
             else:
                 try:
                     await self.api.patch(PVCS, ns, name, manifests.claim_size_patch(size))
+                except kube.NotFound:
+                    return  # deleted meanwhile: the next stage Job creates it at this size
                 except kube.ApiError as err:
                     if err.status not in REFUSED_STATUS:
                         raise
                     outcome = ("Warning", "ClaimExpansionRefused",
-                               f"{claim} cannot grow from {requested} to {size} (spec.storage.size): {err.message}")
+                               f"{claim} cannot go from {before} to {size} (spec.storage.size): {err.message}")
                 else:
-                    log.info("asked %s/%s to grow from %s to %s", ns, name, requested, size)
+                    log.info("asked %s/%s for %s instead of %s", ns, name, size, before)
+                    how = (f"grow from {before} to {size}" if what == "grow" else
+                           f"request {size} instead of {before}, above its capacity {capacity} (retreating from "
+                           f"an expansion that did not finish)")
                     outcome = ("Normal", "ClaimExpansionRequested",
-                               f"asked {claim} to grow from {requested} to {size} (spec.storage.size); its "
-                               f"storage driver resizes the volume")
-        key = (ns, owner.name)
-        if outcome is not None and self.claim_outcomes.get(key) != (owner.uid, outcome):
+                               f"asked {claim} to {how} (spec.storage.size); its storage driver resizes the volume")
+        key, seen = (ns, owner.name), (owner.uid, size, outcome[:2] if outcome else None)
+        if outcome is not None and self.claim_outcomes.get(key) != seen:
             await self._event(body, *outcome, now)
-        self.claim_outcomes[key] = (owner.uid, outcome)
+        self.claim_outcomes[key] = seen
         self.ensured = {k for k in self.ensured if k[:4] != ck[:4]} | {ck}
 
     def _job_manifest(self, owner: Owner, spec, stage: str, hashes: dict[str, str], cm_name: str) -> dict[str, Any]:
