@@ -320,7 +320,9 @@ def test_an_edited_storage_size_grows_a_bound_claim_where_its_class_allows_and_s
     pvs = {name: {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"eft-{name}-pv-{run}"},
                   "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
                            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": cls,
-                           "hostPath": {"path": f"/tmp/eft-{name}-pv-{run}"}}}
+                           "hostPath": {"path": f"/tmp/eft-{name}-pv-{run}"},
+                           # reserved for this claim: another test's claim without a class would take it
+                           "claimRef": {"namespace": E2E_NS, "name": f"{name}-workspace"}}}
            for name, cls in (("grows", expandable), ("fixed", ""))}
     for path, obj in [("/apis/storage.k8s.io/v1/storageclasses", sc)] + [("/api/v1/persistentvolumes", pv)
                                                                            for pv in pvs.values()]:
