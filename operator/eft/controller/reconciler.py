@@ -423,8 +423,12 @@ class Reconciler:
                 return None  # gone meanwhile, or an earlier incarnation's: the next reconcile sees it
             if not _contains(live.get("spec") or {}, {k: obj["spec"][k] for k in synced}):
                 stale = live
-        self.ensured = {k for k in self.ensured if k[:4] != ck[:4]} | {ck}
+        self._remember(ck)
         return stale
+
+    def _remember(self, ck: tuple[str, str, str, str, str]) -> None:
+        """`ck` (plural, namespace, name, owner uid, digest) is current: it replaces any entry of the same object."""
+        self.ensured = {k for k in self.ensured if k[:4] != ck[:4]} | {ck}
 
     async def _ensure_service(self, ns: str, svc: dict[str, Any], owner: Owner) -> None:
         """The server Service, its ports and selector kept equal to the spec (e.g. an edited `deploy.port`)."""
@@ -489,7 +493,7 @@ class Reconciler:
         if outcome is not None and self.claim_outcomes.get(key) != seen:
             await self._event(body, *outcome, now)
         self.claim_outcomes[key] = seen
-        self.ensured = {k for k in self.ensured if k[:4] != ck[:4]} | {ck}
+        self._remember(ck)
 
     def _job_manifest(self, owner: Owner, spec, stage: str, hashes: dict[str, str], cm_name: str) -> dict[str, Any]:
         if stage == "verify":
